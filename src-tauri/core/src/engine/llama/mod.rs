@@ -1,0 +1,262 @@
+//! The llama.cpp engine (GGUF files; CPU everywhere, Metal on macOS) on the `llama-cpp-2` crate.
+//!
+//! A loaded model is one `LlamaModel` (the weights, mmap'd and shared) and one worker thread that
+//! owns the model's only `LlamaContext`: a KV cache with one sequence per parallel slot, decoded
+//! together in one batch per step, the way llama-server does it. Concurrent requests therefore
+//! share the weights and the KV allocation; none of them loads anything.
+
+mod prompt;
+mod worker;
+
+use std::num::NonZeroU32;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
+
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::LlamaModel;
+use tokio::sync::mpsc;
+
+use super::{
+    CancelFlag, ChatMessage, Engine, EngineError, Footprint, GenerateRequest, Generation,
+    GenerationStats, LoadOptions, LoadedModel,
+};
+use prompt::PromptFormat;
+use worker::Job;
+
+/// Tokens decoded per `llama_decode` call: long prompts are fed in chunks of this size.
+const BATCH_TOKENS: u32 = 512;
+
+/// The llama.cpp engine. Construct it once per process: llama.cpp's backend is global.
+pub struct LlamaEngine {
+    backend: &'static LlamaBackend,
+}
+
+static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
+
+impl LlamaEngine {
+    /// Initialises llama.cpp and routes its log lines into `tracing` instead of raw stderr.
+    pub fn new() -> Result<Self, EngineError> {
+        let backend = BACKEND.get_or_init(|| {
+            llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
+            LlamaBackend::init().map_err(|e| e.to_string())
+        });
+        match backend {
+            Ok(backend) => Ok(Self { backend }),
+            Err(e) => Err(EngineError::Internal(format!(
+                "llama.cpp failed to initialise: {e}"
+            ))),
+        }
+    }
+}
+
+impl Engine for LlamaEngine {
+    fn name(&self) -> &'static str {
+        "llama.cpp"
+    }
+
+    fn load(&self, path: &Path, options: &LoadOptions) -> Result<Box<dyn LoadedModel>, EngineError> {
+        let bad = |reason: String| EngineError::BadModelFile {
+            path: path.display().to_string(),
+            reason,
+        };
+        // llama.cpp asserts on some of these instead of returning an error; check first.
+        let meta = std::fs::metadata(path).map_err(|e| bad(e.to_string()))?;
+        if !meta.is_file() {
+            return Err(bad("not a regular file".into()));
+        }
+
+        let params = LlamaModelParams::default();
+        #[cfg(target_os = "macos")]
+        let params = params.with_n_gpu_layers(u32::MAX);
+        let model = LlamaModel::load_from_file(self.backend, path, &params).map_err(|e| {
+            bad(format!(
+                "llama.cpp could not read it as a GGUF model ({e}); the file may be truncated or corrupt"
+            ))
+        })?;
+        let model = Arc::new(model);
+        let format = PromptFormat::from_model(&model)?;
+
+        let slots = options.parallel.max(1);
+        let per_slot = options.context_per_slot.max(16);
+        let n_ctx = per_slot
+            .checked_mul(slots)
+            .and_then(NonZeroU32::new)
+            .ok_or_else(|| EngineError::Internal("context size × parallel slots overflows".into()))?;
+        let threads = i32::try_from(options.threads.max(1)).unwrap_or(1);
+        let context_params = LlamaContextParams::default()
+            .with_n_ctx(Some(n_ctx))
+            .with_n_seq_max(slots)
+            // One KV stream per slot: each request is guaranteed its full context, and one long
+            // conversation cannot push the others out of the cache.
+            .with_kv_unified(false)
+            .with_n_batch(BATCH_TOKENS)
+            .with_n_ubatch(BATCH_TOKENS)
+            .with_n_threads(threads)
+            .with_n_threads_batch(threads);
+
+        let (jobs_tx, jobs_rx) = mpsc::channel(options.queue.max(1));
+        let shared = Arc::new(Shared::default());
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let worker = {
+            let model = Arc::clone(&model);
+            let shared = Arc::clone(&shared);
+            let backend = self.backend;
+            std::thread::Builder::new()
+                .name("llama-worker".into())
+                .spawn(move || {
+                    worker::run(worker::WorkerSetup {
+                        backend,
+                        model: &model,
+                        context_params,
+                        slots,
+                        context_per_slot: per_slot,
+                        jobs: jobs_rx,
+                        shared: &shared,
+                        ready: ready_tx,
+                    })
+                })
+                .map_err(|e| EngineError::Internal(format!("cannot start the model's worker thread: {e}")))?
+        };
+        let context_bytes = match ready_rx.recv() {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(e)) => {
+                let _ = worker.join();
+                return Err(e);
+            }
+            Err(_) => {
+                let _ = worker.join();
+                return Err(EngineError::Internal("the model's worker thread died while starting".into()));
+            }
+        };
+
+        let weights = model.size();
+        Ok(Box::new(LlamaLoaded {
+            model,
+            format,
+            context_per_slot: per_slot,
+            queue_capacity: options.queue.max(1),
+            jobs: Mutex::new(Some(jobs_tx)),
+            shared,
+            worker: Mutex::new(Some(worker)),
+            footprint: Footprint {
+                weights,
+                context: context_bytes,
+                total: weights + context_bytes,
+            },
+        }))
+    }
+}
+
+/// State the worker and the request side both see.
+#[derive(Default)]
+pub(crate) struct Shared {
+    /// Set on unload or shutdown: the worker ends every generation and exits.
+    stop: AtomicBool,
+    active: AtomicU64,
+    queued: AtomicU64,
+    generated_tokens: AtomicU64,
+    completed: AtomicU64,
+    cancelled: AtomicU64,
+}
+
+struct LlamaLoaded {
+    model: Arc<LlamaModel>,
+    format: PromptFormat,
+    context_per_slot: u32,
+    queue_capacity: usize,
+    /// `None` once unloading began.
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    shared: Arc<Shared>,
+    worker: Mutex<Option<JoinHandle<()>>>,
+    footprint: Footprint,
+}
+
+impl LoadedModel for LlamaLoaded {
+    fn footprint(&self) -> Footprint {
+        self.footprint
+    }
+
+    fn context_per_request(&self) -> u32 {
+        self.context_per_slot
+    }
+
+    fn render_chat(&self, messages: &[ChatMessage]) -> Result<String, EngineError> {
+        self.format.render(&self.model, messages)
+    }
+
+    fn generate(&self, request: GenerateRequest) -> Result<Generation, EngineError> {
+        let tokens = prompt::tokenize(&self.model, &request.prompt);
+        let prompt_tokens = u32::try_from(tokens.len()).unwrap_or(u32::MAX);
+        // At least one token must fit after the prompt.
+        if prompt_tokens >= self.context_per_slot {
+            return Err(EngineError::PromptTooLong {
+                prompt_tokens,
+                context: self.context_per_slot,
+            });
+        }
+        let jobs = self
+            .jobs
+            .lock()
+            .map_err(|_| EngineError::Internal("model state poisoned".into()))?
+            .clone()
+            .ok_or_else(|| EngineError::Internal("the model is unloading".into()))?;
+        // Room for every token of a typical answer: the worker pauses a slot whose client
+        // does not read, instead of blocking the other slots.
+        let (events_tx, events_rx) = mpsc::channel(256);
+        let cancel = CancelFlag::default();
+        let job = Job {
+            tokens,
+            request,
+            events: events_tx,
+            cancel: cancel.clone(),
+        };
+        jobs.try_send(job).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => EngineError::QueueFull {
+                queued: self.queue_capacity,
+            },
+            mpsc::error::TrySendError::Closed(_) => {
+                EngineError::Internal("the model's worker has stopped".into())
+            }
+        })?;
+        self.shared.queued.fetch_add(1, Ordering::Relaxed);
+        Ok(Generation::new(events_rx, cancel))
+    }
+
+    fn stats(&self) -> GenerationStats {
+        let s = &self.shared;
+        GenerationStats {
+            active: s.active.load(Ordering::Relaxed),
+            queued: s.queued.load(Ordering::Relaxed),
+            generated_tokens: s.generated_tokens.load(Ordering::Relaxed),
+            completed: s.completed.load(Ordering::Relaxed),
+            cancelled: s.cancelled.load(Ordering::Relaxed),
+        }
+    }
+
+    fn shutdown(&self) {
+        self.shared.stop.store(true, Ordering::Release);
+        // Closing the queue wakes a worker that waits for work.
+        if let Ok(mut jobs) = self.jobs.lock() {
+            jobs.take();
+        }
+    }
+}
+
+impl Drop for LlamaLoaded {
+    fn drop(&mut self) {
+        self.shutdown();
+        // Wait for the worker to free the context, so that when the drop returns the memory is
+        // really gone and whoever measures it sees the truth.
+        if let Ok(mut worker) = self.worker.lock() {
+            if let Some(handle) = worker.take() {
+                if handle.join().is_err() {
+                    tracing::error!("the llama.cpp worker thread panicked");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,390 @@
+//! The worker thread that owns a model's context and decodes every slot together.
+//!
+//! One loop, one batch per step: each generating slot contributes its last sampled token, each
+//! slot still reading its prompt contributes a chunk of it, and a single `llama_decode` moves them
+//! all forward. Requests beyond the slots wait in the job queue. Between two steps the loop
+//! drops slots whose client went away, so a hang-up costs at most one more token.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::LlamaToken;
+use tokio::sync::mpsc;
+
+use super::{Shared, BATCH_TOKENS};
+use crate::engine::stop::{StopMatcher, StopOutcome};
+use crate::engine::utf8::Utf8Assembler;
+use crate::engine::{
+    CancelFlag, EngineError, FinishReason, GenerateRequest, GenerationEvent, SamplingParams, Usage,
+};
+use crate::memory::process_rss;
+
+/// The most events one step sends to one generation.
+const EVENTS_PER_STEP: usize = 3;
+
+/// A queued generation.
+pub(super) struct Job {
+    pub tokens: Vec<LlamaToken>,
+    pub request: GenerateRequest,
+    pub events: mpsc::Sender<GenerationEvent>,
+    pub cancel: CancelFlag,
+}
+
+pub(super) struct WorkerSetup<'m> {
+    pub backend: &'static LlamaBackend,
+    pub model: &'m LlamaModel,
+    pub context_params: LlamaContextParams,
+    pub slots: u32,
+    pub context_per_slot: u32,
+    pub jobs: mpsc::Receiver<Job>,
+    pub shared: &'m Shared,
+    /// Told once: the bytes the context added to the process, or why it could not be made.
+    pub ready: std::sync::mpsc::Sender<Result<u64, EngineError>>,
+}
+
+/// Runs until the model is unloaded (the job queue closes) or stopped.
+pub(super) fn run(setup: WorkerSetup<'_>) {
+    let WorkerSetup {
+        backend,
+        model,
+        context_params,
+        slots,
+        context_per_slot,
+        mut jobs,
+        shared,
+        ready,
+    } = setup;
+
+    let before = process_rss();
+    let ctx = match model.new_context(backend, context_params) {
+        Ok(ctx) => ctx,
+        Err(e) => {
+            let _ = ready.send(Err(EngineError::Internal(format!(
+                "llama.cpp could not create a context of {} tokens × {slots} slots ({e}); lower the context size",
+                context_per_slot
+            ))));
+            return;
+        }
+    };
+    let added = match (before, process_rss()) {
+        (Some(before), Some(after)) => after.saturating_sub(before),
+        _ => 0,
+    };
+    if ready.send(Ok(added)).is_err() {
+        return;
+    }
+
+    let mut worker = Worker {
+        model,
+        ctx,
+        batch: LlamaBatch::new(BATCH_TOKENS as usize, 1),
+        slots: (0..slots).map(|_| None).collect(),
+        context_per_slot,
+        shared,
+    };
+    worker.serve(&mut jobs);
+}
+
+/// A generation occupying one KV sequence.
+struct Slot {
+    job: Job,
+    sampler: LlamaSampler,
+    /// Prompt tokens already decoded.
+    prompt_done: usize,
+    /// Next position in this sequence.
+    pos: i32,
+    /// The token sampled last, to be decoded next.
+    last: Option<LlamaToken>,
+    generated: u32,
+    /// Index in the current batch whose logits belong to this slot.
+    logits_at: Option<i32>,
+    text: Utf8Assembler,
+    stop: StopMatcher,
+}
+
+impl Slot {
+    fn new(job: Job) -> Self {
+        let sampler = sampler_for(&job.request.sampling);
+        let stop = StopMatcher::new(job.request.stop.clone());
+        Self {
+            job,
+            sampler,
+            prompt_done: 0,
+            pos: 0,
+            last: None,
+            generated: 0,
+            logits_at: None,
+            text: Utf8Assembler::default(),
+            stop,
+        }
+    }
+
+    fn usage(&self) -> Usage {
+        let prompt_tokens = u32::try_from(self.job.tokens.len()).unwrap_or(u32::MAX);
+        Usage {
+            prompt_tokens,
+            completion_tokens: self.generated,
+            total_tokens: prompt_tokens.saturating_add(self.generated),
+        }
+    }
+
+    fn gone(&self) -> bool {
+        self.job.cancel.is_cancelled() || self.job.events.is_closed()
+    }
+}
+
+fn sampler_for(params: &SamplingParams) -> LlamaSampler {
+    if params.is_greedy() {
+        return LlamaSampler::greedy();
+    }
+    let mut chain = Vec::new();
+    if params.top_p < 1.0 {
+        chain.push(LlamaSampler::top_p(params.top_p.max(0.0), 1));
+    }
+    chain.push(LlamaSampler::temp(params.temperature));
+    chain.push(LlamaSampler::dist(params.seed));
+    LlamaSampler::chain_simple(chain)
+}
+
+struct Worker<'m> {
+    model: &'m LlamaModel,
+    ctx: LlamaContext<'m>,
+    batch: LlamaBatch<'static>,
+    slots: Vec<Option<Slot>>,
+    context_per_slot: u32,
+    shared: &'m Shared,
+}
+
+/// How a slot ends.
+enum End {
+    Finished(FinishReason),
+    Failed(String),
+    Cancelled,
+}
+
+impl Worker<'_> {
+    fn serve(&mut self, jobs: &mut mpsc::Receiver<Job>) {
+        loop {
+            if self.shared.stop.load(Ordering::Acquire) {
+                self.end_all("the model was unloaded");
+                jobs.close();
+                while let Ok(job) = jobs.try_recv() {
+                    self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+                    let _ = job
+                        .events
+                        .try_send(GenerationEvent::Failed("the model was unloaded".into()));
+                }
+                return;
+            }
+            if !self.admit(jobs) {
+                return;
+            }
+            self.drop_abandoned();
+            if self.fill_batch() {
+                self.step();
+            } else if self.slots.iter().any(Option::is_some) {
+                // Every busy slot waits for its client to read; do not spin.
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+    }
+
+    /// Moves queued jobs into free slots. Blocks while there is nothing at all to do. Returns
+    /// false when the queue is closed and every slot is idle: time to exit.
+    fn admit(&mut self, jobs: &mut mpsc::Receiver<Job>) -> bool {
+        while let Some(free) = self.slots.iter().position(Option::is_none) {
+            let idle = self.slots.iter().all(Option::is_none);
+            let job = if idle {
+                match jobs.blocking_recv() {
+                    Some(job) => job,
+                    None => return false,
+                }
+            } else {
+                match jobs.try_recv() {
+                    Ok(job) => job,
+                    Err(_) => break,
+                }
+            };
+            self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+            if job.cancel.is_cancelled() || job.events.is_closed() {
+                self.shared.cancelled.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            self.shared.active.fetch_add(1, Ordering::Relaxed);
+            self.slots[free] = Some(Slot::new(job));
+        }
+        true
+    }
+
+    fn drop_abandoned(&mut self) {
+        for i in 0..self.slots.len() {
+            if self.slots[i].as_ref().is_some_and(Slot::gone) {
+                self.end(i, End::Cancelled);
+            }
+        }
+    }
+
+    /// Puts one step's tokens in the batch. Returns false if there are none.
+    fn fill_batch(&mut self) -> bool {
+        self.batch.clear();
+        let capacity = BATCH_TOKENS as usize;
+        let mut failed = Vec::new();
+        // Generating slots first: one token each keeps every stream moving.
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            let Some(slot) = slot else { continue };
+            slot.logits_at = None;
+            let Some(token) = slot.last else { continue };
+            // A client that does not read pauses its own slot, not everyone's. A step sends at
+            // most three events (text, held-back tail, done), so they always fit.
+            if slot.job.events.capacity() < EVENTS_PER_STEP {
+                continue;
+            }
+            let at = self.batch.n_tokens();
+            if let Err(e) = self.batch.add(token, slot.pos, &[i as i32], true) {
+                failed.push((i, e.to_string()));
+                continue;
+            }
+            slot.logits_at = Some(at);
+            slot.pos += 1;
+        }
+        // Then prompt chunks, as much as the batch holds.
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            let Some(slot) = slot else { continue };
+            if slot.last.is_some() {
+                continue;
+            }
+            let room = capacity.saturating_sub(self.batch.n_tokens() as usize);
+            if room == 0 {
+                break;
+            }
+            let rest = &slot.job.tokens[slot.prompt_done..];
+            let chunk = rest.len().min(room);
+            for (k, token) in rest[..chunk].iter().enumerate() {
+                let last_of_prompt = slot.prompt_done + k + 1 == slot.job.tokens.len();
+                if let Err(e) = self.batch.add(*token, slot.pos, &[i as i32], last_of_prompt) {
+                    failed.push((i, e.to_string()));
+                    break;
+                }
+                slot.pos += 1;
+                if last_of_prompt {
+                    slot.logits_at = Some(self.batch.n_tokens() - 1);
+                }
+            }
+            slot.prompt_done += chunk;
+        }
+        for (i, reason) in failed {
+            self.end(i, End::Failed(format!("batch error: {reason}")));
+        }
+        self.batch.n_tokens() > 0
+    }
+
+    fn step(&mut self) {
+        if let Err(e) = self.ctx.decode(&mut self.batch) {
+            tracing::error!(error = %e, "llama_decode failed");
+            for i in 0..self.slots.len() {
+                if self.slots[i].is_some() {
+                    self.end(i, End::Failed(format!("decoding failed: {e}")));
+                }
+            }
+            return;
+        }
+        for i in 0..self.slots.len() {
+            if let Some(end) = self.sample(i) {
+                self.end(i, end);
+            }
+        }
+    }
+
+    /// Samples slot `i`'s next token if this step computed logits for it.
+    fn sample(&mut self, i: usize) -> Option<End> {
+        let model = self.model;
+        let per_slot = self.context_per_slot;
+        let slot = self.slots[i].as_mut()?;
+        let at = slot.logits_at.take()?;
+        let token = slot.sampler.sample(&self.ctx, at);
+        self.shared.generated_tokens.fetch_add(1, Ordering::Relaxed);
+        if model.vocab().is_eog(token) {
+            return Some(End::Finished(FinishReason::Stop));
+        }
+        slot.generated += 1;
+        slot.last = Some(token);
+        let bytes = model.vocab().token_to_piece(token, false, None);
+        let text = slot.text.push(&bytes);
+        match slot.stop.push(&text) {
+            StopOutcome::Stopped(text) => {
+                send_text(slot, text);
+                // Whatever follows the stop string is not part of the answer.
+                slot.text.finish();
+                return Some(End::Finished(FinishReason::Stop));
+            }
+            StopOutcome::Continue(text) => send_text(slot, text),
+        }
+        let out_of_tokens = slot
+            .job
+            .request
+            .max_tokens
+            .is_some_and(|max| slot.generated >= max);
+        // The sampled token still needs a cell to be decoded into.
+        let out_of_context = u32::try_from(slot.pos).unwrap_or(u32::MAX) >= per_slot;
+        if out_of_tokens || out_of_context {
+            return Some(End::Finished(FinishReason::Length));
+        }
+        None
+    }
+
+    fn end(&mut self, i: usize, end: End) {
+        let Some(mut slot) = self.slots[i].take() else {
+            return;
+        };
+        self.shared.active.fetch_sub(1, Ordering::Relaxed);
+        // Free the sequence's cells for the next request in this slot.
+        if let Err(e) = self.ctx.clear_kv_cache_seq(Some(i as u32), None, None) {
+            tracing::warn!(error = %e, slot = i, "could not clear a KV sequence");
+        }
+        let event = match end {
+            End::Cancelled => {
+                self.shared.cancelled.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(slot = i, generated = slot.generated, "generation cancelled");
+                return;
+            }
+            End::Finished(finish_reason) => {
+                let mut tail = slot.text.finish();
+                tail.push_str(&slot.stop.finish());
+                if !tail.is_empty() {
+                    send_text(&mut slot, tail);
+                }
+                GenerationEvent::Done {
+                    finish_reason,
+                    usage: slot.usage(),
+                }
+            }
+            End::Failed(message) => GenerationEvent::Failed(message),
+        };
+        self.shared.completed.fetch_add(1, Ordering::Relaxed);
+        // Room was reserved when the slot was scheduled (EVENTS_PER_STEP).
+        let _ = slot.job.events.try_send(event);
+    }
+
+    fn end_all(&mut self, why: &str) {
+        for i in 0..self.slots.len() {
+            if self.slots[i].is_some() {
+                self.end(i, End::Failed(why.to_string()));
+            }
+        }
+    }
+}
+
+fn send_text(slot: &mut Slot, text: String) {
+    if text.is_empty() {
+        return;
+    }
+    // The slot is only scheduled while its channel has room (EVENTS_PER_STEP), so this fits;
+    // a client that vanished in between is noticed before the next step.
+    let _ = slot.job.events.try_send(GenerationEvent::Text(text));
+}

@@ -1,0 +1,195 @@
+//! Engines turn a model file into tokens.
+//!
+//! Everything above this module (pool, API) talks to a model only through [`Engine`] and
+//! [`LoadedModel`], so llama.cpp today and MLX on Apple Silicon later sit side by side without
+//! the pool knowing which one it holds.
+
+pub mod llama;
+pub mod sampling;
+pub mod stop;
+pub mod template;
+pub mod utf8;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+pub use sampling::SamplingParams;
+pub use template::ChatMessage;
+
+/// Loads model files of one format.
+pub trait Engine: Send + Sync + 'static {
+    /// A short name for logs and the status API ("llama.cpp").
+    fn name(&self) -> &'static str;
+
+    /// Loads `path` and makes it ready to generate. Blocking and slow (seconds): callers run it
+    /// on a blocking thread and never while holding a lock.
+    fn load(&self, path: &Path, options: &LoadOptions) -> Result<Box<dyn LoadedModel>, EngineError>;
+}
+
+/// A model in memory, shared by every request that uses it.
+///
+/// Dropping the last handle unloads it: weights, KV cache and worker thread go with it.
+pub trait LoadedModel: Send + Sync {
+    /// What the model holds in memory, by part.
+    fn footprint(&self) -> Footprint;
+
+    /// The longest prompt plus completion one request may use, in tokens.
+    fn context_per_request(&self) -> u32;
+
+    /// Renders chat messages into the model's own prompt format.
+    fn render_chat(&self, messages: &[ChatMessage]) -> Result<String, EngineError>;
+
+    /// Queues a generation. Tokens arrive on the returned [`Generation`]; dropping it cancels.
+    fn generate(&self, request: GenerateRequest) -> Result<Generation, EngineError>;
+
+    /// Counters of the model's generations so far.
+    fn stats(&self) -> GenerationStats;
+
+    /// Ends every running and queued generation now (server shutdown). The model stays usable
+    /// for nothing after this; drop it.
+    fn shutdown(&self);
+}
+
+/// How a model is loaded and served.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Tokens of context each parallel slot gets.
+    pub context_per_slot: u32,
+    /// How many requests decode at once; the rest wait in the queue.
+    pub parallel: u32,
+    /// How many requests may wait for a slot before new ones are turned away.
+    pub queue: usize,
+    /// CPU threads for generation and prompt processing.
+    pub threads: u32,
+}
+
+/// A model's memory, in bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Footprint {
+    /// Tensor bytes of the weights (mmap'd file pages count once they are resident).
+    pub weights: u64,
+    /// What creating the inference context added to the process (KV cache and compute
+    /// buffers), measured as resident memory before and after.
+    pub context: u64,
+    pub total: u64,
+}
+
+/// Counters of one loaded model's generations.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct GenerationStats {
+    /// Generations decoding right now.
+    pub active: u64,
+    /// Generations waiting for a slot.
+    pub queued: u64,
+    /// Tokens sampled, over all generations.
+    pub generated_tokens: u64,
+    /// Generations that ran to a stop, a length limit or an error.
+    pub completed: u64,
+    /// Generations ended early because the client went away or the request was cancelled.
+    pub cancelled: u64,
+}
+
+/// One request's prompt and how to sample its completion.
+#[derive(Debug, Clone)]
+pub struct GenerateRequest {
+    pub prompt: String,
+    pub sampling: SamplingParams,
+    /// Upper bound on generated tokens; `None` means until the context is full.
+    pub max_tokens: Option<u32>,
+    /// Generation ends before any of these strings; they are not part of the output.
+    pub stop: Vec<String>,
+}
+
+/// Why a generation ended, in OpenAI's words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// The model ended its turn or a stop string matched.
+    Stop,
+    /// `max_tokens` or the context ran out.
+    Length,
+}
+
+/// Token counts of a finished generation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Usage {
+    pub prompt_tokens: u32,
+    pub completion_tokens: u32,
+    pub total_tokens: u32,
+}
+
+/// What a generation sends, in order: text pieces, then exactly one `Done` or `Failed`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GenerationEvent {
+    Text(String),
+    Done { finish_reason: FinishReason, usage: Usage },
+    Failed(String),
+}
+
+/// A running generation. Receive its events; drop it (or call [`Generation::cancel`]) to stop it
+/// between two tokens.
+pub struct Generation {
+    events: mpsc::Receiver<GenerationEvent>,
+    cancel: CancelFlag,
+}
+
+impl Generation {
+    pub fn new(events: mpsc::Receiver<GenerationEvent>, cancel: CancelFlag) -> Self {
+        Self { events, cancel }
+    }
+
+    /// The next event, or `None` once the engine has nothing more to say.
+    pub async fn next(&mut self) -> Option<GenerationEvent> {
+        self.events.recv().await
+    }
+
+    pub fn cancel(&self) {
+        self.cancel.cancel();
+    }
+}
+
+impl Drop for Generation {
+    fn drop(&mut self) {
+        // A client that hangs up drops the generation; the engine sees the flag before its next
+        // token and frees the slot.
+        self.cancel.cancel();
+    }
+}
+
+/// Shared between a [`Generation`] and the engine's worker.
+#[derive(Debug, Clone, Default)]
+pub struct CancelFlag(Arc<AtomicBool>);
+
+impl CancelFlag {
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// Why an engine could not load or serve.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The file is missing, unreadable, or not a model this engine understands.
+    #[error("cannot load model file {path}: {reason}")]
+    BadModelFile { path: String, reason: String },
+    /// The prompt does not fit the context a request may use.
+    #[error("the prompt is {prompt_tokens} tokens but this model's context per request is {context} tokens")]
+    PromptTooLong { prompt_tokens: u32, context: u32 },
+    /// Every slot is busy and the waiting queue is full.
+    #[error("the model is busy: {queued} requests are already waiting")]
+    QueueFull { queued: usize },
+    /// The chat template could not render these messages.
+    #[error("chat template error: {0}")]
+    Template(String),
+    /// The engine itself failed (out of memory for the context, a decode error, ...).
+    #[error("{0}")]
+    Internal(String),
+}

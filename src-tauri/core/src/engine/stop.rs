@@ -1,0 +1,115 @@
+//! Stop strings. A stop string can arrive split over several tokens, so text that might be the
+//! start of one is held back until it is clearly not.
+
+/// Feeds generated text through, withholding what could still become a stop string.
+#[derive(Debug)]
+pub struct StopMatcher {
+    stops: Vec<String>,
+    held: String,
+}
+
+/// What to do after a piece of text.
+#[derive(Debug, PartialEq, Eq)]
+pub enum StopOutcome {
+    /// Send this text (possibly empty) and go on.
+    Continue(String),
+    /// A stop string matched: send this text, which ends just before it, and stop.
+    Stopped(String),
+}
+
+impl StopMatcher {
+    pub fn new(stops: Vec<String>) -> Self {
+        let stops = stops.into_iter().filter(|s| !s.is_empty()).collect();
+        Self {
+            stops,
+            held: String::new(),
+        }
+    }
+
+    pub fn push(&mut self, text: &str) -> StopOutcome {
+        self.held.push_str(text);
+        if let Some(at) = self
+            .stops
+            .iter()
+            .filter_map(|stop| self.held.find(stop.as_str()))
+            .min()
+        {
+            let before = self.held[..at].to_string();
+            self.held.clear();
+            return StopOutcome::Stopped(before);
+        }
+        let keep = self.longest_partial_match();
+        let split = self.held.len() - keep;
+        let out = self.held[..split].to_string();
+        self.held.drain(..split);
+        StopOutcome::Continue(out)
+    }
+
+    /// The text still held back when generation ends for another reason.
+    pub fn finish(&mut self) -> String {
+        std::mem::take(&mut self.held)
+    }
+
+    /// Length of the longest suffix of `held` that is a proper prefix of some stop string,
+    /// on a character boundary.
+    fn longest_partial_match(&self) -> usize {
+        let mut best = 0;
+        for stop in &self.stops {
+            for (i, _) in self.held.char_indices() {
+                let suffix = &self.held[i..];
+                if suffix.len() < stop.len() && stop.starts_with(suffix) {
+                    best = best.max(suffix.len());
+                    break;
+                }
+            }
+        }
+        best
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(stops: &[&str], pieces: &[&str]) -> (String, bool) {
+        let mut m = StopMatcher::new(stops.iter().map(|s| s.to_string()).collect());
+        let mut out = String::new();
+        for piece in pieces {
+            match m.push(piece) {
+                StopOutcome::Continue(t) => out.push_str(&t),
+                StopOutcome::Stopped(t) => {
+                    out.push_str(&t);
+                    return (out, true);
+                }
+            }
+        }
+        out.push_str(&m.finish());
+        (out, false)
+    }
+
+    #[test]
+    fn stop_split_over_pieces_is_caught_and_not_sent() {
+        assert_eq!(run(&["END"], &["one E", "N", "D two"]), ("one ".into(), true));
+    }
+
+    #[test]
+    fn a_false_start_is_released() {
+        assert_eq!(run(&["END"], &["one E", "N", "x"]), ("one ENx".into(), false));
+    }
+
+    #[test]
+    fn earliest_of_several_stops_wins() {
+        assert_eq!(run(&["b", "a"], &["xxab"]), ("xx".into(), true));
+    }
+
+    #[test]
+    fn no_stops_passes_everything() {
+        assert_eq!(run(&[], &["a", "b"]), ("ab".into(), false));
+    }
+
+    #[test]
+    fn multibyte_text_is_held_on_char_boundaries() {
+        assert_eq!(run(&["éé"], &["aé", "b"]), ("aéb".into(), false));
+        assert_eq!(run(&["éé"], &["aé", "é"]), ("a".into(), true));
+    }
+}

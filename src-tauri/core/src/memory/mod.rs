@@ -1,0 +1,6 @@
+//! Measuring memory. (The full probe with pressure levels is its own subsystem; this holds
+//! what the engine and the pool need today.)
+
+mod rss;
+
+pub use rss::process_rss;
