@@ -1,0 +1,81 @@
+//! `HEADROOM_<SETTING>` environment variables.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use super::{SettingError, Settings};
+
+pub(super) fn apply(
+    settings: &mut Settings,
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> Result<(), SettingError> {
+    for (key, value) in vars {
+        match key.as_str() {
+            "HEADROOM_PORT" => settings.port = parse(&key, "port", &value, "a port number from 0 to 65535")?,
+            "HEADROOM_THREADS" => settings.threads = Some(parse(&key, "threads", &value, "a whole number")?),
+            "HEADROOM_PARALLEL" => settings.parallel = parse(&key, "parallel", &value, "a whole number")?,
+            "HEADROOM_CONTEXT_SIZE" => {
+                settings.context_size = parse(&key, "context_size", &value, "a whole number of tokens")?
+            }
+            "HEADROOM_QUEUE_SIZE" => settings.queue_size = parse(&key, "queue_size", &value, "a whole number")?,
+            // Colon-separated, like PATH; these come before the file's folders.
+            "HEADROOM_MODELS_DIR" => {
+                let mut dirs: Vec<PathBuf> = std::env::split_paths(&value)
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .collect();
+                dirs.append(&mut settings.models_dirs);
+                settings.models_dirs = dirs;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn parse<T: FromStr>(key: &str, setting: &str, value: &str, allowed: &str) -> Result<T, SettingError> {
+    value.trim().parse().map_err(|_| SettingError {
+        source_name: key.to_string(),
+        setting: setting.to_string(),
+        value: format!("{value:?}"),
+        allowed: allowed.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let mut s = Settings {
+            models_dirs: vec!["/from-file".into()],
+            ..Settings::default()
+        };
+        s.apply_env(vars(&[
+            ("HEADROOM_PORT", "8123"),
+            ("HEADROOM_MODELS_DIR", "/a:/b"),
+            ("HEADROOM_PARALLEL", "3"),
+            ("PATH", "/usr/bin"),
+        ]))
+        .expect("applies");
+        assert_eq!(s.port, 8123);
+        assert_eq!(s.parallel, 3);
+        assert_eq!(
+            s.models_dirs,
+            vec![PathBuf::from("/a"), PathBuf::from("/b"), PathBuf::from("/from-file")]
+        );
+    }
+
+    #[test]
+    fn a_bad_variable_is_named() {
+        let mut s = Settings::default();
+        let e = s.apply_env(vars(&[("HEADROOM_PORT", "99999")])).unwrap_err();
+        assert_eq!(e.source_name, "HEADROOM_PORT");
+        let e = s.apply_env(vars(&[("HEADROOM_PARALLEL", "0")])).unwrap_err();
+        assert_eq!(e.setting, "parallel");
+    }
+}

@@ -1,0 +1,169 @@
+//! Settings: defaults, then the config file, then `HEADROOM_*` environment variables, then
+//! command-line flags. Every value is checked before anything starts, and a bad one is named
+//! with what is allowed.
+
+mod dirs;
+mod env;
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use dirs::AppDirs;
+
+/// The default port; 11434 is Ollama's, so the two can run side by side.
+pub const DEFAULT_PORT: u16 = 11435;
+
+/// Every setting the server has, with its default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// TCP port on 127.0.0.1. 0 picks a free one (the address is logged).
+    pub port: u16,
+    /// Extra folders to find `.gguf` files in, after the data folder's `models/`.
+    pub models_dirs: Vec<PathBuf>,
+    /// CPU threads per model; `None` = all cores but one, so the desktop stays responsive.
+    pub threads: Option<u32>,
+    /// Requests one model decodes at once.
+    pub parallel: u32,
+    /// Tokens of context (prompt + answer) each request gets.
+    pub context_size: u32,
+    /// Requests that may wait for a busy model before more are refused with 503.
+    pub queue_size: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            port: DEFAULT_PORT,
+            models_dirs: Vec::new(),
+            threads: None,
+            parallel: 2,
+            context_size: 4096,
+            queue_size: 32,
+        }
+    }
+}
+
+/// A setting that cannot be used, and why.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{source_name}: setting '{setting}' = {value}: {allowed}")]
+pub struct SettingError {
+    /// Where the value came from (the file's path, `HEADROOM_PORT`, ...).
+    pub source_name: String,
+    pub setting: String,
+    pub value: String,
+    pub allowed: String,
+}
+
+impl Settings {
+    /// Reads a TOML config file. A missing file is not an error (defaults apply); one that
+    /// does not parse is, with the line and the key.
+    pub fn from_file(path: &Path) -> Result<Self, SettingError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(e) => {
+                return Err(SettingError {
+                    source_name: path.display().to_string(),
+                    setting: "(file)".into(),
+                    value: String::new(),
+                    allowed: format!("cannot read it: {e}"),
+                })
+            }
+        };
+        Self::from_toml(&text, &path.display().to_string())
+    }
+
+    pub fn from_toml(text: &str, source_name: &str) -> Result<Self, SettingError> {
+        let settings: Self = toml::from_str(text).map_err(|e| SettingError {
+            source_name: source_name.to_string(),
+            setting: "(file)".into(),
+            value: String::new(),
+            allowed: e.to_string().trim().to_string(),
+        })?;
+        settings.validate(source_name)?;
+        Ok(settings)
+    }
+
+    /// Applies `HEADROOM_*` variables from `vars` (normally `std::env::vars()`).
+    pub fn apply_env(
+        &mut self,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<(), SettingError> {
+        env::apply(self, vars)?;
+        self.validate("environment")
+    }
+
+    /// Checks ranges. `source_name` says where to look when one is off.
+    pub fn validate(&self, source_name: &str) -> Result<(), SettingError> {
+        let err = |setting: &str, value: String, allowed: &str| SettingError {
+            source_name: source_name.to_string(),
+            setting: setting.to_string(),
+            value,
+            allowed: allowed.to_string(),
+        };
+        if let Some(threads) = self.threads {
+            if !(1..=1024).contains(&threads) {
+                return Err(err("threads", threads.to_string(), "from 1 to 1024"));
+            }
+        }
+        if !(1..=64).contains(&self.parallel) {
+            return Err(err("parallel", self.parallel.to_string(), "from 1 to 64"));
+        }
+        if !(128..=1_048_576).contains(&self.context_size) {
+            return Err(err("context_size", self.context_size.to_string(), "from 128 to 1048576 tokens"));
+        }
+        if !(1..=10_000).contains(&self.queue_size) {
+            return Err(err("queue_size", self.queue_size.to_string(), "from 1 to 10000"));
+        }
+        Ok(())
+    }
+
+    /// Threads to give a model: the setting, or all cores but one.
+    pub fn effective_threads(&self) -> u32 {
+        self.threads.unwrap_or_else(|| {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            u32::try_from(cores.saturating_sub(1).max(1)).unwrap_or(1)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_file_means_defaults() {
+        assert_eq!(Settings::from_toml("", "t").expect("parses"), Settings::default());
+    }
+
+    #[test]
+    fn a_file_sets_values() {
+        let s = Settings::from_toml(
+            "port = 9000\nparallel = 4\nmodels_dirs = [\"/m\"]\nthreads = 3\n",
+            "t",
+        )
+        .expect("parses");
+        assert_eq!(s.port, 9000);
+        assert_eq!(s.parallel, 4);
+        assert_eq!(s.models_dirs, vec![PathBuf::from("/m")]);
+        assert_eq!(s.effective_threads(), 3);
+    }
+
+    #[test]
+    fn unknown_keys_and_wrong_types_are_named() {
+        let e = Settings::from_toml("prot = 1\n", "cfg.toml").unwrap_err();
+        assert!(e.to_string().contains("prot"), "{e}");
+        let e = Settings::from_toml("port = \"x\"\n", "cfg.toml").unwrap_err();
+        assert!(e.to_string().contains("port"), "{e}");
+    }
+
+    #[test]
+    fn out_of_range_values_say_what_is_allowed() {
+        let e = Settings::from_toml("parallel = 0\n", "cfg.toml").unwrap_err();
+        assert_eq!(e.setting, "parallel");
+        assert_eq!(e.allowed, "from 1 to 64");
+        assert_eq!(e.source_name, "cfg.toml");
+    }
+}

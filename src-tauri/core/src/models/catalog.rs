@@ -1,0 +1,174 @@
+//! Model discovery. A model is a `.gguf` file directly inside one of the model folders; its id
+//! is the file name without the extension. An id is only ever looked up, never joined into a
+//! path as given: no separators, no `..`, and a symlink must resolve inside a model folder.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+/// The model folders, in priority order (the first folder wins when two hold the same id).
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    dirs: Vec<PathBuf>,
+}
+
+/// One model file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ModelFile {
+    pub id: String,
+    pub path: PathBuf,
+    pub size: u64,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CatalogError {
+    #[error("'{0}' is not a valid model id: ids are file names without '.gguf', with no path separators")]
+    InvalidId(String),
+    #[error("model '{0}' was not found in the model folders")]
+    NotFound(String),
+}
+
+const EXTENSION: &str = "gguf";
+/// Longer names than this cannot be file names on the platforms we run on.
+const MAX_ID_BYTES: usize = 250;
+
+impl Catalog {
+    pub fn new(dirs: Vec<PathBuf>) -> Self {
+        Self { dirs }
+    }
+
+    pub fn dirs(&self) -> &[PathBuf] {
+        &self.dirs
+    }
+
+    /// Every model in every folder, sorted by id. Unreadable folders are skipped (and logged):
+    /// one missing external drive must not hide the other models.
+    pub fn list(&self) -> Vec<ModelFile> {
+        let mut found: Vec<ModelFile> = Vec::new();
+        for dir in &self.dirs {
+            let entries = match std::fs::read_dir(dir) {
+                Ok(entries) => entries,
+                Err(e) => {
+                    tracing::debug!(dir = %dir.display(), error = %e, "model folder not readable");
+                    continue;
+                }
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let Some(id) = id_of(&path) else { continue };
+                if found.iter().any(|m| m.id == id) {
+                    continue;
+                }
+                if let Ok(model) = self.find(&id) {
+                    found.push(model);
+                }
+            }
+        }
+        found.sort_by(|a, b| a.id.cmp(&b.id));
+        found
+    }
+
+    /// The file behind `id`, if it is a regular file that really lives in a model folder.
+    pub fn find(&self, id: &str) -> Result<ModelFile, CatalogError> {
+        validate_id(id)?;
+        for dir in &self.dirs {
+            let Ok(root) = dir.canonicalize() else { continue };
+            let candidate = root.join(format!("{id}.{EXTENSION}"));
+            let Ok(real) = candidate.canonicalize() else { continue };
+            if !self.is_inside_a_model_folder(&real) {
+                tracing::warn!(id, target = %real.display(), "model symlink points outside the model folders; ignored");
+                continue;
+            }
+            match std::fs::metadata(&real) {
+                Ok(meta) if meta.is_file() => {
+                    return Ok(ModelFile {
+                        id: id.to_string(),
+                        path: real,
+                        size: meta.len(),
+                    })
+                }
+                _ => continue,
+            }
+        }
+        Err(CatalogError::NotFound(id.to_string()))
+    }
+
+    fn is_inside_a_model_folder(&self, real: &Path) -> bool {
+        self.dirs
+            .iter()
+            .filter_map(|d| d.canonicalize().ok())
+            .any(|root| real.parent() == Some(root.as_path()))
+    }
+}
+
+fn id_of(path: &Path) -> Option<String> {
+    if path.extension()?.to_str()? != EXTENSION {
+        return None;
+    }
+    let id = path.file_stem()?.to_str()?.to_string();
+    validate_id(&id).ok()?;
+    Some(id)
+}
+
+fn validate_id(id: &str) -> Result<(), CatalogError> {
+    let bad = id.is_empty()
+        || id.len() > MAX_ID_BYTES
+        || id.starts_with('.')
+        || id.contains(['/', '\\', '\0'])
+        || id.chars().any(char::is_control);
+    if bad {
+        return Err(CatalogError::InvalidId(id.to_string()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn touch(path: &Path, bytes: usize) {
+        std::fs::write(path, vec![0u8; bytes]).expect("write");
+    }
+
+    #[test]
+    fn lists_gguf_files_by_id_with_the_first_folder_winning() {
+        let a = tempfile::tempdir().expect("tmp");
+        let b = tempfile::tempdir().expect("tmp");
+        touch(&a.path().join("alpha.gguf"), 3);
+        touch(&a.path().join("notes.txt"), 1);
+        touch(&b.path().join("alpha.gguf"), 5);
+        touch(&b.path().join("beta.gguf"), 7);
+        std::fs::create_dir(b.path().join("dir.gguf")).expect("mkdir");
+        let catalog = Catalog::new(vec![a.path().into(), b.path().into(), "/nonexistent".into()]);
+        let listed: Vec<(String, u64)> = catalog.list().into_iter().map(|m| (m.id, m.size)).collect();
+        assert_eq!(listed, vec![("alpha".into(), 3), ("beta".into(), 7)]);
+    }
+
+    #[test]
+    fn ids_that_look_like_paths_are_refused() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let catalog = Catalog::new(vec![dir.path().into()]);
+        for id in ["../x", "a/b", "..", "", ".hidden", "a\\b", "nul\0"] {
+            assert_eq!(catalog.find(id), Err(CatalogError::InvalidId(id.into())), "{id:?}");
+        }
+        assert_eq!(catalog.find("absent"), Err(CatalogError::NotFound("absent".into())));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_symlink_out_of_the_folders_is_not_a_model() {
+        let models = tempfile::tempdir().expect("tmp");
+        let outside = tempfile::tempdir().expect("tmp");
+        touch(&outside.path().join("secret.gguf"), 4);
+        std::os::unix::fs::symlink(outside.path().join("secret.gguf"), models.path().join("escape.gguf"))
+            .expect("symlink");
+        touch(&models.path().join("real.gguf"), 4);
+        std::os::unix::fs::symlink(models.path().join("real.gguf"), models.path().join("alias.gguf"))
+            .expect("symlink");
+        let catalog = Catalog::new(vec![models.path().into()]);
+        assert_eq!(catalog.find("escape"), Err(CatalogError::NotFound("escape".into())));
+        assert!(catalog.find("alias").is_ok());
+        let ids: Vec<String> = catalog.list().into_iter().map(|m| m.id).collect();
+        assert_eq!(ids, vec!["alias".to_string(), "real".to_string()]);
+    }
+}

@@ -1,0 +1,5 @@
+//! The model files on disk, and which names may reach them.
+
+mod catalog;
+
+pub use catalog::{Catalog, CatalogError, ModelFile};
