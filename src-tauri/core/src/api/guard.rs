@@ -1,0 +1,92 @@
+//! Who may talk to the server. It listens on loopback, but a web page in the user's browser can
+//! still reach loopback: through DNS rebinding (a hostile name that resolves to 127.0.0.1, the
+//! hole Ollama had as CVE-2024-28224) or by posting across sites. So the `Host` must be a
+//! loopback name, and a request that changes state must not come from another site's page.
+
+use axum::extract::{Request, State};
+use axum::http::{header, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::error::ApiError;
+use super::AppState;
+
+const LOOPBACK_NAMES: [&str; 4] = ["127.0.0.1", "localhost", "[::1]", "::1"];
+
+pub async fn check(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    if let Some(host) = headers.get(header::HOST) {
+        let ok = host.to_str().is_ok_and(|h| is_loopback_host(h, state.port));
+        if !ok {
+            return ApiError::bad_request(
+                "forbidden_host",
+                "the Host header must name this machine's loopback address",
+            )
+            .with_status(StatusCode::FORBIDDEN)
+            .into_response();
+        }
+    }
+    let changes_state = !matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    if changes_state {
+        if let Some(origin) = headers.get(header::ORIGIN) {
+            let ok = origin.to_str().is_ok_and(|o| is_own_origin(o, state.port));
+            if !ok {
+                return ApiError::bad_request(
+                    "forbidden_origin",
+                    "requests from other web sites are not allowed",
+                )
+                .with_status(StatusCode::FORBIDDEN)
+                .into_response();
+            }
+        }
+    }
+    next.run(request).await
+}
+
+/// `127.0.0.1:11435`, `localhost:11435`, `[::1]:11435`, or any of these without a port.
+fn is_loopback_host(host: &str, port: u16) -> bool {
+    let (name, host_port) = match host.rsplit_once(':') {
+        // An IPv6 literal without a port has colons but ends in ']'.
+        Some((name, p)) if !p.ends_with(']') && !name.is_empty() && name != "[" => (name, Some(p)),
+        _ => (host, None),
+    };
+    let name_ok = LOOPBACK_NAMES.iter().any(|n| name.eq_ignore_ascii_case(n));
+    let port_ok = host_port.is_none_or(|p| p.parse::<u16>() == Ok(port));
+    name_ok && port_ok
+}
+
+/// The UI's own origin (served by this server) or the Tauri window's.
+fn is_own_origin(origin: &str, port: u16) -> bool {
+    const TAURI: [&str; 3] = ["tauri://localhost", "http://tauri.localhost", "https://tauri.localhost"];
+    if TAURI.contains(&origin) {
+        return true;
+    }
+    origin
+        .strip_prefix("http://")
+        .is_some_and(|host| is_loopback_host(host, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts_pass_and_rebinding_names_do_not() {
+        for ok in ["127.0.0.1:8080", "localhost:8080", "LOCALHOST", "[::1]:8080", "127.0.0.1"] {
+            assert!(is_loopback_host(ok, 8080), "{ok}");
+        }
+        for bad in ["evil.com", "evil.com:8080", "127.0.0.1:9999", "127.0.0.1.evil.com:8080", "localhost.:8080"] {
+            assert!(!is_loopback_host(bad, 8080), "{bad}");
+        }
+    }
+
+    #[test]
+    fn only_own_origins_may_change_state() {
+        assert!(is_own_origin("http://127.0.0.1:8080", 8080));
+        assert!(is_own_origin("http://localhost:8080", 8080));
+        assert!(is_own_origin("tauri://localhost", 8080));
+        assert!(!is_own_origin("https://evil.com", 8080));
+        assert!(!is_own_origin("http://localhost:3000", 8080));
+        assert!(!is_own_origin("null", 8080));
+    }
+}

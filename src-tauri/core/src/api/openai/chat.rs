@@ -1,0 +1,101 @@
+//! `POST /v1/chat/completions`.
+
+use axum::extract::State;
+use axum::response::Response;
+use serde::Deserialize;
+
+use super::options::GenerationOptions;
+use super::run::{start, Kind};
+use crate::api::body::JsonBody;
+use crate::api::error::ApiError;
+use crate::api::AppState;
+use crate::engine::ChatMessage;
+
+#[derive(Debug, Deserialize)]
+pub struct ChatRequest {
+    pub model: String,
+    pub messages: Vec<MessageIn>,
+    #[serde(flatten)]
+    pub options: GenerationOptions,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct MessageIn {
+    pub role: String,
+    #[serde(default)]
+    pub content: Option<Content>,
+}
+
+/// Message content: a string, or OpenAI's list of typed parts (of which text is supported).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Content {
+    Text(String),
+    Parts(Vec<Part>),
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Part {
+    pub r#type: String,
+    #[serde(default)]
+    pub text: Option<String>,
+}
+
+const ROLES: [&str; 5] = ["system", "developer", "user", "assistant", "tool"];
+
+fn to_messages(input: Vec<MessageIn>) -> Result<Vec<ChatMessage>, ApiError> {
+    if input.is_empty() {
+        return Err(ApiError::bad_request("invalid_messages", "'messages' must not be empty"));
+    }
+    input
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| {
+            if !ROLES.contains(&m.role.as_str()) {
+                return Err(ApiError::bad_request(
+                    "invalid_messages",
+                    format!("messages[{i}].role '{}' is not one of {}", m.role, ROLES.join(", ")),
+                ));
+            }
+            let content = match m.content {
+                None => String::new(),
+                Some(Content::Text(t)) => t,
+                Some(Content::Parts(parts)) => {
+                    let mut text = String::new();
+                    for (j, part) in parts.into_iter().enumerate() {
+                        match (part.r#type.as_str(), part.text) {
+                            ("text", Some(t)) => text.push_str(&t),
+                            (other, _) => {
+                                return Err(ApiError::bad_request(
+                                    "invalid_messages",
+                                    format!("messages[{i}].content[{j}] of type '{other}' is not supported; only text parts are"),
+                                ))
+                            }
+                        }
+                    }
+                    text
+                }
+            };
+            // OpenAI's newer name for the system role; templates know only "system".
+            let role = if m.role == "developer" { "system" } else { m.role.as_str() };
+            Ok(ChatMessage::new(role, &content))
+        })
+        .collect()
+}
+
+pub async fn completions(
+    State(state): State<AppState>,
+    JsonBody(request): JsonBody<ChatRequest>,
+) -> Result<Response, ApiError> {
+    let checked = request.options.check(None)?;
+    let messages = to_messages(request.messages)?;
+    let started = start(
+        &state,
+        Kind::Chat,
+        &request.model,
+        |model| Ok(model.render_chat(&messages)?),
+        checked,
+    )
+    .await?;
+    Ok(started.respond(request.options.stream).await)
+}

@@ -1,0 +1,7 @@
+//! The OpenAI-compatible endpoints: `/v1/models`, `/v1/chat/completions`, `/v1/completions`.
+
+pub mod chat;
+pub mod completions;
+pub mod models;
+mod options;
+mod run;

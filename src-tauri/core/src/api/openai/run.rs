@@ -1,0 +1,223 @@
+//! Running one completion request: find the model, load it if needed, queue the generation, and
+//! answer as one JSON body or as server-sent events. Chat and text completions differ only in
+//! how a prompt is made and how a piece of output is wrapped, which [`Kind`] captures.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::response::sse::{Event, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures::stream::{self, Stream};
+use serde_json::{json, Value};
+
+use super::options::Checked;
+use crate::api::error::ApiError;
+use crate::api::AppState;
+use crate::engine::{
+    FinishReason, GenerateRequest, Generation, GenerationEvent, LoadedModel, Usage,
+};
+
+/// Which OpenAI object the response is made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    Chat,
+    Text,
+}
+
+/// A generation under way, with what its response needs.
+pub(super) struct Started {
+    kind: Kind,
+    id: String,
+    created: u64,
+    model_id: String,
+    generation: Generation,
+    /// Holding the model keeps it loaded until the response is complete.
+    _model: Arc<dyn LoadedModel>,
+}
+
+/// Finds and loads `model_id`, makes its prompt and queues the generation.
+pub(super) async fn start(
+    state: &AppState,
+    kind: Kind,
+    model_id: &str,
+    make_prompt: impl FnOnce(&dyn LoadedModel) -> Result<String, ApiError>,
+    checked: Checked,
+) -> Result<Started, ApiError> {
+    let file = state.catalog.find(model_id)?;
+    let model = state.pool.acquire(file).await?;
+    let prompt = make_prompt(model.as_ref())?;
+    let generation = model.generate(GenerateRequest {
+        prompt,
+        sampling: checked.sampling,
+        max_tokens: checked.max_tokens,
+        stop: checked.stop,
+    })?;
+    let prefix = match kind {
+        Kind::Chat => "chatcmpl",
+        Kind::Text => "cmpl",
+    };
+    Ok(Started {
+        kind,
+        id: format!("{prefix}-{}", uuid::Uuid::new_v4().simple()),
+        created: unix_now(),
+        model_id: model_id.to_string(),
+        generation,
+        _model: model,
+    })
+}
+
+impl Started {
+    pub(super) async fn respond(self, stream: bool) -> Response {
+        if stream {
+            Sse::new(self.into_events()).into_response()
+        } else {
+            self.collect().await.into_response()
+        }
+    }
+
+    /// Waits for the whole answer. If the client hangs up, this future is dropped and with it
+    /// the generation, which the engine then cancels.
+    async fn collect(mut self) -> Result<Json<Value>, ApiError> {
+        let mut text = String::new();
+        loop {
+            match self.generation.next().await {
+                Some(GenerationEvent::Text(piece)) => text.push_str(&piece),
+                Some(GenerationEvent::Done {
+                    finish_reason,
+                    usage,
+                }) => return Ok(Json(self.whole(text, finish_reason, usage))),
+                Some(GenerationEvent::Failed(message)) => {
+                    return Err(ApiError::server("generation_failed", message))
+                }
+                None => {
+                    return Err(ApiError::server(
+                        "generation_failed",
+                        "the generation ended without a result",
+                    ))
+                }
+            }
+        }
+    }
+
+    fn whole(&self, text: String, finish_reason: FinishReason, usage: Usage) -> Value {
+        let choice = match self.kind {
+            Kind::Chat => json!({
+                "index": 0,
+                "message": { "role": "assistant", "content": text },
+                "logprobs": null,
+                "finish_reason": finish_reason,
+            }),
+            Kind::Text => json!({
+                "index": 0,
+                "text": text,
+                "logprobs": null,
+                "finish_reason": finish_reason,
+            }),
+        };
+        json!({
+            "id": self.id,
+            "object": self.object(false),
+            "created": self.created,
+            "model": self.model_id,
+            "choices": [choice],
+            "usage": usage,
+        })
+    }
+
+    fn object(&self, chunk: bool) -> &'static str {
+        match (self.kind, chunk) {
+            (Kind::Chat, false) => "chat.completion",
+            (Kind::Chat, true) => "chat.completion.chunk",
+            (Kind::Text, _) => "text_completion",
+        }
+    }
+
+    /// One streamed chunk. `delta` is a chat delta object or a text piece.
+    fn chunk(&self, piece: Piece, finish_reason: Option<FinishReason>, usage: Option<Usage>) -> Value {
+        let choice = match (self.kind, piece) {
+            (Kind::Chat, Piece::Role) => json!({ "index": 0, "delta": { "role": "assistant", "content": "" }, "logprobs": null, "finish_reason": finish_reason }),
+            (Kind::Chat, Piece::Text(t)) => json!({ "index": 0, "delta": { "content": t }, "logprobs": null, "finish_reason": finish_reason }),
+            (Kind::Chat, Piece::None) => json!({ "index": 0, "delta": {}, "logprobs": null, "finish_reason": finish_reason }),
+            (Kind::Text, Piece::Text(t)) => json!({ "index": 0, "text": t, "logprobs": null, "finish_reason": finish_reason }),
+            (Kind::Text, Piece::Role | Piece::None) => json!({ "index": 0, "text": "", "logprobs": null, "finish_reason": finish_reason }),
+        };
+        let mut chunk = json!({
+            "id": self.id,
+            "object": self.object(true),
+            "created": self.created,
+            "model": self.model_id,
+            "choices": [choice],
+        });
+        if let Some(usage) = usage {
+            chunk["usage"] = json!(usage);
+        }
+        chunk
+    }
+
+    /// The SSE stream: (chat only) a role chunk, one chunk per text piece, a last chunk with
+    /// `finish_reason` and `usage`, then `[DONE]`. Dropping the stream (client gone) drops the
+    /// generation, which cancels it.
+    fn into_events(self) -> impl Stream<Item = Result<Event, Infallible>> {
+        let first = if self.kind == Kind::Chat {
+            Phase::Role
+        } else {
+            Phase::Running
+        };
+        stream::unfold((self, first), |(mut started, phase)| async move {
+            let (event, next) = match phase {
+                Phase::Role => (json_event(&started.chunk(Piece::Role, None, None)), Phase::Running),
+                Phase::Running => match started.generation.next().await {
+                    Some(GenerationEvent::Text(t)) => {
+                        (json_event(&started.chunk(Piece::Text(t), None, None)), Phase::Running)
+                    }
+                    Some(GenerationEvent::Done {
+                        finish_reason,
+                        usage,
+                    }) => (
+                        json_event(&started.chunk(Piece::None, Some(finish_reason), Some(usage))),
+                        Phase::Done,
+                    ),
+                    Some(GenerationEvent::Failed(message)) => (
+                        json_event(&ApiError::server("generation_failed", message).to_json()),
+                        Phase::Done,
+                    ),
+                    None => (
+                        json_event(
+                            &ApiError::server("generation_failed", "the generation ended without a result")
+                                .to_json(),
+                        ),
+                        Phase::Done,
+                    ),
+                },
+                Phase::Done => (Event::default().data("[DONE]"), Phase::Closed),
+                Phase::Closed => return None,
+            };
+            Some((Ok(event), (started, next)))
+        })
+    }
+}
+
+enum Piece {
+    Role,
+    Text(String),
+    None,
+}
+
+enum Phase {
+    Role,
+    Running,
+    Done,
+    Closed,
+}
+
+fn json_event(value: &Value) -> Event {
+    Event::default().data(value.to_string())
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}

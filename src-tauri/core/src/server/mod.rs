@@ -1,0 +1,113 @@
+//! Putting the core together: settings in, a listening server out. The headless binary and the
+//! Tauri app both start Headroom through [`Server::start`], so they run the same backend.
+
+use std::future::IntoFuture;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::api::{self, AppState};
+use crate::config::{AppDirs, Settings};
+use crate::engine::llama::LlamaEngine;
+use crate::engine::{Engine, LoadOptions};
+use crate::models::Catalog;
+use crate::pool::Pool;
+
+/// A bound, not yet serving, Headroom server.
+pub struct Server {
+    listener: TcpListener,
+    address: SocketAddr,
+    pool: Pool,
+    state: AppState,
+}
+
+impl Server {
+    /// Creates the model folder if needed, starts the engine and the pool, and binds
+    /// 127.0.0.1 on the configured port (0 = any free port).
+    pub async fn start(settings: &Settings, dirs: &AppDirs) -> anyhow::Result<Self> {
+        let own_models = dirs.models();
+        if let Err(e) = std::fs::create_dir_all(&own_models) {
+            tracing::warn!(dir = %own_models.display(), error = %e, "cannot create the model folder");
+        }
+        let mut model_dirs = vec![own_models];
+        model_dirs.extend(settings.models_dirs.iter().cloned());
+        let catalog = Arc::new(Catalog::new(model_dirs));
+
+        let engine: Arc<dyn Engine> = Arc::new(LlamaEngine::new()?);
+        let options = LoadOptions {
+            context_per_slot: settings.context_size,
+            parallel: settings.parallel,
+            queue: settings.queue_size as usize,
+            threads: settings.effective_threads(),
+        };
+        let pool = Pool::start(engine, options);
+
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, settings.port))
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot listen on 127.0.0.1:{}: {e} (is another Headroom running? set another with --port or HEADROOM_PORT)",
+                    settings.port
+                )
+            })?;
+        let address = listener.local_addr()?;
+        let state = AppState {
+            pool: pool.clone(),
+            catalog,
+            port: address.port(),
+        };
+        Ok(Self {
+            listener,
+            address,
+            pool,
+            state,
+        })
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Serves until `shutdown` resolves, then lets in-flight requests finish for up to
+    /// `grace`, ends what is still streaming, and unloads every model.
+    pub async fn serve(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+        grace: std::time::Duration,
+    ) -> anyhow::Result<()> {
+        let Self {
+            listener,
+            pool,
+            state,
+            ..
+        } = self;
+        let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(false);
+        let app = api::router(state);
+        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = stopping_tx.send(true);
+        });
+        let mut server = std::pin::pin!(server.into_future());
+        let mut stopping = stopping_rx.clone();
+        tokio::select! {
+            result = &mut server => result?,
+            _ = stopping.wait_for(|s| *s) => {
+                tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down: finishing in-flight requests");
+                if tokio::time::timeout(grace, &mut server).await.is_err() {
+                    tracing::info!("grace period over: ending the remaining generations");
+                    pool.shutdown().await;
+                    // Streams see their generation end and close; let them flush.
+                    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), &mut server).await;
+                }
+            }
+        }
+        pool.shutdown().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
