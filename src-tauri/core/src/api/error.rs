@@ -128,7 +128,9 @@ impl From<PoolError> for ApiError {
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         match e {
-            EngineError::PromptTooLong { .. } => Self::bad_request("context_length_exceeded", e.to_string()),
+            EngineError::PromptTooLong { .. } => {
+                Self::bad_request("context_length_exceeded", e.to_string())
+            }
             EngineError::Template(_) => Self::bad_request("invalid_messages", e.to_string()),
             EngineError::QueueFull { .. } => Self::unavailable("queue_full", e.to_string()),
             EngineError::BadModelFile { .. } => Self::server("model_load_failed", e.to_string()),

@@ -26,7 +26,10 @@ pub async fn check(State(state): State<AppState>, request: Request, next: Next) 
             .into_response();
         }
     }
-    let changes_state = !matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let changes_state = !matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    );
     if changes_state {
         if let Some(origin) = headers.get(header::ORIGIN) {
             let ok = origin.to_str().is_ok_and(|o| is_own_origin(o, state.port));
@@ -57,7 +60,11 @@ fn is_loopback_host(host: &str, port: u16) -> bool {
 
 /// The UI's own origin (served by this server) or the Tauri window's.
 fn is_own_origin(origin: &str, port: u16) -> bool {
-    const TAURI: [&str; 3] = ["tauri://localhost", "http://tauri.localhost", "https://tauri.localhost"];
+    const TAURI: [&str; 3] = [
+        "tauri://localhost",
+        "http://tauri.localhost",
+        "https://tauri.localhost",
+    ];
     if TAURI.contains(&origin) {
         return true;
     }
@@ -72,10 +79,22 @@ mod tests {
 
     #[test]
     fn loopback_hosts_pass_and_rebinding_names_do_not() {
-        for ok in ["127.0.0.1:8080", "localhost:8080", "LOCALHOST", "[::1]:8080", "127.0.0.1"] {
+        for ok in [
+            "127.0.0.1:8080",
+            "localhost:8080",
+            "LOCALHOST",
+            "[::1]:8080",
+            "127.0.0.1",
+        ] {
             assert!(is_loopback_host(ok, 8080), "{ok}");
         }
-        for bad in ["evil.com", "evil.com:8080", "127.0.0.1:9999", "127.0.0.1.evil.com:8080", "localhost.:8080"] {
+        for bad in [
+            "evil.com",
+            "evil.com:8080",
+            "127.0.0.1:9999",
+            "127.0.0.1.evil.com:8080",
+            "localhost.:8080",
+        ] {
             assert!(!is_loopback_host(bad, 8080), "{bad}");
         }
     }

@@ -32,12 +32,16 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
 
 /// Pool events as server-sent events, one JSON object each. A subscriber that falls too far
 /// behind gets a `lagged` event telling it to re-read `/api/status`.
-pub async fn events(State(state): State<AppState>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+pub async fn events(
+    State(state): State<AppState>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let receiver = state.pool.subscribe();
     let stream = futures::stream::unfold(receiver, |mut receiver| async move {
         let data = match receiver.recv().await {
             Ok(event) => serde_json::to_string(&event).unwrap_or_default(),
-            Err(RecvError::Lagged(missed)) => json!({ "type": "lagged", "missed": missed }).to_string(),
+            Err(RecvError::Lagged(missed)) => {
+                json!({ "type": "lagged", "missed": missed }).to_string()
+            }
             Err(RecvError::Closed) => return None,
         };
         Some((Ok(Event::default().data(data)), receiver))

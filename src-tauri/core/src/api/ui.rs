@@ -9,9 +9,21 @@ use super::error::ApiError;
 
 /// (name, content type, bytes) for each file under `ui/`.
 const FILES: &[(&str, &str, &str)] = &[
-    ("index.html", "text/html; charset=utf-8", include_str!("../../../../ui/index.html")),
-    ("app.js", "text/javascript; charset=utf-8", include_str!("../../../../ui/app.js")),
-    ("style.css", "text/css; charset=utf-8", include_str!("../../../../ui/style.css")),
+    (
+        "index.html",
+        "text/html; charset=utf-8",
+        include_str!("../../../../ui/index.html"),
+    ),
+    (
+        "app.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../../../ui/app.js"),
+    ),
+    (
+        "style.css",
+        "text/css; charset=utf-8",
+        include_str!("../../../../ui/style.css"),
+    ),
 ];
 
 pub async fn index() -> Response {
@@ -24,7 +36,11 @@ pub async fn file(Path(name): Path<String>) -> Response {
 
 fn serve(name: &str) -> Response {
     match FILES.iter().find(|(n, _, _)| *n == name) {
-        Some((_, content_type, body)) => ([(header::CONTENT_TYPE, *content_type)], *body).into_response(),
-        None => ApiError::not_found("not_found", format!("no UI file named '{name}'")).into_response(),
+        Some((_, content_type, body)) => {
+            ([(header::CONTENT_TYPE, *content_type)], *body).into_response()
+        }
+        None => {
+            ApiError::not_found("not_found", format!("no UI file named '{name}'")).into_response()
+        }
     }
 }

@@ -11,13 +11,22 @@ pub(super) fn apply(
 ) -> Result<(), SettingError> {
     for (key, value) in vars {
         match key.as_str() {
-            "HEADROOM_PORT" => settings.port = parse(&key, "port", &value, "a port number from 0 to 65535")?,
-            "HEADROOM_THREADS" => settings.threads = Some(parse(&key, "threads", &value, "a whole number")?),
-            "HEADROOM_PARALLEL" => settings.parallel = parse(&key, "parallel", &value, "a whole number")?,
-            "HEADROOM_CONTEXT_SIZE" => {
-                settings.context_size = parse(&key, "context_size", &value, "a whole number of tokens")?
+            "HEADROOM_PORT" => {
+                settings.port = parse(&key, "port", &value, "a port number from 0 to 65535")?
             }
-            "HEADROOM_QUEUE_SIZE" => settings.queue_size = parse(&key, "queue_size", &value, "a whole number")?,
+            "HEADROOM_THREADS" => {
+                settings.threads = Some(parse(&key, "threads", &value, "a whole number")?)
+            }
+            "HEADROOM_PARALLEL" => {
+                settings.parallel = parse(&key, "parallel", &value, "a whole number")?
+            }
+            "HEADROOM_CONTEXT_SIZE" => {
+                settings.context_size =
+                    parse(&key, "context_size", &value, "a whole number of tokens")?
+            }
+            "HEADROOM_QUEUE_SIZE" => {
+                settings.queue_size = parse(&key, "queue_size", &value, "a whole number")?
+            }
             // Colon-separated, like PATH; these come before the file's folders.
             "HEADROOM_MODELS_DIR" => {
                 let mut dirs: Vec<PathBuf> = std::env::split_paths(&value)
@@ -32,7 +41,12 @@ pub(super) fn apply(
     Ok(())
 }
 
-fn parse<T: FromStr>(key: &str, setting: &str, value: &str, allowed: &str) -> Result<T, SettingError> {
+fn parse<T: FromStr>(
+    key: &str,
+    setting: &str,
+    value: &str,
+    allowed: &str,
+) -> Result<T, SettingError> {
     value.trim().parse().map_err(|_| SettingError {
         source_name: key.to_string(),
         setting: setting.to_string(),
@@ -46,7 +60,10 @@ mod tests {
     use super::*;
 
     fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -66,16 +83,24 @@ mod tests {
         assert_eq!(s.parallel, 3);
         assert_eq!(
             s.models_dirs,
-            vec![PathBuf::from("/a"), PathBuf::from("/b"), PathBuf::from("/from-file")]
+            vec![
+                PathBuf::from("/a"),
+                PathBuf::from("/b"),
+                PathBuf::from("/from-file")
+            ]
         );
     }
 
     #[test]
     fn a_bad_variable_is_named() {
         let mut s = Settings::default();
-        let e = s.apply_env(vars(&[("HEADROOM_PORT", "99999")])).unwrap_err();
+        let e = s
+            .apply_env(vars(&[("HEADROOM_PORT", "99999")]))
+            .unwrap_err();
         assert_eq!(e.source_name, "HEADROOM_PORT");
-        let e = s.apply_env(vars(&[("HEADROOM_PARALLEL", "0")])).unwrap_err();
+        let e = s
+            .apply_env(vars(&[("HEADROOM_PARALLEL", "0")]))
+            .unwrap_err();
         assert_eq!(e.setting, "parallel");
     }
 }

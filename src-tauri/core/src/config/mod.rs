@@ -112,10 +112,18 @@ impl Settings {
             return Err(err("parallel", self.parallel.to_string(), "from 1 to 64"));
         }
         if !(128..=1_048_576).contains(&self.context_size) {
-            return Err(err("context_size", self.context_size.to_string(), "from 128 to 1048576 tokens"));
+            return Err(err(
+                "context_size",
+                self.context_size.to_string(),
+                "from 128 to 1048576 tokens",
+            ));
         }
         if !(1..=10_000).contains(&self.queue_size) {
-            return Err(err("queue_size", self.queue_size.to_string(), "from 1 to 10000"));
+            return Err(err(
+                "queue_size",
+                self.queue_size.to_string(),
+                "from 1 to 10000",
+            ));
         }
         Ok(())
     }
@@ -135,7 +143,10 @@ mod tests {
 
     #[test]
     fn an_empty_file_means_defaults() {
-        assert_eq!(Settings::from_toml("", "t").expect("parses"), Settings::default());
+        assert_eq!(
+            Settings::from_toml("", "t").expect("parses"),
+            Settings::default()
+        );
     }
 
     #[test]

@@ -27,7 +27,8 @@ pub trait Engine: Send + Sync + 'static {
 
     /// Loads `path` and makes it ready to generate. Blocking and slow (seconds): callers run it
     /// on a blocking thread and never while holding a lock.
-    fn load(&self, path: &Path, options: &LoadOptions) -> Result<Box<dyn LoadedModel>, EngineError>;
+    fn load(&self, path: &Path, options: &LoadOptions)
+        -> Result<Box<dyn LoadedModel>, EngineError>;
 }
 
 /// A model in memory, shared by every request that uses it.
@@ -126,7 +127,10 @@ pub struct Usage {
 #[derive(Debug, Clone, PartialEq)]
 pub enum GenerationEvent {
     Text(String),
-    Done { finish_reason: FinishReason, usage: Usage },
+    Done {
+        finish_reason: FinishReason,
+        usage: Usage,
+    },
     Failed(String),
 }
 

@@ -89,12 +89,18 @@ mod tests {
 
     #[test]
     fn stop_split_over_pieces_is_caught_and_not_sent() {
-        assert_eq!(run(&["END"], &["one E", "N", "D two"]), ("one ".into(), true));
+        assert_eq!(
+            run(&["END"], &["one E", "N", "D two"]),
+            ("one ".into(), true)
+        );
     }
 
     #[test]
     fn a_false_start_is_released() {
-        assert_eq!(run(&["END"], &["one E", "N", "x"]), ("one ENx".into(), false));
+        assert_eq!(
+            run(&["END"], &["one E", "N", "x"]),
+            ("one ENx".into(), false)
+        );
     }
 
     #[test]

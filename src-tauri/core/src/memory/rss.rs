@@ -36,7 +36,10 @@ mod tests {
 
     #[test]
     fn statm_resident_is_the_second_field() {
-        assert_eq!(parse_statm_resident("6112 1523 812 1 0 1342 0\n"), Some(1523));
+        assert_eq!(
+            parse_statm_resident("6112 1523 812 1 0 1342 0\n"),
+            Some(1523)
+        );
         assert_eq!(parse_statm_resident("6112"), None);
         assert_eq!(parse_statm_resident("a b"), None);
     }

@@ -72,9 +72,13 @@ impl Catalog {
     pub fn find(&self, id: &str) -> Result<ModelFile, CatalogError> {
         validate_id(id)?;
         for dir in &self.dirs {
-            let Ok(root) = dir.canonicalize() else { continue };
+            let Ok(root) = dir.canonicalize() else {
+                continue;
+            };
             let candidate = root.join(format!("{id}.{EXTENSION}"));
-            let Ok(real) = candidate.canonicalize() else { continue };
+            let Ok(real) = candidate.canonicalize() else {
+                continue;
+            };
             if !self.is_inside_a_model_folder(&real) {
                 tracing::warn!(id, target = %real.display(), "model symlink points outside the model folders; ignored");
                 continue;
@@ -139,8 +143,13 @@ mod tests {
         touch(&b.path().join("alpha.gguf"), 5);
         touch(&b.path().join("beta.gguf"), 7);
         std::fs::create_dir(b.path().join("dir.gguf")).expect("mkdir");
-        let catalog = Catalog::new(vec![a.path().into(), b.path().into(), "/nonexistent".into()]);
-        let listed: Vec<(String, u64)> = catalog.list().into_iter().map(|m| (m.id, m.size)).collect();
+        let catalog = Catalog::new(vec![
+            a.path().into(),
+            b.path().into(),
+            "/nonexistent".into(),
+        ]);
+        let listed: Vec<(String, u64)> =
+            catalog.list().into_iter().map(|m| (m.id, m.size)).collect();
         assert_eq!(listed, vec![("alpha".into(), 3), ("beta".into(), 7)]);
     }
 
@@ -149,9 +158,16 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let catalog = Catalog::new(vec![dir.path().into()]);
         for id in ["../x", "a/b", "..", "", ".hidden", "a\\b", "nul\0"] {
-            assert_eq!(catalog.find(id), Err(CatalogError::InvalidId(id.into())), "{id:?}");
+            assert_eq!(
+                catalog.find(id),
+                Err(CatalogError::InvalidId(id.into())),
+                "{id:?}"
+            );
         }
-        assert_eq!(catalog.find("absent"), Err(CatalogError::NotFound("absent".into())));
+        assert_eq!(
+            catalog.find("absent"),
+            Err(CatalogError::NotFound("absent".into()))
+        );
     }
 
     #[cfg(unix)]
@@ -160,13 +176,22 @@ mod tests {
         let models = tempfile::tempdir().expect("tmp");
         let outside = tempfile::tempdir().expect("tmp");
         touch(&outside.path().join("secret.gguf"), 4);
-        std::os::unix::fs::symlink(outside.path().join("secret.gguf"), models.path().join("escape.gguf"))
-            .expect("symlink");
+        std::os::unix::fs::symlink(
+            outside.path().join("secret.gguf"),
+            models.path().join("escape.gguf"),
+        )
+        .expect("symlink");
         touch(&models.path().join("real.gguf"), 4);
-        std::os::unix::fs::symlink(models.path().join("real.gguf"), models.path().join("alias.gguf"))
-            .expect("symlink");
+        std::os::unix::fs::symlink(
+            models.path().join("real.gguf"),
+            models.path().join("alias.gguf"),
+        )
+        .expect("symlink");
         let catalog = Catalog::new(vec![models.path().into()]);
-        assert_eq!(catalog.find("escape"), Err(CatalogError::NotFound("escape".into())));
+        assert_eq!(
+            catalog.find("escape"),
+            Err(CatalogError::NotFound("escape".into()))
+        );
         assert!(catalog.find("alias").is_ok());
         let ids: Vec<String> = catalog.list().into_iter().map(|m| m.id).collect();
         assert_eq!(ids, vec!["alias".to_string(), "real".to_string()]);

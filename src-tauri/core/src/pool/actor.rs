@@ -15,7 +15,10 @@ type Reply = oneshot::Sender<Result<Arc<dyn LoadedModel>, PoolError>>;
 
 enum Entry {
     /// A load is running on a blocking thread; these callers wait for it.
-    Loading { file: ModelFile, waiters: Vec<Reply> },
+    Loading {
+        file: ModelFile,
+        waiters: Vec<Reply>,
+    },
     Ready {
         file: ModelFile,
         model: Arc<dyn LoadedModel>,
@@ -116,7 +119,11 @@ impl Actor {
             let result = engine.load(&path, &options);
             let load_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
             // The actor is gone only at shutdown; the model is dropped here then.
-            let _ = done.send(Loaded { id, result, load_ms });
+            let _ = done.send(Loaded {
+                id,
+                result,
+                load_ms,
+            });
         });
     }
 

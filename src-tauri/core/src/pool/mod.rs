@@ -85,7 +85,10 @@ impl Pool {
         let (commands, inbox) = mpsc::channel(COMMAND_QUEUE);
         let (events, _) = broadcast::channel(EVENT_BACKLOG);
         let pool = Self { commands, events };
-        tokio::spawn(actor::run(actor::Actor::new(engine, options, pool.clone()), inbox));
+        tokio::spawn(actor::run(
+            actor::Actor::new(engine, options, pool.clone()),
+            inbox,
+        ));
         pool
     }
 

@@ -45,7 +45,10 @@ const ROLES: [&str; 5] = ["system", "developer", "user", "assistant", "tool"];
 
 fn to_messages(input: Vec<MessageIn>) -> Result<Vec<ChatMessage>, ApiError> {
     if input.is_empty() {
-        return Err(ApiError::bad_request("invalid_messages", "'messages' must not be empty"));
+        return Err(ApiError::bad_request(
+            "invalid_messages",
+            "'messages' must not be empty",
+        ));
     }
     input
         .into_iter()

@@ -59,7 +59,10 @@ impl GenerationOptions {
         }
         if let Some(n) = self.n {
             if n != 1 {
-                return Err(ApiError::bad_request("invalid_n", "only 'n' = 1 is supported"));
+                return Err(ApiError::bad_request(
+                    "invalid_n",
+                    "only 'n' = 1 is supported",
+                ));
             }
         }
         let max_tokens = match self.max_completion_tokens.or(self.max_tokens) {
@@ -80,7 +83,10 @@ impl GenerationOptions {
         if stop.len() > MAX_STOP_STRINGS {
             return Err(ApiError::bad_request(
                 "invalid_stop",
-                format!("at most {MAX_STOP_STRINGS} stop strings are allowed, got {}", stop.len()),
+                format!(
+                    "at most {MAX_STOP_STRINGS} stop strings are allowed, got {}",
+                    stop.len()
+                ),
             ));
         }
         if stop.iter().any(|s| s.chars().count() > MAX_STOP_CHARS) {
@@ -137,10 +143,16 @@ mod tests {
 
     #[test]
     fn huge_max_tokens_saturate_and_max_completion_tokens_wins() {
-        let c = opts(r#"{"max_tokens": 99999999999, "stop": "x"}"#).check(None).ok().expect("valid");
+        let c = opts(r#"{"max_tokens": 99999999999, "stop": "x"}"#)
+            .check(None)
+            .ok()
+            .expect("valid");
         assert_eq!(c.max_tokens, Some(u32::MAX));
         assert_eq!(c.stop, vec!["x".to_string()]);
-        let c = opts(r#"{"max_tokens": 5, "max_completion_tokens": 7}"#).check(None).ok().expect("valid");
+        let c = opts(r#"{"max_tokens": 5, "max_completion_tokens": 7}"#)
+            .check(None)
+            .ok()
+            .expect("valid");
         assert_eq!(c.max_tokens, Some(7));
     }
 }

@@ -134,13 +134,28 @@ impl Started {
     }
 
     /// One streamed chunk. `delta` is a chat delta object or a text piece.
-    fn chunk(&self, piece: Piece, finish_reason: Option<FinishReason>, usage: Option<Usage>) -> Value {
+    fn chunk(
+        &self,
+        piece: Piece,
+        finish_reason: Option<FinishReason>,
+        usage: Option<Usage>,
+    ) -> Value {
         let choice = match (self.kind, piece) {
-            (Kind::Chat, Piece::Role) => json!({ "index": 0, "delta": { "role": "assistant", "content": "" }, "logprobs": null, "finish_reason": finish_reason }),
-            (Kind::Chat, Piece::Text(t)) => json!({ "index": 0, "delta": { "content": t }, "logprobs": null, "finish_reason": finish_reason }),
-            (Kind::Chat, Piece::None) => json!({ "index": 0, "delta": {}, "logprobs": null, "finish_reason": finish_reason }),
-            (Kind::Text, Piece::Text(t)) => json!({ "index": 0, "text": t, "logprobs": null, "finish_reason": finish_reason }),
-            (Kind::Text, Piece::Role | Piece::None) => json!({ "index": 0, "text": "", "logprobs": null, "finish_reason": finish_reason }),
+            (Kind::Chat, Piece::Role) => {
+                json!({ "index": 0, "delta": { "role": "assistant", "content": "" }, "logprobs": null, "finish_reason": finish_reason })
+            }
+            (Kind::Chat, Piece::Text(t)) => {
+                json!({ "index": 0, "delta": { "content": t }, "logprobs": null, "finish_reason": finish_reason })
+            }
+            (Kind::Chat, Piece::None) => {
+                json!({ "index": 0, "delta": {}, "logprobs": null, "finish_reason": finish_reason })
+            }
+            (Kind::Text, Piece::Text(t)) => {
+                json!({ "index": 0, "text": t, "logprobs": null, "finish_reason": finish_reason })
+            }
+            (Kind::Text, Piece::Role | Piece::None) => {
+                json!({ "index": 0, "text": "", "logprobs": null, "finish_reason": finish_reason })
+            }
         };
         let mut chunk = json!({
             "id": self.id,
@@ -166,11 +181,15 @@ impl Started {
         };
         stream::unfold((self, first), |(mut started, phase)| async move {
             let (event, next) = match phase {
-                Phase::Role => (json_event(&started.chunk(Piece::Role, None, None)), Phase::Running),
+                Phase::Role => (
+                    json_event(&started.chunk(Piece::Role, None, None)),
+                    Phase::Running,
+                ),
                 Phase::Running => match started.generation.next().await {
-                    Some(GenerationEvent::Text(t)) => {
-                        (json_event(&started.chunk(Piece::Text(t), None, None)), Phase::Running)
-                    }
+                    Some(GenerationEvent::Text(t)) => (
+                        json_event(&started.chunk(Piece::Text(t), None, None)),
+                        Phase::Running,
+                    ),
                     Some(GenerationEvent::Done {
                         finish_reason,
                         usage,
@@ -184,8 +203,11 @@ impl Started {
                     ),
                     None => (
                         json_event(
-                            &ApiError::server("generation_failed", "the generation ended without a result")
-                                .to_json(),
+                            &ApiError::server(
+                                "generation_failed",
+                                "the generation ended without a result",
+                            )
+                            .to_json(),
                         ),
                         Phase::Done,
                     ),

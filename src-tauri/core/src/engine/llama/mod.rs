@@ -58,7 +58,11 @@ impl Engine for LlamaEngine {
         "llama.cpp"
     }
 
-    fn load(&self, path: &Path, options: &LoadOptions) -> Result<Box<dyn LoadedModel>, EngineError> {
+    fn load(
+        &self,
+        path: &Path,
+        options: &LoadOptions,
+    ) -> Result<Box<dyn LoadedModel>, EngineError> {
         let bad = |reason: String| EngineError::BadModelFile {
             path: path.display().to_string(),
             reason,
@@ -85,7 +89,9 @@ impl Engine for LlamaEngine {
         let n_ctx = per_slot
             .checked_mul(slots)
             .and_then(NonZeroU32::new)
-            .ok_or_else(|| EngineError::Internal("context size × parallel slots overflows".into()))?;
+            .ok_or_else(|| {
+                EngineError::Internal("context size × parallel slots overflows".into())
+            })?;
         let threads = i32::try_from(options.threads.max(1)).unwrap_or(1);
         let context_params = LlamaContextParams::default()
             .with_n_ctx(Some(n_ctx))
@@ -119,7 +125,9 @@ impl Engine for LlamaEngine {
                         ready: ready_tx,
                     })
                 })
-                .map_err(|e| EngineError::Internal(format!("cannot start the model's worker thread: {e}")))?
+                .map_err(|e| {
+                    EngineError::Internal(format!("cannot start the model's worker thread: {e}"))
+                })?
         };
         let context_bytes = match ready_rx.recv() {
             Ok(Ok(bytes)) => bytes,
@@ -129,7 +137,9 @@ impl Engine for LlamaEngine {
             }
             Err(_) => {
                 let _ = worker.join();
-                return Err(EngineError::Internal("the model's worker thread died while starting".into()));
+                return Err(EngineError::Internal(
+                    "the model's worker thread died while starting".into(),
+                ));
             }
         };
 

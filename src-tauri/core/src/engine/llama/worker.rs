@@ -267,7 +267,10 @@ impl Worker<'_> {
             let chunk = rest.len().min(room);
             for (k, token) in rest[..chunk].iter().enumerate() {
                 let last_of_prompt = slot.prompt_done + k + 1 == slot.job.tokens.len();
-                if let Err(e) = self.batch.add(*token, slot.pos, &[i as i32], last_of_prompt) {
+                if let Err(e) = self
+                    .batch
+                    .add(*token, slot.pos, &[i as i32], last_of_prompt)
+                {
                     failed.push((i, e.to_string()));
                     break;
                 }

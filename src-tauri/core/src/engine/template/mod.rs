@@ -76,7 +76,9 @@ impl ChatTemplate {
                 eos_token => self.eos_token.as_str(),
             })
             .map_err(|e| match e.kind() {
-                ErrorKind::InvalidOperation => e.detail().unwrap_or("rejected by the template").to_string(),
+                ErrorKind::InvalidOperation => {
+                    e.detail().unwrap_or("rejected by the template").to_string()
+                }
                 _ => format!("the model's chat template failed: {e}"),
             })
     }
@@ -171,7 +173,9 @@ mod tests {
             "",
         )
         .expect("compiles");
-        let err = t.render(&[ChatMessage::new("assistant", "hi")]).unwrap_err();
+        let err = t
+            .render(&[ChatMessage::new("assistant", "hi")])
+            .unwrap_err();
         assert_eq!(err, "Conversation must start with user");
     }
 
@@ -184,7 +188,8 @@ mod tests {
         )
         .expect("compiles");
         assert_eq!(
-            t.render(&[ChatMessage::new("user", "  hi  ")]).expect("renders"),
+            t.render(&[ChatMessage::new("user", "  hi  ")])
+                .expect("renders"),
             "  <s>hi\n"
         );
     }

@@ -1,0 +1,51 @@
+//! Command-line flags. They win over `HEADROOM_*` variables, which win over the config file.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use headroom_core::config::{AppDirs, SettingError, Settings};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "headroom",
+    version,
+    about = "Runs local language models and keeps them from eating the machine"
+)]
+pub struct Cli {
+    /// Run the server without the menu-bar app (the UI is served at the server's address).
+    #[arg(long)]
+    pub headless: bool,
+
+    /// Port on 127.0.0.1 (0 = any free port) [env: HEADROOM_PORT] [default: 11435]
+    #[arg(long)]
+    pub port: Option<u16>,
+
+    /// Config file [default: the platform's config folder]/config.toml
+    #[arg(long, env = "HEADROOM_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Another folder of .gguf models; repeatable [env: HEADROOM_MODELS_DIR, colon-separated]
+    #[arg(long = "models-dir", value_name = "DIR")]
+    pub models_dirs: Vec<PathBuf>,
+
+    /// Data folder (holds models/) [default: the platform's data folder]
+    #[arg(long, env = "HEADROOM_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Cli {
+    /// The settings in force and where files live.
+    pub fn settings(&self) -> Result<(Settings, AppDirs), SettingError> {
+        let dirs = AppDirs::resolve(self.data_dir.as_deref(), self.config.as_deref());
+        let mut settings = Settings::from_file(&dirs.config_file)?;
+        settings.apply_env(std::env::vars())?;
+        if let Some(port) = self.port {
+            settings.port = port;
+        }
+        let mut models_dirs = self.models_dirs.clone();
+        models_dirs.append(&mut settings.models_dirs);
+        settings.models_dirs = models_dirs;
+        settings.validate("command line")?;
+        Ok((settings, dirs))
+    }
+}
