@@ -1,0 +1,155 @@
+//! Client mistakes get OpenAI-shaped 4xx errors; a broken model file gets a clear error; none
+//! of it takes the server down.
+
+use std::io::Write;
+
+use serde_json::{json, Value};
+
+use crate::support::{model_path, Options, Server, SMOLLM2};
+
+async fn raw_post(server: &Server, path: &str, body: Vec<u8>) -> (u16, Value) {
+    let response = server
+        .client
+        .post(server.url(path))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("sent");
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("body");
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("{status}: not JSON: {text}")),
+    )
+}
+
+fn assert_error(status: u16, body: &Value, want_status: u16, want_code: &str) {
+    assert_eq!(status, want_status, "{body}");
+    let error = &body["error"];
+    assert_eq!(error["code"], want_code, "{body}");
+    assert!(error["type"].is_string(), "{body}");
+    assert!(
+        !error["message"].as_str().expect("message").is_empty(),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn client_mistakes_get_the_right_status_and_an_error_object() {
+    let server = Server::start();
+    let chat = "/v1/chat/completions";
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        ("malformed JSON", b"{\"model\": ".to_vec(), 400, "invalid_json"),
+        ("not an object", b"[1,2]".to_vec(), 400, "invalid_json"),
+        ("trailing garbage", br#"{"model":"x","messages":[]} x"#.to_vec(), 400, "invalid_json"),
+        ("missing model", br#"{"messages":[{"role":"user","content":"hi"}]}"#.to_vec(), 400, "invalid_json"),
+        ("messages of the wrong type", br#"{"model":"x","messages":"hi"}"#.to_vec(), 400, "invalid_json"),
+        ("max_tokens of the wrong type", format!(r#"{{"model":"{SMOLLM2}","messages":[{{"role":"user","content":"hi"}}],"max_tokens":"many"}}"#).into_bytes(), 400, "invalid_json"),
+        ("negative max_tokens", format!(r#"{{"model":"{SMOLLM2}","messages":[{{"role":"user","content":"hi"}}],"max_tokens":-5}}"#).into_bytes(), 400, "invalid_max_tokens"),
+        ("huge max_tokens number", format!(r#"{{"model":"{SMOLLM2}","messages":[{{"role":"user","content":"hi"}}],"max_tokens":1e400}}"#).into_bytes(), 400, "invalid_json"),
+        ("empty messages", format!(r#"{{"model":"{SMOLLM2}","messages":[]}}"#).into_bytes(), 400, "invalid_messages"),
+        ("unknown role", format!(r#"{{"model":"{SMOLLM2}","messages":[{{"role":"wizard","content":"hi"}}]}}"#).into_bytes(), 400, "invalid_messages"),
+        ("invalid UTF-8", b"{\"model\": \"\xff\xfe\", \"messages\": []}".to_vec(), 400, "invalid_json"),
+        ("unknown model", br#"{"model":"no-such-model","messages":[{"role":"user","content":"hi"}]}"#.to_vec(), 404, "model_not_found"),
+        ("a path as model id", br#"{"model":"../../etc/passwd","messages":[{"role":"user","content":"hi"}]}"#.to_vec(), 400, "invalid_model_id"),
+        ("temperature out of range", format!(r#"{{"model":"{SMOLLM2}","messages":[{{"role":"user","content":"hi"}}],"temperature":9}}"#).into_bytes(), 400, "invalid_temperature"),
+        ("too many stop strings", format!(r#"{{"model":"{SMOLLM2}","messages":[{{"role":"user","content":"hi"}}],"stop":["a","b","c","d","e"]}}"#).into_bytes(), 400, "invalid_stop"),
+    ];
+    for (what, body, status, code) in cases {
+        let (got, json) = raw_post(&server, chat, body).await;
+        assert_eq!(got, status, "{what}: {json}");
+        assert_error(got, &json, status, code);
+    }
+
+    // Unknown fields are ignored, as OpenAI does.
+    let (status, body) = server
+        .post(chat, &json!({"model": SMOLLM2, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, "frequency_penalty": 0, "user": "me", "whatever": [1]}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    // A prompt longer than the context a request gets.
+    let long = "word ".repeat(3000);
+    let (status, body) = server
+        .post(
+            chat,
+            &json!({"model": SMOLLM2, "messages": [{"role": "user", "content": long}]}),
+        )
+        .await;
+    assert_error(status, &body, 400, "context_length_exceeded");
+
+    // 100 MB is refused before it is read.
+    let huge = vec![b' '; 100 * 1024 * 1024];
+    let response = server
+        .client
+        .post(server.url(chat))
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await;
+    match response {
+        Ok(response) => {
+            assert_eq!(response.status(), 413);
+            let body: Value = response.json().await.expect("json");
+            assert_eq!(body["error"]["code"], "request_too_large");
+        }
+        // The server may answer 413 and close before the client has finished sending.
+        Err(e) => assert!(e.is_request() || e.is_body(), "{e}"),
+    }
+
+    // Unknown endpoints are JSON 404s, and the server is still fine after all of it.
+    let (status, body) = server.get("/v1/nothing").await;
+    assert_error(status, &body, 404, "not_found");
+    let (status, _) = server.get("/health").await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn broken_model_files_get_a_clear_error_and_the_server_stays_up() {
+    let broken = tempfile::tempdir().expect("tmp");
+    // Random bytes behind a GGUF magic.
+    let mut junk = b"GGUF".to_vec();
+    junk.extend((0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8));
+    std::fs::write(broken.path().join("junk.gguf"), junk).expect("write");
+    std::fs::write(broken.path().join("empty.gguf"), b"").expect("write");
+    // The real model cut short, at the header and in the middle of the tensor data.
+    let real = std::fs::read(model_path(SMOLLM2)).expect("model");
+    for (name, len) in [("cut-header", 2_000), ("cut-middle", real.len() / 2)] {
+        let mut f =
+            std::fs::File::create(broken.path().join(format!("{name}.gguf"))).expect("create");
+        f.write_all(&real[..len]).expect("write");
+    }
+    std::fs::create_dir(broken.path().join("folder.gguf")).expect("mkdir");
+
+    let server = Server::start_with(Options {
+        extra_models_dir: Some(broken.path().to_path_buf()),
+        ..Default::default()
+    });
+    for id in ["junk", "empty", "cut-header", "cut-middle"] {
+        let (status, body) = server
+            .post(
+                "/v1/chat/completions",
+                &json!({"model": id, "messages": [{"role": "user", "content": "hi"}]}),
+            )
+            .await;
+        assert_error(status, &body, 500, "model_load_failed");
+        let message = body["error"]["message"].as_str().expect("message");
+        assert!(message.contains(id), "the error names the model: {message}");
+    }
+    // A directory is not a model at all.
+    let (status, body) = server
+        .post(
+            "/v1/chat/completions",
+            &json!({"model": "folder", "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+    assert_error(status, &body, 404, "model_not_found");
+
+    // Nothing broken is left in the pool, and real models still work.
+    let status = server.status().await;
+    assert_eq!(status["pool"]["models"], json!([]), "{status}");
+    let (code, _) = server
+        .post("/v1/chat/completions", &json!({"model": SMOLLM2, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}))
+        .await;
+    assert_eq!(code, 200);
+}

@@ -1,0 +1,67 @@
+//! A client that hangs up mid-stream stops its generation.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::support::{Server, SMOLLM2};
+
+#[tokio::test]
+async fn a_client_that_disconnects_mid_stream_stops_the_generation_within_a_few_tokens() {
+    let server = Server::start();
+    // Greedy counting runs on and on; 1000 tokens would take many seconds.
+    let body = json!({
+        "model": SMOLLM2, "prompt": "1, 2, 3, 4, 5,", "temperature": 0,
+        "max_tokens": 1000, "stream": true,
+    });
+    let mut response = server
+        .client
+        .post(server.url("/v1/completions"))
+        .json(&body)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200);
+    let mut received = 0;
+    while received < 5 {
+        let chunk = response
+            .chunk()
+            .await
+            .expect("read")
+            .expect("stream still open");
+        received += String::from_utf8_lossy(&chunk).matches("data: ").count();
+    }
+    drop(response);
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let stats = loop {
+        let model = server.model_status(SMOLLM2).await.expect("loaded");
+        if model["stats"]["cancelled"] == 1 {
+            break model["stats"].clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "generation not cancelled: {model}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let generated = stats["generated_tokens"].as_u64().expect("tokens");
+    println!(
+        "client read {received} events, then hung up; the server generated {generated} tokens"
+    );
+    assert_eq!(stats["completed"], 0, "{stats}");
+    assert_eq!(stats["active"], 0, "{stats}");
+    assert!(
+        generated <= received as u64 + 8,
+        "kept generating after the hang-up: {stats}"
+    );
+
+    // The slot is free again: a new request is served at once.
+    let (status, _) = server
+        .post(
+            "/v1/completions",
+            &json!({"model": SMOLLM2, "prompt": "Hi", "max_tokens": 4}),
+        )
+        .await;
+    assert_eq!(status, 200);
+}

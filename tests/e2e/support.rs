@@ -1,0 +1,258 @@
+//! Starting and talking to a headless server.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const SMOLLM2: &str = "SmolLM2-135M-Instruct.Q4_1";
+pub const GEMMA: &str = "gemma-3-270m-q4_k_m";
+
+/// The folder with the real test models; the suite cannot mean anything without them.
+pub fn models_dir() -> PathBuf {
+    let dir = std::env::var_os("HEADROOM_TEST_MODELS_DIR")
+        .map(PathBuf::from)
+        .expect("HEADROOM_TEST_MODELS_DIR is not set: run the tests through scripts/test.sh, which fetches the models");
+    assert!(
+        dir.join(format!("{SMOLLM2}.gguf")).is_file(),
+        "{} has no {SMOLLM2}.gguf: run scripts/test.sh",
+        dir.display()
+    );
+    dir
+}
+
+pub fn model_path(id: &str) -> PathBuf {
+    models_dir().join(format!("{id}.gguf"))
+}
+
+/// A running `headroom --headless`. Dropping it kills the process.
+pub struct Server {
+    child: Option<Child>,
+    pub base: String,
+    pub port: u16,
+    /// Keeps the data and config folders alive for the server's lifetime.
+    _home: tempfile::TempDir,
+    stderr_log: PathBuf,
+    pub client: reqwest::Client,
+}
+
+pub struct Options {
+    pub parallel: u32,
+    pub context_size: u32,
+    pub extra_models_dir: Option<PathBuf>,
+    pub queue_size: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            parallel: 4,
+            context_size: 1024,
+            extra_models_dir: None,
+            queue_size: 32,
+        }
+    }
+}
+
+impl Server {
+    pub fn start() -> Self {
+        Self::start_with(Options::default())
+    }
+
+    pub fn start_with(options: Options) -> Self {
+        let home = tempfile::tempdir().expect("temp dir");
+        let stderr_log = home.path().join("stderr.log");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_headroom"));
+        command
+            .arg("--headless")
+            .arg("--port")
+            .arg("0")
+            .arg("--data-dir")
+            .arg(home.path().join("data"))
+            .arg("--config")
+            .arg(home.path().join("config.toml"))
+            .arg("--models-dir")
+            .arg(models_dir());
+        if let Some(dir) = &options.extra_models_dir {
+            command.arg("--models-dir").arg(dir);
+        }
+        command
+            .env_remove("HEADROOM_MODELS_DIR")
+            .env_remove("HEADROOM_PORT")
+            .env("HEADROOM_THREADS", "2")
+            .env("HEADROOM_PARALLEL", options.parallel.to_string())
+            .env("HEADROOM_CONTEXT_SIZE", options.context_size.to_string())
+            .env("HEADROOM_QUEUE_SIZE", options.queue_size.to_string())
+            .env("HEADROOM_LOG", "info,headroom_core=debug,llama-cpp-2=warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr_log).expect("log file"));
+        let mut child = command.spawn().expect("start headroom");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("Headroom listening on ") {
+                    let _ = tx.send(url.trim().to_string());
+                }
+            }
+        });
+        let base = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(base) => base,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "headroom did not announce its address; stderr:\n{}",
+                    std::fs::read_to_string(&stderr_log).unwrap_or_default()
+                );
+            }
+        };
+        let port = base
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port in address");
+        Self {
+            child: Some(child),
+            base,
+            port,
+            _home: home,
+            stderr_log,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(300))
+                .build()
+                .expect("client"),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).expect("running")
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
+    }
+
+    /// Resident memory of the server process, from /proc.
+    pub fn rss(&self) -> u64 {
+        rss_of(self.pid())
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let response = self
+            .client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("request sent");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("body");
+        let json =
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"));
+        (status, json)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let response = self
+            .client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request sent");
+        let status = response.status().as_u16();
+        let json = response.json().await.expect("JSON body");
+        (status, json)
+    }
+
+    pub async fn status(&self) -> Value {
+        self.get("/api/status").await.1
+    }
+
+    /// The status entry of a loaded model.
+    pub async fn model_status(&self, id: &str) -> Option<Value> {
+        let status = self.status().await;
+        status["pool"]["models"]
+            .as_array()
+            .and_then(|models| models.iter().find(|m| m["id"] == id).cloned())
+    }
+
+    /// Sends SIGTERM and waits for the exit code.
+    pub fn terminate(&mut self, within: Duration) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "headroom did not exit within {within:?} of SIGTERM; stderr:\n{}",
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn rss_of(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .expect("VmRSS")
+}
+
+/// The `data:` payloads of an SSE body, in order.
+pub fn sse_data(body: &str) -> Vec<String> {
+    body.split("\n\n")
+        .filter(|event| !event.trim().is_empty())
+        .map(|event| {
+            let data: Vec<&str> = event
+                .lines()
+                .filter_map(|l| l.strip_prefix("data: ").or_else(|| l.strip_prefix("data:")))
+                .collect();
+            assert!(!data.is_empty(), "SSE event without data: {event:?}");
+            data.join("\n")
+        })
+        .collect()
+}
+
+pub fn file_size(path: &Path) -> u64 {
+    std::fs::metadata(path).expect("model file").len()
+}
+
+pub fn chat_body(model: &str, user: &str, max_tokens: u32, seed: u64) -> Value {
+    serde_json::json!({
+        "model": model,
+        "messages": [{"role": "user", "content": user}],
+        "max_tokens": max_tokens,
+        "temperature": 0.8,
+        "seed": seed,
+    })
+}
