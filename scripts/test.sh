@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs every test: formatting, lints, unit tests, and the end-to-end suite against a real
+# `headroom --headless` with real models. Installs what is missing first.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+install_system_packages gui
+export HEADROOM_TEST_MODELS_DIR="${HEADROOM_TEST_MODELS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/headroom/test-models}"
+fetch_smollm2 "$HEADROOM_TEST_MODELS_DIR"
+fetch_gemma "$HEADROOM_TEST_MODELS_DIR"
+
+cd "$ROOT"
+log "the core does not depend on Tauri"
+if cargo tree --locked -p headroom-core -e normal,build --prefix none | grep -E '^(tauri|wry|webkit2gtk)[ -]'; then
+  die "headroom-core depends on Tauri or webkit (see above)"
+fi
+log "cargo fmt --check"
+cargo fmt --all --check
+# Every cargo command below builds the whole workspace with all its targets, so they resolve the
+# same features and share one build of llama.cpp (a different feature set rebuilds it: 10 min).
+log "cargo clippy"
+cargo clippy --locked --workspace --all-targets -- -D warnings
+log "unit and end-to-end tests"
+cargo test --locked --workspace --all-targets -- --test-threads=1
