@@ -7,23 +7,6 @@ use serde_json::{json, Value};
 
 use crate::support::{model_path, Options, Server, SMOLLM2};
 
-async fn raw_post(server: &Server, path: &str, body: Vec<u8>) -> (u16, Value) {
-    let response = server
-        .client
-        .post(server.url(path))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .expect("sent");
-    let status = response.status().as_u16();
-    let text = response.text().await.expect("body");
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or_else(|_| panic!("{status}: not JSON: {text}")),
-    )
-}
-
 fn assert_error(status: u16, body: &Value, want_status: u16, want_code: &str) {
     assert_eq!(status, want_status, "{body}");
     let error = &body["error"];
@@ -57,7 +40,7 @@ async fn client_mistakes_get_the_right_status_and_an_error_object() {
         ("too many stop strings", format!(r#"{{"model":"{SMOLLM2}","messages":[{{"role":"user","content":"hi"}}],"stop":["a","b","c","d","e"]}}"#).into_bytes(), 400, "invalid_stop"),
     ];
     for (what, body, status, code) in cases {
-        let (got, json) = raw_post(&server, chat, body).await;
+        let (got, json) = server.post_bytes(chat, body).await;
         assert_eq!(got, status, "{what}: {json}");
         assert_error(got, &json, status, code);
     }

@@ -2,25 +2,12 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::json;
-
-use crate::support::{Server, SMOLLM2};
+use crate::support::Server;
 
 #[tokio::test]
 async fn sigterm_ends_streams_unloads_models_and_exits_zero() {
     let mut server = Server::start();
-    let body = json!({
-        "model": SMOLLM2, "prompt": "1, 2, 3, 4, 5,", "temperature": 0,
-        "max_tokens": 100000, "stream": true,
-    });
-    let mut response = server
-        .client
-        .post(server.url("/v1/completions"))
-        .json(&body)
-        .send()
-        .await
-        .expect("sent");
-    assert_eq!(response.status(), 200);
+    let mut response = server.start_counting_stream(100_000).await;
     let first = response.chunk().await.expect("read").expect("first chunk");
     assert!(String::from_utf8_lossy(&first).contains("data: "));
 

@@ -146,10 +146,16 @@ impl Server {
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.post_bytes(path, body.to_string().into_bytes()).await
+    }
+
+    /// Posts any bytes as JSON (bad JSON included); the answer must be JSON.
+    pub async fn post_bytes(&self, path: &str, body: Vec<u8>) -> (u16, Value) {
         let response = self
             .client
             .post(self.url(path))
-            .json(body)
+            .header("content-type", "application/json")
+            .body(body)
             .send()
             .await
             .expect("request sent");
@@ -158,6 +164,24 @@ impl Server {
         let json =
             serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"));
         (status, json)
+    }
+
+    /// Starts a streamed greedy count ("6, 7, 8, ..."), which runs on for as long as
+    /// `max_tokens` allows, and returns once the response headers are in.
+    pub async fn start_counting_stream(&self, max_tokens: u32) -> reqwest::Response {
+        let body = serde_json::json!({
+            "model": SMOLLM2, "prompt": "1, 2, 3, 4, 5,", "temperature": 0,
+            "max_tokens": max_tokens, "stream": true,
+        });
+        let response = self
+            .client
+            .post(self.url("/v1/completions"))
+            .json(&body)
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(response.status(), 200);
+        response
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {

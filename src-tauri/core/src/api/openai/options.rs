@@ -34,6 +34,7 @@ pub enum Stop {
 }
 
 /// The checked form of [`GenerationOptions`].
+#[derive(Debug)]
 pub struct Checked {
     pub sampling: SamplingParams,
     pub max_tokens: Option<u32>,
@@ -119,7 +120,7 @@ mod tests {
 
     #[test]
     fn defaults_are_openais() {
-        let c = opts("{}").check(None).ok().expect("valid");
+        let c = opts("{}").check(None).expect("valid");
         assert_eq!(c.sampling.temperature, 1.0);
         assert_eq!(c.sampling.top_p, 1.0);
         assert_eq!(c.max_tokens, None);
@@ -136,7 +137,7 @@ mod tests {
             (r#"{"n": 2}"#, "invalid_n"),
             (r#"{"stop": ["a","b","c","d","e"]}"#, "invalid_stop"),
         ] {
-            let err = opts(json).check(None).err().expect(json);
+            let err = opts(json).check(None).expect_err(json);
             assert_eq!(err.code, code, "{json}");
         }
     }
@@ -145,13 +146,11 @@ mod tests {
     fn huge_max_tokens_saturate_and_max_completion_tokens_wins() {
         let c = opts(r#"{"max_tokens": 99999999999, "stop": "x"}"#)
             .check(None)
-            .ok()
             .expect("valid");
         assert_eq!(c.max_tokens, Some(u32::MAX));
         assert_eq!(c.stop, vec!["x".to_string()]);
         let c = opts(r#"{"max_tokens": 5, "max_completion_tokens": 7}"#)
             .check(None)
-            .ok()
             .expect("valid");
         assert_eq!(c.max_tokens, Some(7));
     }

@@ -9,7 +9,7 @@ use crate::engine::{ChatMessage, EngineError};
 /// How a model's chat prompts are written.
 pub(super) enum PromptFormat {
     /// The GGUF's own Jinja template.
-    Jinja(ChatTemplate),
+    Jinja(Box<ChatTemplate>),
     /// No template in the file: one of llama.cpp's built-in formats, by name.
     Builtin(&'static str),
 }
@@ -24,7 +24,7 @@ impl PromptFormat {
                 };
                 let template = ChatTemplate::new(&source, &text(vocab.bos()), &text(vocab.eos()))
                     .map_err(EngineError::Template)?;
-                Ok(Self::Jinja(template))
+                Ok(Self::Jinja(Box::new(template)))
             }
             Err(_) => {
                 let arch = model
