@@ -74,3 +74,48 @@ async fn bad_settings_are_named_and_refused() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn the_event_stream_reports_loads_and_does_not_hold_up_shutdown() {
+    let mut server = Server::start();
+    let mut events = server
+        .client
+        .get(server.url("/api/events"))
+        .send()
+        .await
+        .expect("subscribed");
+    assert_eq!(events.status(), 200);
+    let (status, _) = server
+        .post(
+            "/v1/completions",
+            &serde_json::json!({"model": crate::support::SMOLLM2, "prompt": "Hi", "max_tokens": 2}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let mut seen = String::new();
+    while !seen.contains(r#""type":"loaded""#) {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), events.chunk())
+            .await
+            .expect("an event within 10 s")
+            .expect("read")
+            .expect("stream open");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let loading = seen.find(r#""type":"loading""#).expect("loading event");
+    assert!(
+        loading < seen.find(r#""type":"loaded""#).expect("loaded event"),
+        "{seen}"
+    );
+
+    // An open event stream (the UI keeps one) is not an in-flight request to wait for.
+    let started = Instant::now();
+    let code = tokio::task::spawn_blocking(move || server.terminate(Duration::from_secs(30)))
+        .await
+        .expect("terminate");
+    assert_eq!(code, Some(0));
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "shutdown waited {:?} for the event stream",
+        started.elapsed()
+    );
+}

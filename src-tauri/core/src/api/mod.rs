@@ -26,6 +26,8 @@ pub struct AppState {
     pub catalog: Arc<Catalog>,
     /// The port the server really listens on, for the `Host` check.
     pub port: u16,
+    /// True once the server is shutting down.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 pub fn router(state: AppState) -> Router {

@@ -31,20 +31,28 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
 }
 
 /// Pool events as server-sent events, one JSON object each. A subscriber that falls too far
-/// behind gets a `lagged` event telling it to re-read `/api/status`.
+/// behind gets a `lagged` event telling it to re-read `/api/status`. The stream ends when the
+/// server begins to shut down, so an open UI does not hold the shutdown up.
 pub async fn events(
     State(state): State<AppState>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let receiver = state.pool.subscribe();
-    let stream = futures::stream::unfold(receiver, |mut receiver| async move {
-        let data = match receiver.recv().await {
-            Ok(event) => serde_json::to_string(&event).unwrap_or_default(),
-            Err(RecvError::Lagged(missed)) => {
-                json!({ "type": "lagged", "missed": missed }).to_string()
-            }
-            Err(RecvError::Closed) => return None,
-        };
-        Some((Ok(Event::default().data(data)), receiver))
-    });
+    let stream = futures::stream::unfold(
+        (receiver, state.stopping),
+        |(mut receiver, mut stopping)| async move {
+            let received = tokio::select! {
+                received = receiver.recv() => received,
+                _ = stopping.wait_for(|s| *s) => return None,
+            };
+            let data = match received {
+                Ok(event) => serde_json::to_string(&event).unwrap_or_default(),
+                Err(RecvError::Lagged(missed)) => {
+                    json!({ "type": "lagged", "missed": missed }).to_string()
+                }
+                Err(RecvError::Closed) => return None,
+            };
+            Some((Ok(Event::default().data(data)), (receiver, stopping)))
+        },
+    );
     Sse::new(stream).keep_alive(KeepAlive::default())
 }

@@ -20,6 +20,9 @@ pub struct Server {
     address: SocketAddr,
     pool: Pool,
     state: AppState,
+    /// Flipped when shutdown begins; long-lived streams (`/api/events`) end on it, so they
+    /// do not hold the graceful shutdown open.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl Server {
@@ -52,16 +55,19 @@ impl Server {
                 )
             })?;
         let address = listener.local_addr()?;
+        let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
         let state = AppState {
             pool: pool.clone(),
             catalog,
             port: address.port(),
+            stopping: stopping_rx,
         };
         Ok(Self {
             listener,
             address,
             pool,
             state,
+            stopping,
         })
     }
 
@@ -84,19 +90,19 @@ impl Server {
             listener,
             pool,
             state,
+            stopping,
             ..
         } = self;
-        let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(false);
+        let mut stopping_rx = stopping.subscribe();
         let app = api::router(state);
         let server = axum::serve(listener, app).with_graceful_shutdown(async move {
             shutdown.await;
-            let _ = stopping_tx.send(true);
+            let _ = stopping.send(true);
         });
         let mut server = std::pin::pin!(server.into_future());
-        let mut stopping = stopping_rx.clone();
         tokio::select! {
             result = &mut server => result?,
-            _ = stopping.wait_for(|s| *s) => {
+            _ = stopping_rx.wait_for(|s| *s) => {
                 tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down: finishing in-flight requests");
                 if tokio::time::timeout(grace, &mut server).await.is_err() {
                     tracing::info!("grace period over: ending the remaining generations");
