@@ -2,5 +2,7 @@
 //! what the engine and the pool need today.)
 
 mod rss;
+mod trim;
 
 pub use rss::process_rss;
+pub use trim::release_free_memory;

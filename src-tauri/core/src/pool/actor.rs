@@ -8,7 +8,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{Command, LoadedStatus, ModelState, Pool, PoolError, PoolEvent, PoolStatus};
 use crate::engine::{Engine, EngineError, LoadOptions, LoadedModel};
-use crate::memory::process_rss;
+use crate::memory::{process_rss, release_free_memory};
 use crate::models::ModelFile;
 
 type Reply = oneshot::Sender<Result<Arc<dyn LoadedModel>, PoolError>>;
@@ -226,7 +226,11 @@ impl Actor {
                     let before = process_rss();
                     // Requests still holding the model release it as their streams end; the
                     // last handle's drop joins the worker thread, so do it off the runtime.
-                    let _ = tokio::task::spawn_blocking(move || drop(model)).await;
+                    let _ = tokio::task::spawn_blocking(move || {
+                        drop(model);
+                        release_free_memory();
+                    })
+                    .await;
                     let after = process_rss();
                     tracing::info!(model = %id, ?before, ?after, "model unloaded");
                     self.pool.publish(PoolEvent::Unloaded {
