@@ -54,3 +54,43 @@ async fn a_client_that_disconnects_mid_stream_stops_the_generation_within_a_few_
         .await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn a_client_that_gives_up_on_a_whole_answer_stops_the_generation_too() {
+    let server = Server::start();
+    // Load first, so the request below is cancelled while generating, not while loading.
+    let (status, _) = server
+        .post(
+            "/v1/completions",
+            &json!({"model": SMOLLM2, "prompt": "Hi", "max_tokens": 1}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let request = server
+        .client
+        .post(server.url("/v1/completions"))
+        .json(&json!({"model": SMOLLM2, "prompt": "1, 2, 3, 4, 5,", "temperature": 0, "max_tokens": 2000}))
+        .send();
+    // The client stops waiting (a timeout, a closed tab) long before 2000 tokens are done.
+    assert!(tokio::time::timeout(Duration::from_millis(500), request)
+        .await
+        .is_err());
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let model = server.model_status(SMOLLM2).await.expect("loaded");
+        if model["stats"]["cancelled"] == 1 {
+            assert_eq!(model["stats"]["active"], 0, "{model}");
+            assert_eq!(
+                model["stats"]["completed"], 1,
+                "only the first request completed: {model}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "generation not cancelled: {model}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
