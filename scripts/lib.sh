@@ -14,7 +14,9 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/headroom-target}"
 # Packages llama.cpp's build needs (cmake, a C++ compiler, libclang for bindgen) and, with
 # "gui", the ones Tauri needs on Linux.
 apt_packages() {
-  local wanted=(cmake clang libclang-dev pkg-config python3-pip curl ca-certificates)
+  local wanted=(cmake clang libclang-dev pkg-config)
+  # The models come through pip; Debian's pip only if no Python with pip is there already.
+  python3 -m pip --version >/dev/null 2>&1 || wanted+=(python3-pip)
   if [[ "${1:-}" == gui ]]; then
     wanted+=(libwebkit2gtk-4.1-dev libayatana-appindicator3-dev librsvg2-dev libxdo-dev libssl-dev)
   fi

@@ -224,15 +224,19 @@ impl LoadedModel for LlamaLoaded {
             events: events_tx,
             cancel: cancel.clone(),
         };
-        jobs.try_send(job).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => EngineError::QueueFull {
-                queued: self.queue_capacity,
-            },
-            mpsc::error::TrySendError::Closed(_) => {
-                EngineError::Internal("the model's worker has stopped".into())
+        // Counted before the send: the worker may take the job (and count it out) at once.
+        self.shared.queued.fetch_add(1, Ordering::Relaxed);
+        jobs.try_send(job).map_err(|e| {
+            self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+            match e {
+                mpsc::error::TrySendError::Full(_) => EngineError::QueueFull {
+                    queued: self.queue_capacity,
+                },
+                mpsc::error::TrySendError::Closed(_) => {
+                    EngineError::Internal("the model's worker has stopped".into())
+                }
             }
         })?;
-        self.shared.queued.fetch_add(1, Ordering::Relaxed);
         Ok(Generation::new(events_rx, cancel))
     }
 
