@@ -34,6 +34,7 @@ async function refresh() {
     )
   );
   $("none").hidden = status.pool.models.length > 0;
+  $("loaded").hidden = status.pool.models.length === 0;
   const models = await (await fetch("/v1/models")).json();
   $("available").replaceChildren(
     ...models.data.map((m) => {
