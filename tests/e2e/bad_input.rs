@@ -136,3 +136,50 @@ async fn broken_model_files_get_a_clear_error_and_the_server_stays_up() {
         .await;
     assert_eq!(code, 200);
 }
+
+#[tokio::test]
+async fn foreign_hosts_and_cross_site_posts_are_refused() {
+    let server = Server::start();
+    let body = json!({"model": SMOLLM2, "prompt": "Hi", "max_tokens": 1});
+    let send = |host: Option<&str>, origin: Option<&str>| {
+        let mut request = server
+            .client
+            .post(server.url("/v1/completions"))
+            .json(&body);
+        if let Some(host) = host {
+            request = request.header("host", host);
+        }
+        if let Some(origin) = origin {
+            request = request.header("origin", origin);
+        }
+        async move {
+            let response = request.send().await.expect("sent");
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.expect("json"))
+        }
+    };
+    // DNS rebinding: a hostile name resolving to 127.0.0.1 arrives with its own Host.
+    let (status, body_json) = send(Some("evil.example:80"), None).await;
+    assert_error(status, &body_json, 403, "forbidden_host");
+    // A page on another site posting to the API.
+    let (status, body_json) = send(None, Some("https://evil.example")).await;
+    assert_error(status, &body_json, 403, "forbidden_origin");
+    // The UI's own origin and plain clients (no Origin) are served.
+    let own = format!("http://localhost:{}", server.port);
+    assert_eq!(
+        send(Some(&format!("localhost:{}", server.port)), Some(&own))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(send(None, None).await.0, 200);
+    // A GET changes nothing (and without CORS headers a foreign page cannot read the answer).
+    let response = server
+        .client
+        .get(server.url("/health"))
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200);
+}

@@ -18,12 +18,10 @@ pub async fn check(State(state): State<AppState>, request: Request, next: Next) 
     if let Some(host) = headers.get(header::HOST) {
         let ok = host.to_str().is_ok_and(|h| is_loopback_host(h, state.port));
         if !ok {
-            return ApiError::bad_request(
+            return forbidden(
                 "forbidden_host",
                 "the Host header must name this machine's loopback address",
-            )
-            .with_status(StatusCode::FORBIDDEN)
-            .into_response();
+            );
         }
     }
     let changes_state = !matches!(
@@ -34,16 +32,20 @@ pub async fn check(State(state): State<AppState>, request: Request, next: Next) 
         if let Some(origin) = headers.get(header::ORIGIN) {
             let ok = origin.to_str().is_ok_and(|o| is_own_origin(o, state.port));
             if !ok {
-                return ApiError::bad_request(
+                return forbidden(
                     "forbidden_origin",
                     "requests from other web sites are not allowed",
-                )
-                .with_status(StatusCode::FORBIDDEN)
-                .into_response();
+                );
             }
         }
     }
     next.run(request).await
+}
+
+fn forbidden(code: &'static str, message: &str) -> Response {
+    ApiError::bad_request(code, message)
+        .with_status(StatusCode::FORBIDDEN)
+        .into_response()
 }
 
 /// `127.0.0.1:11435`, `localhost:11435`, `[::1]:11435`, or any of these without a port.

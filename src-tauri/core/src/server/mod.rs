@@ -75,10 +75,6 @@ impl Server {
         self.address
     }
 
-    pub fn pool(&self) -> &Pool {
-        &self.pool
-    }
-
     /// Serves until `shutdown` resolves, then lets in-flight requests finish for up to
     /// `grace`, ends what is still streaming, and unloads every model.
     pub async fn serve(
