@@ -1,18 +1,29 @@
-//! This process's resident memory.
+//! This process's resident memory, split into anonymous pages (heap: KV caches, compute
+//! buffers) and file-backed pages (mmap'd model weights), because the two behave differently:
+//! the kernel can drop clean file pages under pressure and read them back, anonymous pages can
+//! only be swapped.
 
-/// Bytes of this process that are resident in RAM (anonymous and file-backed pages together),
-/// or `None` where it cannot be read.
-#[cfg(target_os = "linux")]
-pub fn process_rss() -> Option<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages = parse_statm_resident(&statm)?;
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    u64::try_from(page).ok().map(|page| pages * page)
+/// Resident bytes of this process.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ProcessMemory {
+    /// Everything resident (anonymous + file-backed + shared).
+    pub resident: u64,
+    /// Anonymous pages: the heap and anonymous mappings.
+    pub anon: u64,
+    /// File-backed pages: mapped files such as model weights, and the program itself.
+    pub file: u64,
 }
 
+/// This process's resident memory, or `None` where it cannot be read.
+#[cfg(target_os = "linux")]
+pub fn process_memory() -> Option<ProcessMemory> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    parse_status(&status)
+}
+
+/// Outside Linux the split is not available here; everything counts as anonymous.
 #[cfg(not(target_os = "linux"))]
-pub fn process_rss() -> Option<u64> {
+pub fn process_memory() -> Option<ProcessMemory> {
     use sysinfo::{ProcessRefreshKind, ProcessesToUpdate, System};
     let pid = sysinfo::get_current_pid().ok()?;
     let mut sys = System::new();
@@ -21,13 +32,34 @@ pub fn process_rss() -> Option<u64> {
         true,
         ProcessRefreshKind::nothing().with_memory(),
     );
-    sys.process(pid).map(|p| p.memory())
+    let resident = sys.process(pid)?.memory();
+    Some(ProcessMemory {
+        resident,
+        anon: resident,
+        file: 0,
+    })
 }
 
-/// The second field of `/proc/<pid>/statm` is the resident page count.
+/// Bytes of this process that are resident in RAM, or `None` where it cannot be read.
+pub fn process_rss() -> Option<u64> {
+    process_memory().map(|m| m.resident)
+}
+
+/// Reads `VmRSS`, `RssAnon` and `RssFile` (kB) from the text of `/proc/<pid>/status`.
 #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
-fn parse_statm_resident(statm: &str) -> Option<u64> {
-    statm.split_whitespace().nth(1)?.parse().ok()
+fn parse_status(status: &str) -> Option<ProcessMemory> {
+    let field = |name: &str| {
+        status.lines().find_map(|line| {
+            let rest = line.strip_prefix(name)?.strip_prefix(':')?;
+            let kb: u64 = rest.trim().strip_suffix("kB")?.trim().parse().ok()?;
+            kb.checked_mul(1024)
+        })
+    };
+    Some(ProcessMemory {
+        resident: field("VmRSS")?,
+        anon: field("RssAnon")?,
+        file: field("RssFile")?,
+    })
 }
 
 #[cfg(test)]
@@ -35,21 +67,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn statm_resident_is_the_second_field() {
+    fn status_fields_are_read_in_bytes() {
+        let status = "Name:\theadroom\nVmPeak:\t  999 kB\nVmRSS:\t  3000 kB\nRssAnon:\t  2000 kB\n\
+                      RssFile:\t   900 kB\nRssShmem:\t   100 kB\n";
         assert_eq!(
-            parse_statm_resident("6112 1523 812 1 0 1342 0\n"),
-            Some(1523)
+            parse_status(status),
+            Some(ProcessMemory {
+                resident: 3000 * 1024,
+                anon: 2000 * 1024,
+                file: 900 * 1024,
+            })
         );
-        assert_eq!(parse_statm_resident("6112"), None);
-        assert_eq!(parse_statm_resident("a b"), None);
+        assert_eq!(parse_status("VmRSS:\t1 kB\n"), None);
+        assert_eq!(
+            parse_status("VmRSS: x kB\nRssAnon: 1 kB\nRssFile: 1 kB\n"),
+            None
+        );
     }
 
     #[test]
-    fn touching_memory_shows_up_in_rss() {
-        let before = process_rss().expect("rss readable");
+    fn touching_memory_shows_up_as_anonymous() {
+        let before = process_memory().expect("readable");
         let block = vec![1u8; 64 << 20];
-        let after = process_rss().expect("rss readable");
-        assert!(after >= before + (60 << 20), "{before} -> {after}");
+        let after = process_memory().expect("readable");
+        assert!(
+            after.anon >= before.anon + (60 << 20),
+            "{before:?} -> {after:?}"
+        );
+        assert!(after.resident >= before.resident + (60 << 20));
         drop(block);
     }
 }

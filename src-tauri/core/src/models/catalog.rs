@@ -115,15 +115,19 @@ fn id_of(path: &Path) -> Option<String> {
 }
 
 fn validate_id(id: &str) -> Result<(), CatalogError> {
-    let bad = id.is_empty()
-        || id.len() > MAX_ID_BYTES
-        || id.starts_with('.')
-        || id.contains(['/', '\\', '\0'])
-        || id.chars().any(char::is_control);
-    if bad {
+    if !is_valid_id(id) {
         return Err(CatalogError::InvalidId(id.to_string()));
     }
     Ok(())
+}
+
+/// Whether `id` could name a model: a plain file name, never a path.
+pub fn is_valid_id(id: &str) -> bool {
+    !(id.is_empty()
+        || id.len() > MAX_ID_BYTES
+        || id.starts_with('.')
+        || id.contains(['/', '\\', '\0'])
+        || id.chars().any(char::is_control))
 }
 
 #[cfg(test)]
