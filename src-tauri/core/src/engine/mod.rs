@@ -25,6 +25,10 @@ pub trait Engine: Send + Sync + 'static {
     /// A short name for logs and the status API ("llama.cpp").
     fn name(&self) -> &'static str;
 
+    /// What loading `path` with `options` would hold in memory, from the file's header alone.
+    /// Fast (reads the header, not the weights), so the pool can decide before it loads.
+    fn estimate(&self, path: &Path, options: &LoadOptions) -> Result<Footprint, EngineError>;
+
     /// Loads `path` and makes it ready to generate. Blocking and slow (seconds): callers run it
     /// on a blocking thread and never while holding a lock.
     fn load(&self, path: &Path, options: &LoadOptions)
@@ -50,9 +54,9 @@ pub trait LoadedModel: Send + Sync {
     /// Counters of the model's generations so far.
     fn stats(&self) -> GenerationStats;
 
-    /// Ends every running and queued generation now (server shutdown). The model stays usable
-    /// for nothing after this; drop it.
-    fn shutdown(&self);
+    /// Ends every running and queued generation now, telling each client `reason` (the model
+    /// was stopped, the server is shutting down). The model serves nothing after this; drop it.
+    fn stop(&self, reason: &str);
 }
 
 /// How a model is loaded and served.
@@ -68,15 +72,27 @@ pub struct LoadOptions {
     pub threads: u32,
 }
 
-/// A model's memory, in bytes.
+/// A model's memory, in bytes, measured.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Footprint {
-    /// Tensor bytes of the weights (mmap'd file pages count once they are resident).
+    /// Resident pages of the weights (mmap'd file pages count as far as they are in RAM).
     pub weights: u64,
-    /// What creating the inference context added to the process (KV cache and compute
-    /// buffers), measured as resident memory before and after.
-    pub context: u64,
+    /// The KV cache: what creating the context added to the process.
+    pub kv: u64,
+    /// Compute buffers: what the first full batch added on top.
+    pub compute: u64,
     pub total: u64,
+}
+
+impl Footprint {
+    pub fn new(weights: u64, kv: u64, compute: u64) -> Self {
+        Self {
+            weights,
+            kv,
+            compute,
+            total: weights.saturating_add(kv).saturating_add(compute),
+        }
+    }
 }
 
 /// Counters of one loaded model's generations.

@@ -5,11 +5,12 @@
 //! together in one batch per step, the way llama-server does it. Concurrent requests therefore
 //! share the weights and the KV allocation; none of them loads anything.
 
+mod estimate;
 mod prompt;
 mod worker;
 
 use std::num::NonZeroU32;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
@@ -19,6 +20,9 @@ use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::LlamaModel;
 use tokio::sync::mpsc;
+
+use crate::memory::{process_memory, resident_bytes_of_file};
+use crate::models::gguf::{self, GgufSummary};
 
 use super::{
     CancelFlag, ChatMessage, Engine, EngineError, Footprint, GenerateRequest, Generation,
@@ -58,6 +62,11 @@ impl Engine for LlamaEngine {
         "llama.cpp"
     }
 
+    fn estimate(&self, path: &Path, options: &LoadOptions) -> Result<Footprint, EngineError> {
+        let summary = read_header(path)?;
+        Ok(estimate::estimate(&summary, options))
+    }
+
     fn load(
         &self,
         path: &Path,
@@ -67,12 +76,11 @@ impl Engine for LlamaEngine {
             path: path.display().to_string(),
             reason,
         };
-        // llama.cpp asserts on some of these instead of returning an error; check first.
-        let meta = std::fs::metadata(path).map_err(|e| bad(e.to_string()))?;
-        if !meta.is_file() {
-            return Err(bad("not a regular file".into()));
-        }
+        // llama.cpp aborts the process on some malformed files instead of returning an
+        // error; a file whose header does not hold together never reaches it.
+        read_header(path)?;
 
+        let before_load = process_memory();
         let params = LlamaModelParams::default();
         #[cfg(target_os = "macos")]
         let params = params.with_n_gpu_layers(u32::MAX);
@@ -81,6 +89,10 @@ impl Engine for LlamaEngine {
                 "llama.cpp could not read it as a GGUF model ({e}); the file may be truncated or corrupt"
             ))
         })?;
+        let weights_anon = match (before_load, process_memory()) {
+            (Some(a), Some(b)) => b.anon.saturating_sub(a.anon),
+            _ => 0,
+        };
         let model = Arc::new(model);
         let format = PromptFormat::from_model(&model)?;
 
@@ -99,6 +111,8 @@ impl Engine for LlamaEngine {
             // One KV stream per slot: each request is guaranteed its full context, and one long
             // conversation cannot push the others out of the cache.
             .with_kv_unified(false)
+            // Sliding-window layers (Gemma 3) keep only their window, not the full context.
+            .with_swa_full(false)
             .with_n_batch(BATCH_TOKENS)
             .with_n_ubatch(BATCH_TOKENS)
             .with_n_threads(threads)
@@ -129,8 +143,11 @@ impl Engine for LlamaEngine {
                     EngineError::Internal(format!("cannot start the model's worker thread: {e}"))
                 })?
         };
-        let context_bytes = match ready_rx.recv() {
-            Ok(Ok(bytes)) => bytes,
+        let context_memory = match ready_rx.recv() {
+            Ok(Ok(measured)) => {
+                shared.compute.store(measured.compute, Ordering::Relaxed);
+                measured
+            }
             Ok(Err(e)) => {
                 let _ = worker.join();
                 return Err(e);
@@ -143,8 +160,10 @@ impl Engine for LlamaEngine {
             }
         };
 
-        let weights = model.size();
         Ok(Box::new(LlamaLoaded {
+            path: path.to_path_buf(),
+            weights_anon,
+            context_memory,
             model,
             format,
             context_per_slot: per_slot,
@@ -152,13 +171,21 @@ impl Engine for LlamaEngine {
             jobs: Mutex::new(Some(jobs_tx)),
             shared,
             worker: Mutex::new(Some(worker)),
-            footprint: Footprint {
-                weights,
-                context: context_bytes,
-                total: weights + context_bytes,
-            },
         }))
     }
+}
+
+/// The GGUF header, or why the file is not a model llama.cpp can be given.
+fn read_header(path: &Path) -> Result<GgufSummary, EngineError> {
+    let bad = |reason: String| EngineError::BadModelFile {
+        path: path.display().to_string(),
+        reason,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| bad(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(bad("not a regular file".into()));
+    }
+    gguf::read_summary(path).map_err(|e| bad(e.to_string()))
 }
 
 /// State the worker and the request side both see.
@@ -166,11 +193,24 @@ impl Engine for LlamaEngine {
 pub(crate) struct Shared {
     /// Set on unload or shutdown: the worker ends every generation and exits.
     stop: AtomicBool,
+    /// What the generations it ends are told.
+    stop_reason: Mutex<String>,
+    /// Resident compute-buffer bytes: measured at the warm-up, grown by larger batches.
+    compute: AtomicU64,
     active: AtomicU64,
     queued: AtomicU64,
     generated_tokens: AtomicU64,
     completed: AtomicU64,
     cancelled: AtomicU64,
+}
+
+impl Shared {
+    fn stop_reason(&self) -> String {
+        self.stop_reason
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_default()
+    }
 }
 
 struct LlamaLoaded {
@@ -182,12 +222,21 @@ struct LlamaLoaded {
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     shared: Arc<Shared>,
     worker: Mutex<Option<JoinHandle<()>>>,
-    footprint: Footprint,
+    path: PathBuf,
+    /// Weights llama.cpp copied out of the file into its own memory at load (tensors it
+    /// repacks for faster CPU kernels), measured as anonymous memory added by the load.
+    weights_anon: u64,
+    context_memory: worker::ContextMemory,
 }
 
 impl LoadedModel for LlamaLoaded {
     fn footprint(&self) -> Footprint {
-        self.footprint
+        // The weights are mmap'd: count the pages that are resident now. Where that cannot be
+        // read, llama.cpp's tensor bytes are the best figure there is.
+        let weights = resident_bytes_of_file(&self.path).unwrap_or_else(|| self.model.size());
+        let weights = weights.saturating_add(self.weights_anon);
+        let compute = self.shared.compute.load(Ordering::Relaxed);
+        Footprint::new(weights, self.context_memory.kv, compute)
     }
 
     fn context_per_request(&self) -> u32 {
@@ -251,7 +300,12 @@ impl LoadedModel for LlamaLoaded {
         }
     }
 
-    fn shutdown(&self) {
+    fn stop(&self, reason: &str) {
+        if let Ok(mut why) = self.shared.stop_reason.lock() {
+            if why.is_empty() {
+                *why = reason.to_string();
+            }
+        }
         self.shared.stop.store(true, Ordering::Release);
         // Closing the queue wakes a worker that waits for work.
         if let Ok(mut jobs) = self.jobs.lock() {
@@ -262,7 +316,7 @@ impl LoadedModel for LlamaLoaded {
 
 impl Drop for LlamaLoaded {
     fn drop(&mut self) {
-        self.shutdown();
+        self.stop("the model was unloaded");
         // Wait for the worker to free the context, so that when the drop returns the memory is
         // really gone and whoever measures it sees the truth.
         if let Ok(mut worker) = self.worker.lock() {

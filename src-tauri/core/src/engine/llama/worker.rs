@@ -23,7 +23,7 @@ use crate::engine::utf8::Utf8Assembler;
 use crate::engine::{
     CancelFlag, EngineError, FinishReason, GenerateRequest, GenerationEvent, SamplingParams, Usage,
 };
-use crate::memory::process_rss;
+use crate::memory::{process_memory, ProcessMemory};
 
 /// The most events one step sends to one generation.
 const EVENTS_PER_STEP: usize = 3;
@@ -44,8 +44,8 @@ pub(super) struct WorkerSetup<'m> {
     pub context_per_slot: u32,
     pub jobs: mpsc::Receiver<Job>,
     pub shared: &'m Shared,
-    /// Told once: the bytes the context added to the process, or why it could not be made.
-    pub ready: std::sync::mpsc::Sender<Result<u64, EngineError>>,
+    /// Told once: what the context added to the process, or why it could not be made.
+    pub ready: std::sync::mpsc::Sender<Result<ContextMemory, EngineError>>,
 }
 
 /// Runs until the model is unloaded (the job queue closes) or stopped.
@@ -61,8 +61,8 @@ pub(super) fn run(setup: WorkerSetup<'_>) {
         ready,
     } = setup;
 
-    let before = process_rss();
-    let ctx = match model.new_context(backend, context_params) {
+    let before = process_memory();
+    let mut ctx = match model.new_context(backend, context_params) {
         Ok(ctx) => ctx,
         Err(e) => {
             let _ = ready.send(Err(EngineError::Internal(format!(
@@ -72,11 +72,28 @@ pub(super) fn run(setup: WorkerSetup<'_>) {
             return;
         }
     };
-    let added = match (before, process_rss()) {
-        (Some(before), Some(after)) => after.saturating_sub(before),
+    // llama.cpp clears the KV cache when it creates it, so its pages are resident now.
+    let with_kv = process_memory();
+    let warmup_started = std::time::Instant::now();
+    if let Err(e) = warm_up(model, &mut ctx) {
+        let _ = ready.send(Err(e));
+        return;
+    }
+    let warmed = process_memory();
+    let anon_delta = |a: Option<ProcessMemory>, b: Option<ProcessMemory>| match (a, b) {
+        (Some(a), Some(b)) => b.anon.saturating_sub(a.anon),
         _ => 0,
     };
-    if ready.send(Ok(added)).is_err() {
+    let measured = ContextMemory {
+        kv: anon_delta(before, with_kv),
+        compute: anon_delta(with_kv, warmed),
+    };
+    tracing::debug!(
+        ?measured,
+        warmup_ms = warmup_started.elapsed().as_millis() as u64,
+        "context measured"
+    );
+    if ready.send(Ok(measured)).is_err() {
         return;
     }
 
@@ -87,8 +104,40 @@ pub(super) fn run(setup: WorkerSetup<'_>) {
         slots: (0..slots).map(|_| None).collect(),
         context_per_slot,
         shared,
+        largest_batch: WARM_UP_TOKENS,
     };
     worker.serve(&mut jobs);
+}
+
+/// What creating and warming up a context added to the process's anonymous memory.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ContextMemory {
+    /// Across context creation: the KV cache (llama.cpp zeroes it, so it is all resident).
+    pub kv: u64,
+    /// Across the warm-up decode: the compute buffers a single-token step touches.
+    pub compute: u64,
+}
+
+/// Tokens the warm-up decodes: as llama.cpp's own tools do, one, which is cheap (a few ms) and
+/// still runs every layer.
+const WARM_UP_TOKENS: usize = 1;
+
+/// Decodes a token in sequence 0 and forgets it.
+///
+/// This reads every weight page in (the first request does not pay for that) and makes the
+/// compute buffers a single-token step uses resident, so both can be measured at load.
+/// llama.cpp reserves its compute buffers for the largest batch, but their pages become
+/// resident only as larger batches use them; the worker counts that growth as it happens.
+fn warm_up(model: &LlamaModel, ctx: &mut LlamaContext<'_>) -> Result<(), EngineError> {
+    let mut batch = LlamaBatch::new(WARM_UP_TOKENS, 1);
+    batch
+        .add(model.vocab().bos(), 0, &[0], true)
+        .map_err(|e| EngineError::Internal(format!("warm-up batch: {e}")))?;
+    ctx.decode(&mut batch)
+        .map_err(|e| EngineError::Internal(format!("warm-up decode failed: {e}")))?;
+    ctx.clear_kv_cache_seq(Some(0), None, None)
+        .map_err(|e| EngineError::Internal(format!("warm-up cleanup failed: {e}")))?;
+    Ok(())
 }
 
 /// A generation occupying one KV sequence.
@@ -159,6 +208,8 @@ struct Worker<'m> {
     slots: Vec<Option<Slot>>,
     context_per_slot: u32,
     shared: &'m Shared,
+    /// Tokens in the largest batch decoded so far (the warm-up's is 1).
+    largest_batch: usize,
 }
 
 /// How a slot ends.
@@ -172,13 +223,12 @@ impl Worker<'_> {
     fn serve(&mut self, jobs: &mut mpsc::Receiver<Job>) {
         loop {
             if self.shared.stop.load(Ordering::Acquire) {
-                self.end_all("the model was unloaded");
+                let why = self.shared.stop_reason();
+                self.end_all(&why);
                 jobs.close();
                 while let Ok(job) = jobs.try_recv() {
                     self.shared.queued.fetch_sub(1, Ordering::Relaxed);
-                    let _ = job
-                        .events
-                        .try_send(GenerationEvent::Failed("the model was unloaded".into()));
+                    let _ = job.events.try_send(GenerationEvent::Failed(why.clone()));
                 }
                 return;
             }
@@ -288,7 +338,18 @@ impl Worker<'_> {
     }
 
     fn step(&mut self) {
-        if let Err(e) = self.ctx.decode(&mut self.batch) {
+        // The compute buffers' pages become resident as larger batches first use them; count
+        // that growth so the footprint stays what the model really holds. Only a batch larger
+        // than any before can grow them, so this reads /proc only a few times per model.
+        let tokens = usize::try_from(self.batch.n_tokens()).unwrap_or(0);
+        let before = (tokens > self.largest_batch).then(process_memory).flatten();
+        let decoded = self.ctx.decode(&mut self.batch);
+        if let (Some(before), Some(after)) = (before, process_memory()) {
+            self.largest_batch = tokens;
+            let grown = after.anon.saturating_sub(before.anon);
+            self.shared.compute.fetch_add(grown, Ordering::Relaxed);
+        }
+        if let Err(e) = decoded {
             tracing::error!(error = %e, "llama_decode failed");
             for i in 0..self.slots.len() {
                 if self.slots[i].is_some() {
