@@ -27,6 +27,31 @@ pub(super) fn apply(
             "HEADROOM_QUEUE_SIZE" => {
                 settings.queue_size = parse(&key, "queue_size", &value, "a whole number")?
             }
+            "HEADROOM_MEMORY_LIMIT" => {
+                settings.memory_limit = value.parse().map_err(|allowed| SettingError {
+                    source_name: key.clone(),
+                    setting: "memory_limit".into(),
+                    value: format!("{value:?}"),
+                    allowed,
+                })?
+            }
+            "HEADROOM_HEADROOM_MARGIN" => {
+                settings.headroom_margin =
+                    parse(&key, "headroom_margin", &value, "a size such as \"2GiB\"")?
+            }
+            "HEADROOM_MEMORY_FLOOR" => {
+                settings.memory_floor =
+                    parse(&key, "memory_floor", &value, "a size such as \"1GiB\"")?
+            }
+            // Comma-separated model ids.
+            "HEADROOM_PRELOAD" => {
+                settings.preload = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|id| !id.is_empty())
+                    .map(String::from)
+                    .collect();
+            }
             // Colon-separated, like PATH; these come before the file's folders.
             "HEADROOM_MODELS_DIR" => {
                 let mut dirs: Vec<PathBuf> = std::env::split_paths(&value)

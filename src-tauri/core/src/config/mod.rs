@@ -4,12 +4,14 @@
 
 mod dirs;
 mod env;
+mod size;
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 pub use dirs::AppDirs;
+pub use size::{human, parse_bytes, ByteSize, MemoryLimit};
 
 /// The default port; 11434 is Ollama's, so the two can run side by side.
 pub const DEFAULT_PORT: u16 = 11435;
@@ -30,6 +32,15 @@ pub struct Settings {
     pub context_size: u32,
     /// Requests that may wait for a busy model before more are refused with 503.
     pub queue_size: u32,
+    /// The most memory the loaded models may hold together: "auto" (RAM minus a quarter of
+    /// it, the quarter kept between 4 and 8 GiB), a percentage of RAM, or a size.
+    pub memory_limit: MemoryLimit,
+    /// Memory a load must leave available to the rest of the machine.
+    pub headroom_margin: ByteSize,
+    /// Below this much available memory, requests that would need a load are turned away.
+    pub memory_floor: ByteSize,
+    /// Models loaded at startup and pinned: never unloaded by eviction (or idle expiry).
+    pub preload: Vec<String>,
 }
 
 impl Default for Settings {
@@ -40,7 +51,11 @@ impl Default for Settings {
             threads: None,
             parallel: 2,
             context_size: 4096,
-            queue_size: 32,
+            queue_size: 64,
+            memory_limit: MemoryLimit::Auto,
+            headroom_margin: ByteSize(2 << 30),
+            memory_floor: ByteSize(1 << 30),
+            preload: Vec::new(),
         }
     }
 }
@@ -124,6 +139,53 @@ impl Settings {
                 self.queue_size.to_string(),
                 "from 1 to 10000",
             ));
+        }
+        if let Some(id) = self
+            .preload
+            .iter()
+            .find(|id| !crate::models::is_valid_id(id))
+        {
+            return Err(err(
+                "preload",
+                format!("{id:?}"),
+                "model ids: file names without '.gguf' and without path separators",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks the settings that depend on the machine: `total_ram` bytes of RAM.
+    pub fn validate_for_machine(
+        &self,
+        total_ram: u64,
+        source_name: &str,
+    ) -> Result<(), SettingError> {
+        let err = |setting: &str, value: String, allowed: String| SettingError {
+            source_name: source_name.to_string(),
+            setting: setting.to_string(),
+            value,
+            allowed,
+        };
+        if let MemoryLimit::Bytes(bytes) = self.memory_limit {
+            if bytes > total_ram {
+                return Err(err(
+                    "memory_limit",
+                    human(bytes),
+                    format!("at most the machine's RAM, {}", human(total_ram)),
+                ));
+            }
+        }
+        for (name, value) in [
+            ("headroom_margin", self.headroom_margin),
+            ("memory_floor", self.memory_floor),
+        ] {
+            if value.0 >= total_ram {
+                return Err(err(
+                    name,
+                    human(value.0),
+                    format!("less than the machine's RAM, {}", human(total_ram)),
+                ));
+            }
         }
         Ok(())
     }
