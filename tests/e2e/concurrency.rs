@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::support::{chat_body, file_size, model_path, rss_of, Server, SMOLLM2};
+use crate::support::{chat_body, file_size, mb, model_path, rss_of, Server, SMOLLM2};
 
 #[tokio::test]
 async fn four_concurrent_requests_share_one_load_of_the_weights() {
@@ -58,9 +58,8 @@ async fn four_concurrent_requests_share_one_load_of_the_weights() {
     assert_eq!(status["pool"]["loads"][SMOLLM2], 1, "{status}");
     let model = server.model_status(SMOLLM2).await.expect("loaded");
     assert_eq!(model["stats"]["completed"], 5, "{model}");
-    let context = model["footprint"]["context"]
-        .as_u64()
-        .expect("context bytes");
+    let context = model["memory"]["kv"].as_u64().expect("kv bytes")
+        + model["memory"]["compute"].as_u64().expect("compute bytes");
 
     let peak = peak.load(Ordering::Relaxed);
     let concurrent_growth = peak.saturating_sub(loaded_rss);
@@ -100,10 +99,6 @@ async fn requests_beyond_the_slots_wait_and_complete() {
     assert_eq!(model["stats"]["completed"], 5);
     assert_eq!(model["stats"]["queued"], 0);
     assert_eq!(model["stats"]["active"], 0);
-}
-
-fn mb(bytes: u64) -> f64 {
-    bytes as f64 / 1e6
 }
 
 #[tokio::test]

@@ -11,3 +11,4 @@ mod concurrency;
 mod disconnect;
 mod lifecycle;
 mod models;
+mod pool;

@@ -69,5 +69,5 @@ async fn gemma_3_loads_and_answers() {
     );
     let model = server.model_status(GEMMA).await.expect("gemma loaded");
     assert_eq!(model["state"], "ready");
-    assert!(model["footprint"]["weights"].as_u64().expect("weights") > 100_000_000);
+    assert!(model["memory"]["weights"].as_u64().expect("weights") > 100_000_000);
 }

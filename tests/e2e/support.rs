@@ -44,6 +44,8 @@ pub struct Options {
     pub context_size: u32,
     pub extra_models_dir: Option<PathBuf>,
     pub queue_size: u32,
+    /// More `HEADROOM_*` settings (memory limit, preload, ...).
+    pub env: Vec<(&'static str, String)>,
 }
 
 impl Default for Options {
@@ -53,6 +55,16 @@ impl Default for Options {
             context_size: 1024,
             extra_models_dir: None,
             queue_size: 32,
+            env: Vec::new(),
+        }
+    }
+}
+
+impl Options {
+    pub fn with_env(key: &'static str, value: impl Into<String>) -> Self {
+        Self {
+            env: vec![(key, value.into())],
+            ..Self::default()
         }
     }
 }
@@ -87,6 +99,7 @@ impl Server {
             .env("HEADROOM_CONTEXT_SIZE", options.context_size.to_string())
             .env("HEADROOM_QUEUE_SIZE", options.queue_size.to_string())
             .env("HEADROOM_LOG", "info,headroom_core=debug,llama-cpp-2=warn")
+            .envs(options.env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr_log).expect("log file"));
@@ -208,6 +221,58 @@ impl Server {
             .and_then(|models| models.iter().find(|m| m["id"] == id).cloned())
     }
 
+    /// Sends a request with any method; the answer must be JSON.
+    pub async fn call(&self, method: reqwest::Method, path: &str) -> (u16, Value) {
+        let response = self
+            .client
+            .request(method, self.url(path))
+            .send()
+            .await
+            .expect("request sent");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("body");
+        let json =
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"));
+        (status, json)
+    }
+
+    /// `/api/memory/status`'s entry for a model.
+    pub async fn memory_status(&self, id: &str) -> Option<Value> {
+        let (_, status) = self.get("/api/memory/status").await;
+        status["models"]
+            .as_array()
+            .and_then(|models| models.iter().find(|m| m["id"] == id).cloned())
+    }
+
+    /// Subscribes to `/api/events`; returns once the subscription is in place.
+    pub async fn events(&self) -> EventLog {
+        let response = self
+            .client
+            .get(self.url("/api/events"))
+            .send()
+            .await
+            .expect("events");
+        assert_eq!(response.status(), 200);
+        let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = std::sync::Arc::clone(&events);
+        tokio::spawn(async move {
+            let mut response = response;
+            let mut buffer = String::new();
+            while let Ok(Some(chunk)) = response.chunk().await {
+                buffer.push_str(&String::from_utf8_lossy(&chunk));
+                while let Some(end) = buffer.find("\n\n") {
+                    let event: String = buffer.drain(..end + 2).collect();
+                    for data in sse_data(&event) {
+                        if let Ok(value) = serde_json::from_str::<Value>(&data) {
+                            sink.lock().expect("event log").push(value);
+                        }
+                    }
+                }
+            }
+        });
+        EventLog { events }
+    }
+
     /// Sends SIGTERM and waits for the exit code.
     pub fn terminate(&mut self, within: Duration) -> Option<i32> {
         let mut child = self.child.take()?;
@@ -279,4 +344,53 @@ pub fn chat_body(model: &str, user: &str, max_tokens: u32, seed: u64) -> Value {
         "temperature": 0.8,
         "seed": seed,
     })
+}
+
+/// The pool events a test has seen so far.
+pub struct EventLog {
+    events: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+}
+
+impl EventLog {
+    pub fn all(&self) -> Vec<Value> {
+        self.events.lock().expect("event log").clone()
+    }
+
+    /// Waits until an event matches, and returns it.
+    pub async fn wait_for(&self, what: &str, matches: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(found) = self.all().into_iter().find(|e| matches(e)) {
+                return found;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {what} event within 60 s; saw {:#?}",
+                self.all()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The position of the first event of `kind` for `model`.
+    pub fn position(&self, kind: &str, model: &str) -> Option<usize> {
+        self.all()
+            .iter()
+            .position(|e| e["type"] == kind && e["model"] == model)
+    }
+}
+
+/// Total RAM of this machine, from /proc/meminfo.
+pub fn total_ram() -> u64 {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").expect("meminfo");
+    meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .expect("MemTotal")
+}
+
+pub fn mb(bytes: u64) -> f64 {
+    bytes as f64 / 1e6
 }

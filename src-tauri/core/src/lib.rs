@@ -2,7 +2,9 @@
 //!
 //! - [`engine`]: model formats behind one trait (llama.cpp today).
 //! - [`models`]: finding model files and guarding which ids reach them.
-//! - [`pool`]: the one task that owns which models are in memory.
+//! - [`pool`]: the one task that owns which models are in memory, admission and eviction.
+//! - [`memory`]: measuring this process and the machine.
+//! - [`metrics`]: Prometheus counters and the record of recent generations.
 //! - [`api`]: the OpenAI-compatible HTTP API and Headroom's own.
 //! - [`config`]: settings and where files live.
 //! - [`server`]: all of the above wired together; the binary's entry point.
@@ -13,6 +15,7 @@ pub mod api;
 pub mod config;
 pub mod engine;
 pub mod memory;
+pub mod metrics;
 pub mod models;
 pub mod pool;
 pub mod server;

@@ -118,9 +118,23 @@ impl From<CatalogError> for ApiError {
 
 impl From<PoolError> for ApiError {
     fn from(e: PoolError) -> Self {
+        let code = e.code();
+        let message = e.to_string();
         match e {
-            PoolError::LoadFailed { .. } => Self::server("model_load_failed", e.to_string()),
-            PoolError::ShuttingDown => Self::unavailable("shutting_down", e.to_string()),
+            PoolError::LoadFailed { .. } => Self::server(code, message),
+            PoolError::InsufficientMemory { retry, .. } => Self {
+                retry_after: retry.then_some(5),
+                ..Self::unavailable(code, message)
+            },
+            PoolError::LowMemory { .. } => Self {
+                retry_after: Some(5),
+                ..Self::unavailable(code, message)
+            },
+            PoolError::NotLoaded(_) => Self::not_found(code, message),
+            PoolError::StillLoading(_) | PoolError::Pinned { .. } => {
+                Self::bad_request(code, message).with_status(StatusCode::CONFLICT)
+            }
+            PoolError::ShuttingDown => Self::unavailable(code, message),
         }
     }
 }

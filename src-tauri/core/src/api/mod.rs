@@ -4,6 +4,8 @@
 mod body;
 pub mod error;
 mod guard;
+mod memory;
+mod metrics;
 mod openai;
 mod status;
 mod ui;
@@ -11,9 +13,11 @@ mod ui;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 
+use crate::memory::MemoryProbe;
+use crate::metrics::Metrics;
 use crate::models::Catalog;
 use crate::pool::Pool;
 pub use body::MAX_BODY_BYTES;
@@ -24,6 +28,8 @@ use error::ApiError;
 pub struct AppState {
     pub pool: Pool,
     pub catalog: Arc<Catalog>,
+    pub probe: Arc<dyn MemoryProbe>,
+    pub metrics: Metrics,
     /// The port the server really listens on, for the `Host` check.
     pub port: u16,
     /// True once the server is shutting down.
@@ -38,6 +44,13 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/completions", post(openai::completions::completions))
         .route("/api/status", get(status::status))
         .route("/api/events", get(status::events))
+        .route("/api/models", get(memory::models))
+        .route("/api/memory/status", get(memory::status))
+        .route("/api/memory/flush", post(memory::flush))
+        .route("/api/memory/models/{id}", delete(memory::unload))
+        .route("/api/memory/models/{id}/load", post(memory::load))
+        .route("/api/metrics/generations", get(metrics::generations))
+        .route("/metrics", get(metrics::prometheus))
         .route("/", get(ui::index))
         .route("/ui/{file}", get(ui::file))
         .fallback(|| async { ApiError::not_found("not_found", "no such endpoint") })

@@ -1,245 +1,856 @@
 //! The task that owns the pool's state.
+//!
+//! A model moves `Loading → Ready → Unloading → gone`. A load may first wait for the models it
+//! evicts to finish unloading; an unload of a model with requests in flight first waits for
+//! them (flush) or ends them (stop, shutdown). Slow work (loading, freeing memory) runs on
+//! other threads and reports back on the internal channel, so this loop only ever decides.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
-use super::{Command, LoadedStatus, ModelState, Pool, PoolError, PoolEvent, PoolStatus};
-use crate::engine::{Engine, EngineError, LoadOptions, LoadedModel};
-use crate::memory::{process_rss, release_free_memory};
+use super::admission::{self, Ask, Decision, Hold, Holder};
+use super::{
+    millis, Command, Fit, Lease, ModelState, ModelStatus, PoolConfig, PoolError, PoolEvent,
+    PoolStatus, UnloadReason, UnloadReport,
+};
+use crate::config::human;
+use crate::engine::{Engine, EngineError, Footprint, LoadedModel};
+use crate::memory::{process_rss, release_free_memory, MemoryProbe};
+use crate::metrics::Metrics;
 use crate::models::ModelFile;
 
-type Reply = oneshot::Sender<Result<Arc<dyn LoadedModel>, PoolError>>;
+/// How long a flush lets running requests finish before it ends them.
+pub(super) const FLUSH_GRACE: Duration = Duration::from_secs(30);
+/// Less than this share of a model's footprint coming back on unload is worth a warning.
+const RECLAIM_WARNING: f64 = 90.0;
 
-enum Entry {
-    /// A load is running on a blocking thread; these callers wait for it.
-    Loading {
-        file: ModelFile,
-        waiters: Vec<Reply>,
-    },
-    Ready {
-        file: ModelFile,
-        model: Arc<dyn LoadedModel>,
+/// What the pool's own helpers report back.
+pub(super) enum Internal {
+    Loaded {
+        id: String,
+        result: Result<Box<dyn LoadedModel>, EngineError>,
         load_ms: u64,
     },
+    /// A lease was dropped: its request is over.
+    Released {
+        id: String,
+    },
+    Unloaded(UnloadReport),
+    /// A flush's grace period for this model's requests is over.
+    DrainDeadline {
+        id: String,
+    },
+}
+
+/// Someone waiting for a model to become ready.
+enum Waiter {
+    Request(oneshot::Sender<Result<Lease, PoolError>>),
+    Load(oneshot::Sender<Result<ModelStatus, PoolError>>),
+}
+
+impl Waiter {
+    fn fail(self, error: PoolError) {
+        match self {
+            Self::Request(tx) => drop(tx.send(Err(error))),
+            Self::Load(tx) => drop(tx.send(Err(error))),
+        }
+    }
+}
+
+enum Entry {
+    Loading(Loading),
+    Ready(Box<Ready>),
+    Unloading(Unloading),
+}
+
+struct Loading {
+    file: ModelFile,
+    estimate: Footprint,
+    waiters: Vec<Waiter>,
+    /// Evicted models that must finish unloading before this load starts.
+    waiting_for: BTreeSet<String>,
+}
+
+struct Ready {
+    file: ModelFile,
+    model: Arc<dyn LoadedModel>,
+    estimate: Footprint,
+    load_ms: u64,
+    loaded_at: SystemTime,
+    last_used: Instant,
+    last_used_at: SystemTime,
+    in_flight: u32,
+    /// Set once an unload is decided; the model takes no new requests from then on.
+    drain: Option<Drain>,
+}
+
+struct Drain {
+    reason: UnloadReason,
+    /// Requests that arrived meanwhile; they are served by a fresh load afterwards.
+    waiters: Vec<Waiter>,
+}
+
+struct Unloading {
+    file: ModelFile,
+    estimate: Footprint,
+    footprint: Footprint,
+    waiters: Vec<Waiter>,
 }
 
 pub(super) struct Actor {
     engine: Arc<dyn Engine>,
-    options: LoadOptions,
-    /// For publishing events.
-    pool: Pool,
+    config: Arc<PoolConfig>,
+    probe: Arc<dyn MemoryProbe>,
+    metrics: Metrics,
+    events: broadcast::Sender<PoolEvent>,
     models: HashMap<String, Entry>,
     loads: BTreeMap<String, u64>,
-    /// Loads report back here; kept separate from the public inbox so a finished load is never
-    /// stuck behind a full queue of requests.
-    loaded_tx: mpsc::UnboundedSender<Loaded>,
-    loaded_rx: mpsc::UnboundedReceiver<Loaded>,
-}
-
-struct Loaded {
-    id: String,
-    result: Result<Box<dyn LoadedModel>, EngineError>,
-    load_ms: u64,
+    /// Who waits for the report of each model's unload.
+    reports: HashMap<String, Vec<oneshot::Sender<UnloadReport>>>,
+    /// Loads, releases and unloads report back here; kept apart from the public inbox (and
+    /// unbounded) so that a report is never stuck behind a full queue of requests.
+    internal_tx: mpsc::UnboundedSender<Internal>,
+    internal_rx: mpsc::UnboundedReceiver<Internal>,
 }
 
 impl Actor {
-    pub(super) fn new(engine: Arc<dyn Engine>, options: LoadOptions, pool: Pool) -> Self {
-        let (loaded_tx, loaded_rx) = mpsc::unbounded_channel();
+    pub(super) fn new(
+        engine: Arc<dyn Engine>,
+        config: Arc<PoolConfig>,
+        probe: Arc<dyn MemoryProbe>,
+        metrics: Metrics,
+        events: broadcast::Sender<PoolEvent>,
+    ) -> Self {
+        let (internal_tx, internal_rx) = mpsc::unbounded_channel();
         Self {
             engine,
-            options,
-            pool,
+            config,
+            probe,
+            metrics,
+            events,
             models: HashMap::new(),
             loads: BTreeMap::new(),
-            loaded_tx,
-            loaded_rx,
+            reports: HashMap::new(),
+            internal_tx,
+            internal_rx,
         }
     }
-}
 
-pub(super) async fn run(mut actor: Actor, mut inbox: mpsc::Receiver<Command>) {
-    loop {
-        tokio::select! {
-            Some(loaded) = actor.loaded_rx.recv() => actor.on_loaded(loaded),
-            command = inbox.recv() => match command {
-                Some(Command::Acquire { file, reply }) => actor.acquire(file, reply),
-                Some(Command::Status { reply }) => {
-                    let _ = reply.send(actor.status());
-                }
-                Some(Command::Shutdown { reply }) => {
-                    actor.unload_all().await;
-                    let _ = reply.send(());
-                    return;
-                }
-                None => {
-                    actor.unload_all().await;
-                    return;
-                }
-            },
-        }
-    }
-}
-
-impl Actor {
-    fn acquire(&mut self, file: ModelFile, reply: Reply) {
-        match self.models.get_mut(&file.id) {
-            Some(Entry::Ready { model, .. }) => {
-                let _ = reply.send(Ok(Arc::clone(model)));
-            }
-            Some(Entry::Loading { waiters, .. }) => waiters.push(reply),
-            None => {
-                let id = file.id.clone();
-                self.start_load(&file);
-                self.models.insert(
-                    id,
-                    Entry::Loading {
-                        file,
-                        waiters: vec![reply],
-                    },
-                );
+    pub(super) async fn run(mut self, mut inbox: mpsc::Receiver<Command>) {
+        loop {
+            tokio::select! {
+                Some(message) = self.internal_rx.recv() => self.on_internal(message),
+                command = inbox.recv() => match command {
+                    Some(Command::Shutdown { reply }) => {
+                        self.shutdown().await;
+                        let _ = reply.send(());
+                        return;
+                    }
+                    Some(command) => self.on_command(command),
+                    None => {
+                        self.shutdown().await;
+                        return;
+                    }
+                },
             }
         }
     }
 
-    fn start_load(&mut self, file: &ModelFile) {
-        tracing::info!(model = %file.id, path = %file.path.display(), "loading model");
-        self.pool.publish(PoolEvent::Loading {
-            model: file.id.clone(),
-        });
-        let engine = Arc::clone(&self.engine);
-        let options = self.options.clone();
-        let path = file.path.clone();
-        let id = file.id.clone();
-        let done = self.loaded_tx.clone();
-        tokio::task::spawn_blocking(move || {
-            let started = Instant::now();
-            let result = engine.load(&path, &options);
-            let load_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-            // The actor is gone only at shutdown; the model is dropped here then.
-            let _ = done.send(Loaded {
+    fn publish(&self, event: PoolEvent) {
+        tracing::debug!(?event, "pool event");
+        // No subscribers is fine: nobody is watching.
+        let _ = self.events.send(event);
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Acquire {
+                file,
+                estimate,
+                reply,
+            } => self.want(file, estimate, Waiter::Request(reply)),
+            Command::Load {
+                file,
+                estimate,
+                reply,
+            } => self.want(file, estimate, Waiter::Load(reply)),
+            Command::Unload { id, reply } => {
+                let _ = reply.send(self.stop(&id));
+            }
+            Command::Flush { reply } => {
+                let _ = reply.send(self.flush());
+            }
+            Command::Fit {
+                id,
+                estimate,
+                reply,
+            } => {
+                let _ = reply.send(self.fit(&id, estimate));
+            }
+            Command::Status { reply } => {
+                let _ = reply.send(self.status());
+            }
+            // Handled by the loop: it needs to await.
+            Command::Shutdown { reply } => drop(reply),
+        }
+    }
+
+    fn on_internal(&mut self, message: Internal) {
+        match message {
+            Internal::Loaded {
                 id,
                 result,
                 load_ms,
-            });
-        });
-    }
-
-    fn on_loaded(&mut self, loaded: Loaded) {
-        let Some(Entry::Loading { file, waiters }) = self.models.remove(&loaded.id) else {
-            return;
-        };
-        match loaded.result {
-            Ok(model) => {
-                let model: Arc<dyn LoadedModel> = Arc::from(model);
-                let footprint = model.footprint();
-                tracing::info!(
-                    model = %file.id,
-                    load_ms = loaded.load_ms,
-                    weights = footprint.weights,
-                    context = footprint.context,
-                    "model loaded"
-                );
-                *self.loads.entry(file.id.clone()).or_default() += 1;
-                for waiter in waiters {
-                    let _ = waiter.send(Ok(Arc::clone(&model)));
+            } => self.on_loaded(id, result, load_ms),
+            Internal::Released { id } => self.on_released(&id),
+            Internal::Unloaded(report) => self.on_unloaded(report),
+            Internal::DrainDeadline { id } => {
+                if let Some(Entry::Ready(ready)) = self.models.get(&id) {
+                    if ready.drain.is_some() && ready.in_flight > 0 {
+                        tracing::info!(model = %id, "flush: requests still running after the grace period; ending them");
+                        ready.model.stop(&format!(
+                            "the model was unloaded (flush) after waiting {} s for this request",
+                            FLUSH_GRACE.as_secs()
+                        ));
+                    }
                 }
-                self.pool.publish(PoolEvent::Loaded {
-                    model: file.id.clone(),
-                    footprint,
-                    load_ms: loaded.load_ms,
-                });
-                self.models.insert(
-                    file.id.clone(),
-                    Entry::Ready {
-                        file,
-                        model,
-                        load_ms: loaded.load_ms,
-                    },
-                );
-            }
-            Err(e) => {
-                let reason = e.to_string();
-                tracing::warn!(model = %file.id, error = %reason, "model failed to load");
-                for waiter in waiters {
-                    let _ = waiter.send(Err(PoolError::LoadFailed {
-                        model: file.id.clone(),
-                        reason: reason.clone(),
-                    }));
-                }
-                self.pool.publish(PoolEvent::LoadFailed {
-                    model: file.id,
-                    error: reason,
-                });
             }
         }
     }
 
-    fn status(&self) -> PoolStatus {
-        let mut models: Vec<LoadedStatus> = self
+    // ----- getting a model -----
+
+    /// A request or a load wants `file`.
+    fn want(&mut self, file: ModelFile, estimate: Footprint, waiter: Waiter) {
+        match self.models.get_mut(&file.id) {
+            Some(Entry::Ready(ready)) => match &mut ready.drain {
+                Some(drain) => drain.waiters.push(waiter),
+                None => self.grant(&file.id, waiter),
+            },
+            Some(Entry::Loading(loading)) => loading.waiters.push(waiter),
+            Some(Entry::Unloading(unloading)) => unloading.waiters.push(waiter),
+            None => self.admit(file, estimate, waiter),
+        }
+    }
+
+    /// Hands a ready model to a waiter.
+    fn grant(&mut self, id: &str, waiter: Waiter) {
+        match waiter {
+            Waiter::Request(reply) => {
+                let Some(Entry::Ready(ready)) = self.models.get_mut(id) else {
+                    let _ = reply.send(Err(PoolError::NotLoaded(id.to_string())));
+                    return;
+                };
+                ready.in_flight += 1;
+                let in_flight = ready.in_flight;
+                let lease = Lease::new(
+                    Arc::clone(&ready.model),
+                    id.to_string(),
+                    self.internal_tx.clone(),
+                );
+                // A caller that gave up drops the lease inside the error, which releases it.
+                let _ = reply.send(Ok(lease));
+                self.publish(PoolEvent::RequestStarted {
+                    model: id.to_string(),
+                    in_flight,
+                });
+            }
+            Waiter::Load(reply) => {
+                let status = self
+                    .models
+                    .get(id)
+                    .map(|entry| model_status(id, entry, &self.config))
+                    .ok_or_else(|| PoolError::NotLoaded(id.to_string()));
+                let _ = reply.send(status);
+            }
+        }
+    }
+
+    /// Decides whether `file` may load, evicts what must make room, and starts the load.
+    fn admit(&mut self, file: ModelFile, estimate: Footprint, waiter: Waiter) {
+        let id = file.id.clone();
+        let system = self.probe.system();
+        if let Some(system) = system {
+            if system.available < self.config.floor {
+                let message = format!(
+                    "cannot load '{id}' now: only {} of memory is available, under the {} floor (memory_floor); retry when memory is freed, or close apps",
+                    human(system.available),
+                    human(self.config.floor)
+                );
+                return self.refuse(&id, PoolError::LowMemory { message }, waiter);
+            }
+        }
+        let decision = admission::decide(
+            &Ask {
+                model: &id,
+                need: estimate.total,
+                limit: self.config.limit,
+                margin: self.config.margin,
+                system,
+            },
+            &self.holders(),
+        );
+        let evict = match decision {
+            Decision::Admit { evict } => evict,
+            Decision::Refuse { message, retry } => {
+                return self.refuse(
+                    &id,
+                    PoolError::InsufficientMemory { message, retry },
+                    waiter,
+                )
+            }
+        };
+        for victim in &evict {
+            tracing::info!(model = %victim, for_model = %id, "evicting the least recently used idle model");
+            self.metrics.model_evicted();
+            self.publish(PoolEvent::Evicted {
+                model: victim.clone(),
+                for_model: id.clone(),
+            });
+            self.begin_unload(victim, UnloadReason::Evicted);
+        }
+        let waiting_for: BTreeSet<String> = evict.into_iter().collect();
+        self.publish(PoolEvent::Loading {
+            model: id.clone(),
+            estimate,
+        });
+        let start_now = waiting_for.is_empty();
+        self.models.insert(
+            id.clone(),
+            Entry::Loading(Loading {
+                file,
+                estimate,
+                waiters: vec![waiter],
+                waiting_for,
+            }),
+        );
+        if start_now {
+            self.start_load(&id);
+        }
+    }
+
+    fn refuse(&self, id: &str, error: PoolError, waiter: Waiter) {
+        tracing::warn!(model = %id, error = %error, "load refused");
+        self.metrics.refused(error.code());
+        self.publish(PoolEvent::Refused {
+            model: id.to_string(),
+            code: error.code().to_string(),
+            message: error.to_string(),
+        });
+        waiter.fail(error);
+    }
+
+    /// Every model holding memory, as admission sees it.
+    fn holders(&self) -> Vec<Holder> {
+        self.models
+            .iter()
+            .map(|(id, entry)| {
+                let (bytes, last_used, hold) = match entry {
+                    Entry::Loading(l) => (l.estimate.total, Instant::now(), Hold::Changing),
+                    Entry::Unloading(u) => (u.footprint.total, Instant::now(), Hold::Changing),
+                    Entry::Ready(r) => {
+                        let hold = if r.drain.is_some() {
+                            Hold::Changing
+                        } else if self.config.pinned.contains(id) {
+                            Hold::Pinned
+                        } else if r.in_flight > 0 {
+                            Hold::Busy {
+                                in_flight: r.in_flight,
+                            }
+                        } else {
+                            Hold::Idle
+                        };
+                        (r.model.footprint().total, r.last_used, hold)
+                    }
+                };
+                Holder {
+                    id: id.clone(),
+                    bytes,
+                    last_used,
+                    hold,
+                }
+            })
+            .collect()
+    }
+
+    fn fit(&self, id: &str, estimate: Footprint) -> Fit {
+        if matches!(self.models.get(id), Some(Entry::Ready(_))) {
+            return Fit {
+                fits: true,
+                would_evict: Vec::new(),
+                reason: None,
+            };
+        }
+        let decision = admission::decide(
+            &Ask {
+                model: id,
+                need: estimate.total,
+                limit: self.config.limit,
+                margin: self.config.margin,
+                system: self.probe.system(),
+            },
+            &self.holders(),
+        );
+        match decision {
+            Decision::Admit { evict } => Fit {
+                fits: true,
+                would_evict: evict,
+                reason: None,
+            },
+            Decision::Refuse { message, .. } => Fit {
+                fits: false,
+                would_evict: Vec::new(),
+                reason: Some(message),
+            },
+        }
+    }
+
+    fn start_load(&mut self, id: &str) {
+        let Some(Entry::Loading(loading)) = self.models.get(id) else {
+            return;
+        };
+        tracing::info!(model = %id, path = %loading.file.path.display(), estimate = loading.estimate.total, "loading model");
+        let engine = Arc::clone(&self.engine);
+        let options = self.config.load.clone();
+        let path = loading.file.path.clone();
+        let id = id.to_string();
+        let done = self.internal_tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            let result = engine.load(&path, &options);
+            let load_ms = millis(started.elapsed());
+            if let Err(unsent) = done.send(Internal::Loaded {
+                id,
+                result,
+                load_ms,
+            }) {
+                // The pool is gone (shutdown): free the model here, on this blocking thread.
+                drop(unsent);
+            }
+        });
+    }
+
+    fn on_loaded(
+        &mut self,
+        id: String,
+        result: Result<Box<dyn LoadedModel>, EngineError>,
+        load_ms: u64,
+    ) {
+        let Some(Entry::Loading(loading)) = self.models.remove(&id) else {
+            // Nobody wants it any more (cannot happen today: loads are not cancelled).
+            if let Ok(model) = result {
+                tokio::task::spawn_blocking(move || drop(model));
+            }
+            return;
+        };
+        let model: Arc<dyn LoadedModel> = match result {
+            Ok(model) => Arc::from(model),
+            Err(e) => {
+                let reason = e.to_string();
+                tracing::warn!(model = %id, error = %reason, "model failed to load");
+                self.metrics.load_failed(&id);
+                self.publish(PoolEvent::LoadFailed {
+                    model: id.clone(),
+                    error: reason.clone(),
+                });
+                for waiter in loading.waiters {
+                    waiter.fail(PoolError::LoadFailed {
+                        model: id.clone(),
+                        reason: reason.clone(),
+                    });
+                }
+                return;
+            }
+        };
+        let memory = model.footprint();
+        tracing::info!(
+            model = %id,
+            load_ms,
+            weights = memory.weights,
+            kv = memory.kv,
+            compute = memory.compute,
+            total = memory.total,
+            estimate = loading.estimate.total,
+            "model loaded"
+        );
+        *self.loads.entry(id.clone()).or_default() += 1;
+        self.metrics.model_loaded(&id);
+        self.publish(PoolEvent::Loaded {
+            model: id.clone(),
+            memory,
+            estimate: loading.estimate,
+            load_ms,
+        });
+        let now = SystemTime::now();
+        self.models.insert(
+            id.clone(),
+            Entry::Ready(Box::new(Ready {
+                file: loading.file,
+                model,
+                estimate: loading.estimate,
+                load_ms,
+                loaded_at: now,
+                last_used: Instant::now(),
+                last_used_at: now,
+                in_flight: 0,
+                drain: None,
+            })),
+        );
+        for waiter in loading.waiters {
+            self.grant(&id, waiter);
+        }
+    }
+
+    fn on_released(&mut self, id: &str) {
+        let Some(Entry::Ready(ready)) = self.models.get_mut(id) else {
+            return;
+        };
+        ready.in_flight = ready.in_flight.saturating_sub(1);
+        ready.last_used = Instant::now();
+        ready.last_used_at = SystemTime::now();
+        let in_flight = ready.in_flight;
+        let drained = in_flight == 0 && ready.drain.is_some();
+        self.publish(PoolEvent::RequestFinished {
+            model: id.to_string(),
+            in_flight,
+        });
+        if drained {
+            self.finish_unload(id);
+        }
+    }
+
+    // ----- letting a model go -----
+
+    /// An explicit stop: 404 when not loaded, 409 when pinned.
+    fn stop(&mut self, id: &str) -> Result<oneshot::Receiver<UnloadReport>, PoolError> {
+        match self.models.get(id) {
+            None => return Err(PoolError::NotLoaded(id.to_string())),
+            Some(Entry::Loading(_)) => return Err(PoolError::StillLoading(id.to_string())),
+            Some(Entry::Ready(_)) if self.config.pinned.contains(id) => {
+                return Err(PoolError::Pinned {
+                    model: id.to_string(),
+                    source_name: self.config.config_source.clone(),
+                })
+            }
+            Some(Entry::Ready(_)) => self.begin_unload(id, UnloadReason::Requested),
+            Some(Entry::Unloading(_)) => {}
+        }
+        Ok(self.report_for(id))
+    }
+
+    /// Every unpinned model, letting their requests finish first.
+    fn flush(&mut self) -> Vec<oneshot::Receiver<UnloadReport>> {
+        let ids: Vec<String> = self
             .models
             .iter()
-            .map(|(id, entry)| match entry {
-                Entry::Loading { file, .. } => LoadedStatus {
-                    id: id.clone(),
-                    state: ModelState::Loading,
-                    path: file.path.display().to_string(),
-                    footprint: None,
-                    load_ms: None,
-                    stats: None,
-                },
-                Entry::Ready {
-                    file,
-                    model,
-                    load_ms,
-                } => LoadedStatus {
-                    id: id.clone(),
-                    state: ModelState::Ready,
-                    path: file.path.display().to_string(),
-                    footprint: Some(model.footprint()),
-                    load_ms: Some(*load_ms),
-                    stats: Some(model.stats()),
-                },
+            .filter(|(id, entry)| match entry {
+                Entry::Ready(_) => !self.config.pinned.contains(*id),
+                Entry::Unloading(_) => true,
+                Entry::Loading(_) => false,
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.iter()
+            .map(|id| {
+                self.begin_unload(id, UnloadReason::Flush);
+                self.report_for(id)
+            })
+            .collect()
+    }
+
+    fn report_for(&mut self, id: &str) -> oneshot::Receiver<UnloadReport> {
+        let (tx, rx) = oneshot::channel();
+        self.reports.entry(id.to_string()).or_default().push(tx);
+        rx
+    }
+
+    /// Marks a ready model for unloading. With no request in flight it goes now; otherwise a
+    /// stop ends its requests at once (each gets an error event naming why) and a flush gives
+    /// them [`FLUSH_GRACE`] to finish.
+    fn begin_unload(&mut self, id: &str, reason: UnloadReason) {
+        let Some(Entry::Ready(ready)) = self.models.get_mut(id) else {
+            return;
+        };
+        if ready.drain.is_some() {
+            return;
+        }
+        ready.drain = Some(Drain {
+            reason,
+            waiters: Vec::new(),
+        });
+        let in_flight = ready.in_flight;
+        if in_flight > 0 {
+            match reason {
+                UnloadReason::Flush => {
+                    let done = self.internal_tx.clone();
+                    let id = id.to_string();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(FLUSH_GRACE).await;
+                        let _ = done.send(Internal::DrainDeadline { id });
+                    });
+                }
+                UnloadReason::Requested | UnloadReason::Shutdown | UnloadReason::Evicted => {
+                    ready.model.stop(&format!(
+                        "the model '{id}' was stopped ({}) while this request ran",
+                        reason.as_str()
+                    ));
+                }
+            }
+        }
+        self.publish(PoolEvent::Unloading {
+            model: id.to_string(),
+            reason,
+            in_flight,
+        });
+        if in_flight == 0 {
+            self.finish_unload(id);
+        }
+    }
+
+    /// No request holds the model any more: free it on a blocking thread and measure.
+    fn finish_unload(&mut self, id: &str) {
+        let Some(Entry::Ready(ready)) = self.models.remove(id) else {
+            return;
+        };
+        let Ready {
+            file,
+            model,
+            estimate,
+            drain,
+            ..
+        } = *ready;
+        let (reason, waiters) = drain.map_or((UnloadReason::Requested, Vec::new()), |d| {
+            (d.reason, d.waiters)
+        });
+        let footprint = model.footprint();
+        self.models.insert(
+            id.to_string(),
+            Entry::Unloading(Unloading {
+                file,
+                estimate,
+                footprint,
+                waiters,
+            }),
+        );
+        let done = self.internal_tx.clone();
+        let id = id.to_string();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let rss_before = process_rss();
+            // The last handle's drop joins the model's worker thread and frees its memory;
+            // glibc keeps freed chunks until trimmed.
+            let _ = tokio::task::spawn_blocking(move || {
+                drop(model);
+                release_free_memory();
+            })
+            .await;
+            let rss_after = process_rss();
+            let reclaimed = rss_before.zip(rss_after).map(|(b, a)| b.saturating_sub(a));
+            let reclaimed_percent = reclaimed
+                .filter(|_| footprint.total > 0)
+                .map(|r| r as f64 * 100.0 / footprint.total as f64);
+            let _ = done.send(Internal::Unloaded(UnloadReport {
+                model: id,
+                reason,
+                footprint,
+                rss_before,
+                rss_after,
+                reclaimed,
+                reclaimed_percent,
+                duration_ms: millis(started.elapsed()),
+            }));
+        });
+    }
+
+    fn on_unloaded(&mut self, report: UnloadReport) {
+        let id = report.model.clone();
+        let Some(Entry::Unloading(unloading)) = self.models.remove(&id) else {
+            return;
+        };
+        match report.reclaimed_percent {
+            Some(percent) if percent < RECLAIM_WARNING => tracing::warn!(
+                model = %id, reason = report.reason.as_str(), reclaimed = ?report.reclaimed,
+                footprint = report.footprint.total, percent,
+                "model unloaded, but less than 90% of its memory came back"
+            ),
+            _ => tracing::info!(
+                model = %id, reason = report.reason.as_str(), reclaimed = ?report.reclaimed,
+                footprint = report.footprint.total, percent = ?report.reclaimed_percent,
+                duration_ms = report.duration_ms, "model unloaded"
+            ),
+        }
+        self.metrics.model_unloaded(report.reason.as_str());
+        self.publish(PoolEvent::Unloaded(report.clone()));
+        for tx in self.reports.remove(&id).unwrap_or_default() {
+            let _ = tx.send(report.clone());
+        }
+        // Loads that waited for this model's room.
+        let ready_to_start: Vec<String> = self
+            .models
+            .iter_mut()
+            .filter_map(|(other, entry)| match entry {
+                Entry::Loading(l) => {
+                    let was_waiting = l.waiting_for.remove(&id);
+                    (was_waiting && l.waiting_for.is_empty()).then(|| other.clone())
+                }
+                _ => None,
             })
             .collect();
+        for other in ready_to_start {
+            self.start_load(&other);
+        }
+        // Requests that arrived while it unloaded get it loaded again.
+        for waiter in unloading.waiters {
+            self.want(unloading.file.clone(), unloading.estimate, waiter);
+        }
+    }
+
+    // ----- reporting -----
+
+    fn status(&self) -> PoolStatus {
+        let mut models: Vec<ModelStatus> = self
+            .models
+            .iter()
+            .map(|(id, entry)| model_status(id, entry, &self.config))
+            .collect();
         models.sort_by(|a, b| a.id.cmp(&b.id));
+        let used = models
+            .iter()
+            .map(|m| m.memory.unwrap_or(m.estimate).total)
+            .sum();
         PoolStatus {
+            limit: self.config.limit,
+            used,
+            margin: self.config.margin,
+            floor: self.config.floor,
             models,
             loads: self.loads.clone(),
         }
     }
 
     /// Shutdown: stop every generation, then free each model and wait for it.
-    async fn unload_all(&mut self) {
-        // Loads still running finish on their thread and are dropped when they report.
-        for (id, entry) in self.models.drain() {
+    async fn shutdown(&mut self) {
+        // Loads still running finish on their thread and are freed there.
+        let models: Vec<(String, Entry)> = self.models.drain().collect();
+        for (id, entry) in models {
             match entry {
-                Entry::Loading { waiters, .. } => {
-                    for waiter in waiters {
-                        let _ = waiter.send(Err(PoolError::ShuttingDown));
+                Entry::Loading(loading) => {
+                    for waiter in loading.waiters {
+                        waiter.fail(PoolError::ShuttingDown);
                     }
                 }
-                Entry::Ready { model, .. } => {
-                    model.shutdown();
+                Entry::Unloading(unloading) => {
+                    for waiter in unloading.waiters {
+                        waiter.fail(PoolError::ShuttingDown);
+                    }
+                }
+                Entry::Ready(ready) => {
+                    let Ready { model, drain, .. } = *ready;
+                    for waiter in drain.map(|d| d.waiters).unwrap_or_default() {
+                        waiter.fail(PoolError::ShuttingDown);
+                    }
+                    model.stop("the server is shutting down");
+                    let footprint = model.footprint();
+                    let started = Instant::now();
                     let before = process_rss();
-                    // Requests still holding the model release it as their streams end; the
-                    // last handle's drop joins the worker thread, so do it off the runtime.
+                    // Requests still holding the model release it as their streams end.
                     let _ = tokio::task::spawn_blocking(move || {
                         drop(model);
                         release_free_memory();
                     })
                     .await;
                     let after = process_rss();
-                    tracing::info!(model = %id, ?before, ?after, "model unloaded");
-                    self.pool.publish(PoolEvent::Unloaded {
+                    let reclaimed = before.zip(after).map(|(b, a)| b.saturating_sub(a));
+                    tracing::info!(model = %id, ?before, ?after, "model unloaded (shutdown)");
+                    self.publish(PoolEvent::Unloaded(UnloadReport {
                         model: id,
+                        reason: UnloadReason::Shutdown,
+                        footprint,
                         rss_before: before,
                         rss_after: after,
-                    });
+                        reclaimed,
+                        reclaimed_percent: reclaimed
+                            .filter(|_| footprint.total > 0)
+                            .map(|r| r as f64 * 100.0 / footprint.total as f64),
+                        duration_ms: millis(started.elapsed()),
+                    }));
                 }
             }
         }
     }
+}
+
+fn model_status(id: &str, entry: &Entry, config: &PoolConfig) -> ModelStatus {
+    let pinned = config.pinned.contains(id);
+    match entry {
+        Entry::Loading(l) => ModelStatus {
+            id: id.to_string(),
+            path: l.file.path.display().to_string(),
+            state: ModelState::Loading,
+            pinned,
+            memory: None,
+            estimate: l.estimate,
+            estimate_error_percent: None,
+            in_flight: 0,
+            load_ms: None,
+            loaded_at: None,
+            last_used: None,
+            expires_at: None,
+            stats: None,
+        },
+        Entry::Unloading(u) => ModelStatus {
+            id: id.to_string(),
+            path: u.file.path.display().to_string(),
+            state: ModelState::Unloading,
+            pinned,
+            memory: Some(u.footprint),
+            estimate: u.estimate,
+            estimate_error_percent: error_percent(u.estimate, u.footprint),
+            in_flight: 0,
+            load_ms: None,
+            loaded_at: None,
+            last_used: None,
+            expires_at: None,
+            stats: None,
+        },
+        Entry::Ready(r) => {
+            let memory = r.model.footprint();
+            let state = if r.drain.is_some() {
+                ModelState::Unloading
+            } else if r.in_flight > 0 {
+                ModelState::Busy
+            } else {
+                ModelState::Ready
+            };
+            ModelStatus {
+                id: id.to_string(),
+                path: r.file.path.display().to_string(),
+                state,
+                pinned,
+                memory: Some(memory),
+                estimate: r.estimate,
+                estimate_error_percent: error_percent(r.estimate, memory),
+                in_flight: r.in_flight,
+                load_ms: Some(r.load_ms),
+                loaded_at: Some(unix_ms(r.loaded_at)),
+                last_used: Some(unix_ms(r.last_used_at)),
+                expires_at: None,
+                stats: Some(r.model.stats()),
+            }
+        }
+    }
+}
+
+fn error_percent(estimate: Footprint, measured: Footprint) -> Option<f64> {
+    (measured.total > 0)
+        .then(|| (estimate.total as f64 - measured.total as f64) * 100.0 / measured.total as f64)
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(millis)
+        .unwrap_or_default()
 }

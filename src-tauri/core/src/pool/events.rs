@@ -1,29 +1,94 @@
-//! What the pool tells the world.
+//! What the pool tells the world: every change, in the order it happened. The UI and
+//! `/api/events` live on this stream.
 
 use serde::Serialize;
 
 use crate::engine::Footprint;
 
-/// One change in the pool, in the order it happened.
+/// Why a model left memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnloadReason {
+    /// Someone pressed Stop (`DELETE /api/memory/models/{id}`).
+    Requested,
+    /// `POST /api/memory/flush`.
+    Flush,
+    /// Unloaded to make room for another model.
+    Evicted,
+    Shutdown,
+}
+
+impl UnloadReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Requested => "requested",
+            Self::Flush => "flush",
+            Self::Evicted => "evicted",
+            Self::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// What an unload gave back, measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct UnloadReport {
+    pub model: String,
+    pub reason: UnloadReason,
+    /// The model's footprint just before it was unloaded.
+    pub footprint: Footprint,
+    /// Process memory before and after, when it could be read.
+    pub rss_before: Option<u64>,
+    pub rss_after: Option<u64>,
+    /// `rss_before - rss_after`.
+    pub reclaimed: Option<u64>,
+    /// Reclaimed bytes as a percentage of the footprint.
+    pub reclaimed_percent: Option<f64>,
+    /// From the decision to unload (after in-flight requests ended) to memory freed.
+    pub duration_ms: u64,
+}
+
+/// One change in the pool.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum PoolEvent {
     Loading {
         model: String,
+        estimate: Footprint,
     },
     Loaded {
         model: String,
-        footprint: Footprint,
+        memory: Footprint,
+        estimate: Footprint,
         load_ms: u64,
     },
     LoadFailed {
         model: String,
         error: String,
     },
-    Unloaded {
+    /// An idle model is being unloaded to make room for `for_model`.
+    Evicted {
         model: String,
-        /// Process memory before and after the unload, when it could be measured.
-        rss_before: Option<u64>,
-        rss_after: Option<u64>,
+        for_model: String,
+    },
+    /// A load or a request was turned away; `code` is the API's error code.
+    Refused {
+        model: String,
+        code: String,
+        message: String,
+    },
+    /// An unload began; with requests in flight, it waits for them (or ends them).
+    Unloading {
+        model: String,
+        reason: UnloadReason,
+        in_flight: u32,
+    },
+    Unloaded(UnloadReport),
+    RequestStarted {
+        model: String,
+        in_flight: u32,
+    },
+    RequestFinished {
+        model: String,
+        in_flight: u32,
     },
 }

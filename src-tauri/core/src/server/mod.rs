@@ -8,11 +8,14 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 use crate::api::{self, AppState};
+use crate::config::human;
 use crate::config::{AppDirs, Settings};
 use crate::engine::llama::LlamaEngine;
 use crate::engine::{Engine, LoadOptions};
+use crate::memory::{MemoryProbe, OsProbe};
+use crate::metrics::Metrics;
 use crate::models::Catalog;
-use crate::pool::Pool;
+use crate::pool::{Pool, PoolConfig};
 
 /// A bound, not yet serving, Headroom server.
 pub struct Server {
@@ -37,14 +40,37 @@ impl Server {
         model_dirs.extend(settings.models_dirs.iter().cloned());
         let catalog = Arc::new(Catalog::new(model_dirs));
 
+        let probe: Arc<dyn MemoryProbe> = Arc::new(OsProbe);
+        let total_ram = probe
+            .system()
+            .map(|s| s.total)
+            .ok_or_else(|| anyhow::anyhow!("cannot read the machine's memory size"))?;
+        settings.validate_for_machine(total_ram, "settings")?;
+        let limit = settings.memory_limit.resolve(total_ram);
+        tracing::info!(
+            limit = %human(limit),
+            setting = %settings.memory_limit,
+            ram = %human(total_ram),
+            "pool memory limit"
+        );
+
         let engine: Arc<dyn Engine> = Arc::new(LlamaEngine::new()?);
-        let options = LoadOptions {
-            context_per_slot: settings.context_size,
-            parallel: settings.parallel,
-            queue: settings.queue_size as usize,
-            threads: settings.effective_threads(),
+        let config = PoolConfig {
+            load: LoadOptions {
+                context_per_slot: settings.context_size,
+                parallel: settings.parallel,
+                queue: settings.queue_size as usize,
+                threads: settings.effective_threads(),
+            },
+            limit,
+            margin: settings.headroom_margin.0,
+            floor: settings.memory_floor.0,
+            pinned: settings.preload.iter().cloned().collect(),
+            config_source: dirs.config_file.display().to_string(),
         };
-        let pool = Pool::start(engine, options);
+        let metrics = Metrics::default();
+        let pool = Pool::start(engine, config, Arc::clone(&probe), metrics.clone());
+        preload(&pool, &catalog, &settings.preload);
 
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, settings.port))
             .await
@@ -59,6 +85,8 @@ impl Server {
         let state = AppState {
             pool: pool.clone(),
             catalog,
+            probe,
+            metrics,
             port: address.port(),
             stopping: stopping_rx,
         };
@@ -112,4 +140,27 @@ impl Server {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Loads the pinned models in the background, in order, so the server answers at once; a
+/// pinned model that cannot be found or loaded is logged and the rest still load.
+fn preload(pool: &Pool, catalog: &Arc<Catalog>, ids: &[String]) {
+    if ids.is_empty() {
+        return;
+    }
+    let pool = pool.clone();
+    let catalog = Arc::clone(catalog);
+    let ids = ids.to_vec();
+    tokio::spawn(async move {
+        for id in ids {
+            let result = match catalog.find(&id) {
+                Ok(file) => pool.load(file).await.map(|_| ()).map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match result {
+                Ok(()) => tracing::info!(model = %id, "preloaded (pinned)"),
+                Err(e) => tracing::error!(model = %id, error = %e, "cannot preload a pinned model"),
+            }
+        }
+    });
 }

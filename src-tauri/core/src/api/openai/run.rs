@@ -3,7 +3,7 @@
 //! how a prompt is made and how a piece of output is wrapped, which [`Kind`] captures.
 
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::time::Instant;
 
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
@@ -17,6 +17,9 @@ use crate::api::AppState;
 use crate::engine::{
     FinishReason, GenerateRequest, Generation, GenerationEvent, LoadedModel, Usage,
 };
+use crate::memory::process_rss;
+use crate::metrics::{GenerationRecord, Metrics};
+use crate::pool::Lease;
 
 /// Which OpenAI object the response is made of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,8 +35,21 @@ pub(super) struct Started {
     created: u64,
     model_id: String,
     generation: Generation,
-    /// Holding the model keeps it loaded until the response is complete.
-    _model: Arc<dyn LoadedModel>,
+    /// Holding the lease keeps the model loaded, and counted busy, until the response ends.
+    lease: Lease,
+    timing: Timing,
+    metrics: Metrics,
+}
+
+/// When things happened, for the generation's record.
+struct Timing {
+    /// The request arrived (before any load).
+    arrived: Instant,
+    first_token: Option<Instant>,
+    /// Text pieces received: tokens, near enough, when the request ends early.
+    pieces: u32,
+    prompt_tokens: u32,
+    recorded: bool,
 }
 
 /// Finds and loads `model_id`, makes its prompt and queues the generation.
@@ -44,9 +60,10 @@ pub(super) async fn start(
     make_prompt: impl FnOnce(&dyn LoadedModel) -> Result<String, ApiError>,
     checked: Checked,
 ) -> Result<Started, ApiError> {
+    let arrived = Instant::now();
     let file = state.catalog.find(model_id)?;
     let model = state.pool.acquire(file).await?;
-    let prompt = make_prompt(model.as_ref())?;
+    let prompt = make_prompt(&*model)?;
     let generation = model.generate(GenerateRequest {
         prompt,
         sampling: checked.sampling,
@@ -63,11 +80,71 @@ pub(super) async fn start(
         created: unix_now(),
         model_id: model_id.to_string(),
         generation,
-        _model: model,
+        lease: model,
+        timing: Timing {
+            arrived,
+            first_token: None,
+            pieces: 0,
+            prompt_tokens: 0,
+            recorded: false,
+        },
+        metrics: state.metrics.clone(),
     })
 }
 
 impl Started {
+    /// The generation's next event, noting the timing and recording the generation once it
+    /// ends.
+    async fn next(&mut self) -> Option<GenerationEvent> {
+        let event = self.generation.next().await;
+        match &event {
+            Some(GenerationEvent::Text(_)) => {
+                self.timing.first_token.get_or_insert_with(Instant::now);
+                self.timing.pieces = self.timing.pieces.saturating_add(1);
+            }
+            Some(GenerationEvent::Done {
+                finish_reason,
+                usage,
+            }) => {
+                self.timing.prompt_tokens = usage.prompt_tokens;
+                self.timing.pieces = usage.completion_tokens;
+                let outcome = match finish_reason {
+                    FinishReason::Stop => "stop",
+                    FinishReason::Length => "length",
+                };
+                self.record(outcome);
+            }
+            Some(GenerationEvent::Failed(_)) | None => self.record("error"),
+        }
+        event
+    }
+
+    /// Adds this generation to the metrics, once.
+    fn record(&mut self, outcome: &str) {
+        if std::mem::replace(&mut self.timing.recorded, true) {
+            return;
+        }
+        let t = &self.timing;
+        let now = Instant::now();
+        let tokens_per_second = t.first_token.and_then(|first| {
+            let secs = now.duration_since(first).as_secs_f64();
+            (t.pieces > 1 && secs > 0.0).then(|| f64::from(t.pieces - 1) / secs)
+        });
+        self.metrics.generation_finished(GenerationRecord {
+            model: self.model_id.clone(),
+            finished_at: unix_now_ms(),
+            ttft_ms: t
+                .first_token
+                .map(|first| first.duration_since(t.arrived).as_secs_f64() * 1000.0),
+            tokens_per_second,
+            prompt_tokens: t.prompt_tokens,
+            generated_tokens: t.pieces,
+            outcome: outcome.to_string(),
+            process_memory: process_rss(),
+            model_memory: Some(self.lease.footprint().total),
+        });
+    }
+
     pub(super) async fn respond(self, stream: bool) -> Response {
         if stream {
             Sse::new(self.into_events()).into_response()
@@ -81,7 +158,8 @@ impl Started {
     async fn collect(mut self) -> Result<Json<Value>, ApiError> {
         let mut text = String::new();
         loop {
-            match self.generation.next().await {
+            let event = self.next().await;
+            match event {
                 Some(GenerationEvent::Text(piece)) => text.push_str(&piece),
                 Some(GenerationEvent::Done {
                     finish_reason,
@@ -185,7 +263,7 @@ impl Started {
                     json_event(&started.chunk(Piece::Role, None, None)),
                     Phase::Running,
                 ),
-                Phase::Running => match started.generation.next().await {
+                Phase::Running => match started.next().await {
                     Some(GenerationEvent::Text(t)) => (
                         json_event(&started.chunk(Piece::Text(t), None, None)),
                         Phase::Running,
@@ -235,6 +313,20 @@ enum Phase {
 
 fn json_event(value: &Value) -> Event {
     Event::default().data(value.to_string())
+}
+
+impl Drop for Started {
+    /// A client that went away before the end: recorded as cancelled.
+    fn drop(&mut self) {
+        self.record("cancelled");
+    }
+}
+
+fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or_default()
 }
 
 fn unix_now() -> u64 {
