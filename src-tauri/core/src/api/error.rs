@@ -146,6 +146,7 @@ impl From<EngineError> for ApiError {
                 Self::bad_request("context_length_exceeded", e.to_string())
             }
             EngineError::Template(_) => Self::bad_request("invalid_messages", e.to_string()),
+            EngineError::EmptyPrompt => Self::bad_request("invalid_prompt", e.to_string()),
             EngineError::QueueFull { .. } => Self::unavailable("queue_full", e.to_string()),
             EngineError::BadModelFile { .. } => Self::server("model_load_failed", e.to_string()),
             EngineError::Internal(_) => Self::server("engine_error", e.to_string()),

@@ -203,6 +203,9 @@ pub enum EngineError {
     /// The prompt does not fit the context a request may use.
     #[error("the prompt is {prompt_tokens} tokens but this model's context per request is {context} tokens")]
     PromptTooLong { prompt_tokens: u32, context: u32 },
+    /// The prompt is empty and the model adds no start token: nothing to generate from.
+    #[error("the prompt is empty; give at least one token of prompt")]
+    EmptyPrompt,
     /// Every slot is busy and the waiting queue is full.
     #[error("the model is busy: {queued} requests are already waiting")]
     QueueFull { queued: usize },

@@ -37,13 +37,30 @@ pub(super) enum Internal {
     /// A lease was dropped: its request is over.
     Released {
         id: String,
+        serial: u64,
     },
     Unloaded(UnloadReport),
-    /// A flush's grace period for this model's requests is over.
-    DrainDeadline {
+    /// A draining model's requests had their time: `Grace` (flush) ends them, `Force` stops
+    /// waiting for requests whose clients neither read nor hang up.
+    Deadline {
         id: String,
+        serial: u64,
+        kind: DeadlineKind,
     },
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum DeadlineKind {
+    Grace,
+    Force,
+}
+
+/// How long a stopped model waits for its ended requests to let go of it. A client that stops
+/// reading without hanging up keeps its response (and its lease) alive; the unload goes ahead
+/// without it, and the memory comes back when that connection finally closes.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+/// How long shutdown waits for models to unload before exiting anyway.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
 
 /// Someone waiting for a model to become ready.
 enum Waiter {
@@ -77,6 +94,9 @@ struct Loading {
 struct Ready {
     file: ModelFile,
     model: Arc<dyn LoadedModel>,
+    /// Which load this is: leases and timers of an earlier load of the same model carry an
+    /// older serial and are ignored.
+    serial: u64,
     estimate: Footprint,
     load_ms: u64,
     loaded_at: SystemTime,
@@ -108,6 +128,9 @@ pub(super) struct Actor {
     events: broadcast::Sender<PoolEvent>,
     models: HashMap<String, Entry>,
     loads: BTreeMap<String, u64>,
+    /// The last load's serial.
+    serial: u64,
+    shutting_down: bool,
     /// Who waits for the report of each model's unload.
     reports: HashMap<String, Vec<oneshot::Sender<UnloadReport>>>,
     /// Loads, releases and unloads report back here; kept apart from the public inbox (and
@@ -133,6 +156,8 @@ impl Actor {
             events,
             models: HashMap::new(),
             loads: BTreeMap::new(),
+            serial: 0,
+            shutting_down: false,
             reports: HashMap::new(),
             internal_tx,
             internal_rx,
@@ -205,26 +230,55 @@ impl Actor {
                 result,
                 load_ms,
             } => self.on_loaded(id, result, load_ms),
-            Internal::Released { id } => self.on_released(&id),
+            Internal::Released { id, serial } => self.on_released(&id, serial),
             Internal::Unloaded(report) => self.on_unloaded(report),
-            Internal::DrainDeadline { id } => {
-                if let Some(Entry::Ready(ready)) = self.models.get(&id) {
-                    if ready.drain.is_some() && ready.in_flight > 0 {
-                        tracing::info!(model = %id, "flush: requests still running after the grace period; ending them");
-                        ready.model.stop(&format!(
-                            "the model was unloaded (flush) after waiting {} s for this request",
-                            FLUSH_GRACE.as_secs()
-                        ));
-                    }
-                }
+            Internal::Deadline { id, serial, kind } => self.on_deadline(&id, serial, kind),
+        }
+    }
+
+    fn on_deadline(&mut self, id: &str, serial: u64, kind: DeadlineKind) {
+        let Some(Entry::Ready(ready)) = self.models.get(id) else {
+            return;
+        };
+        if ready.serial != serial || ready.drain.is_none() || ready.in_flight == 0 {
+            return;
+        }
+        match kind {
+            DeadlineKind::Grace => {
+                tracing::info!(model = %id, "flush: requests still running after the grace period; ending them");
+                ready.model.stop(&format!(
+                    "the model was unloaded (flush) after waiting {} s for this request",
+                    FLUSH_GRACE.as_secs()
+                ));
+                self.schedule(id, serial, DeadlineKind::Force, STOP_GRACE);
+            }
+            DeadlineKind::Force => {
+                tracing::warn!(
+                    model = %id,
+                    in_flight = ready.in_flight,
+                    "ended requests still hold the model (clients neither read nor hang up); unloading without them"
+                );
+                self.finish_unload(id);
             }
         }
+    }
+
+    fn schedule(&self, id: &str, serial: u64, kind: DeadlineKind, after: Duration) {
+        let done = self.internal_tx.clone();
+        let id = id.to_string();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let _ = done.send(Internal::Deadline { id, serial, kind });
+        });
     }
 
     // ----- getting a model -----
 
     /// A request or a load wants `file`.
     fn want(&mut self, file: ModelFile, estimate: Footprint, waiter: Waiter) {
+        if self.shutting_down {
+            return waiter.fail(PoolError::ShuttingDown);
+        }
         match self.models.get_mut(&file.id) {
             Some(Entry::Ready(ready)) => match &mut ready.drain {
                 Some(drain) => drain.waiters.push(waiter),
@@ -249,6 +303,7 @@ impl Actor {
                 let lease = Lease::new(
                     Arc::clone(&ready.model),
                     id.to_string(),
+                    ready.serial,
                     self.internal_tx.clone(),
                 );
                 // A caller that gave up drops the lease inside the error, which releases it.
@@ -349,7 +404,7 @@ impl Actor {
             .iter()
             .map(|(id, entry)| {
                 let (bytes, last_used, hold) = match entry {
-                    Entry::Loading(l) => (l.estimate.total, Instant::now(), Hold::Changing),
+                    Entry::Loading(l) => (l.estimate.total, Instant::now(), Hold::Loading),
                     Entry::Unloading(u) => (u.footprint.total, Instant::now(), Hold::Changing),
                     Entry::Ready(r) => {
                         let hold = if r.drain.is_some() {
@@ -377,7 +432,11 @@ impl Actor {
     }
 
     fn fit(&self, id: &str, estimate: Footprint) -> Fit {
-        if matches!(self.models.get(id), Some(Entry::Ready(_))) {
+        // Already loaded or on its way: nothing more to make room for.
+        if matches!(
+            self.models.get(id),
+            Some(Entry::Ready(_) | Entry::Loading(_))
+        ) {
             return Fit {
                 fits: true,
                 would_evict: Vec::new(),
@@ -420,7 +479,15 @@ impl Actor {
         let done = self.internal_tx.clone();
         tokio::task::spawn_blocking(move || {
             let started = Instant::now();
-            let result = engine.load(&path, &options);
+            // A panic in the engine must still answer the waiters, not leave them hanging.
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                engine.load(&path, &options)
+            }))
+            .unwrap_or_else(|_| {
+                Err(EngineError::Internal(
+                    "the engine panicked while loading".into(),
+                ))
+            });
             let load_ms = millis(started.elapsed());
             if let Err(unsent) = done.send(Internal::Loaded {
                 id,
@@ -439,12 +506,18 @@ impl Actor {
         result: Result<Box<dyn LoadedModel>, EngineError>,
         load_ms: u64,
     ) {
-        let Some(Entry::Loading(loading)) = self.models.remove(&id) else {
-            // Nobody wants it any more (cannot happen today: loads are not cancelled).
-            if let Ok(model) = result {
-                tokio::task::spawn_blocking(move || drop(model));
+        let loading = match self.models.remove(&id) {
+            Some(Entry::Loading(loading)) if !self.shutting_down => loading,
+            _ => {
+                // Shutting down: nobody wants it. Free it off the async threads.
+                if let Ok(model) = result {
+                    tokio::task::spawn_blocking(move || {
+                        drop(model);
+                        release_free_memory();
+                    });
+                }
+                return;
             }
-            return;
         };
         let model: Arc<dyn LoadedModel> = match result {
             Ok(model) => Arc::from(model),
@@ -485,11 +558,13 @@ impl Actor {
             load_ms,
         });
         let now = SystemTime::now();
+        self.serial += 1;
         self.models.insert(
             id.clone(),
             Entry::Ready(Box::new(Ready {
                 file: loading.file,
                 model,
+                serial: self.serial,
                 estimate: loading.estimate,
                 load_ms,
                 loaded_at: now,
@@ -504,10 +579,13 @@ impl Actor {
         }
     }
 
-    fn on_released(&mut self, id: &str) {
+    fn on_released(&mut self, id: &str, serial: u64) {
         let Some(Entry::Ready(ready)) = self.models.get_mut(id) else {
             return;
         };
+        if ready.serial != serial {
+            return;
+        }
         ready.in_flight = ready.in_flight.saturating_sub(1);
         ready.last_used = Instant::now();
         ready.last_used_at = SystemTime::now();
@@ -574,30 +652,31 @@ impl Actor {
         let Some(Entry::Ready(ready)) = self.models.get_mut(id) else {
             return;
         };
-        if ready.drain.is_some() {
-            return;
-        }
-        ready.drain = Some(Drain {
-            reason,
-            waiters: Vec::new(),
-        });
         let in_flight = ready.in_flight;
+        let serial = ready.serial;
+        let ends_requests = !matches!(reason, UnloadReason::Flush);
+        match &mut ready.drain {
+            // A stop during a flush's grace period still means "now".
+            Some(drain) if drain.reason == UnloadReason::Flush && ends_requests => {
+                drain.reason = reason;
+            }
+            Some(_) => return,
+            None => {
+                ready.drain = Some(Drain {
+                    reason,
+                    waiters: Vec::new(),
+                })
+            }
+        }
         if in_flight > 0 {
-            match reason {
-                UnloadReason::Flush => {
-                    let done = self.internal_tx.clone();
-                    let id = id.to_string();
-                    tokio::spawn(async move {
-                        tokio::time::sleep(FLUSH_GRACE).await;
-                        let _ = done.send(Internal::DrainDeadline { id });
-                    });
-                }
-                UnloadReason::Requested | UnloadReason::Shutdown | UnloadReason::Evicted => {
-                    ready.model.stop(&format!(
-                        "the model '{id}' was stopped ({}) while this request ran",
-                        reason.as_str()
-                    ));
-                }
+            if ends_requests {
+                ready.model.stop(&format!(
+                    "the model '{id}' was stopped ({}) while this request ran",
+                    reason.as_str()
+                ));
+                self.schedule(id, serial, DeadlineKind::Force, STOP_GRACE);
+            } else {
+                self.schedule(id, serial, DeadlineKind::Grace, FLUSH_GRACE);
             }
         }
         self.publish(PoolEvent::Unloading {
@@ -731,52 +810,47 @@ impl Actor {
         }
     }
 
-    /// Shutdown: stop every generation, then free each model and wait for it.
+    /// Shutdown: every waiter is told, every model is stopped and unloaded the usual way
+    /// (measured, with events), and the loop keeps serving the pool's own reports until all
+    /// are freed or [`SHUTDOWN_WAIT`] has passed.
     async fn shutdown(&mut self) {
-        // Loads still running finish on their thread and are freed there.
-        let models: Vec<(String, Entry)> = self.models.drain().collect();
-        for (id, entry) in models {
-            match entry {
-                Entry::Loading(loading) => {
-                    for waiter in loading.waiters {
+        self.shutting_down = true;
+        let ids: Vec<String> = self.models.keys().cloned().collect();
+        for id in &ids {
+            match self.models.get_mut(id) {
+                Some(Entry::Loading(loading)) => {
+                    for waiter in std::mem::take(&mut loading.waiters) {
                         waiter.fail(PoolError::ShuttingDown);
                     }
                 }
-                Entry::Unloading(unloading) => {
-                    for waiter in unloading.waiters {
+                Some(Entry::Unloading(unloading)) => {
+                    for waiter in std::mem::take(&mut unloading.waiters) {
                         waiter.fail(PoolError::ShuttingDown);
                     }
                 }
-                Entry::Ready(ready) => {
-                    let Ready { model, drain, .. } = *ready;
-                    for waiter in drain.map(|d| d.waiters).unwrap_or_default() {
-                        waiter.fail(PoolError::ShuttingDown);
+                Some(Entry::Ready(ready)) => {
+                    if let Some(drain) = &mut ready.drain {
+                        for waiter in std::mem::take(&mut drain.waiters) {
+                            waiter.fail(PoolError::ShuttingDown);
+                        }
                     }
-                    model.stop("the server is shutting down");
-                    let footprint = model.footprint();
-                    let started = Instant::now();
-                    let before = process_rss();
-                    // Requests still holding the model release it as their streams end.
-                    let _ = tokio::task::spawn_blocking(move || {
-                        drop(model);
-                        release_free_memory();
-                    })
-                    .await;
-                    let after = process_rss();
-                    let reclaimed = before.zip(after).map(|(b, a)| b.saturating_sub(a));
-                    tracing::info!(model = %id, ?before, ?after, "model unloaded (shutdown)");
-                    self.publish(PoolEvent::Unloaded(UnloadReport {
-                        model: id,
-                        reason: UnloadReason::Shutdown,
-                        footprint,
-                        rss_before: before,
-                        rss_after: after,
-                        reclaimed,
-                        reclaimed_percent: reclaimed
-                            .filter(|_| footprint.total > 0)
-                            .map(|r| r as f64 * 100.0 / footprint.total as f64),
-                        duration_ms: millis(started.elapsed()),
-                    }));
+                }
+                None => {}
+            }
+            self.begin_unload(id, UnloadReason::Shutdown);
+        }
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_WAIT;
+        while !self.models.is_empty() {
+            match tokio::time::timeout_at(deadline, self.internal_rx.recv()).await {
+                Ok(Some(message)) => self.on_internal(message),
+                Ok(None) => break,
+                Err(_) => {
+                    let left: Vec<&String> = self.models.keys().collect();
+                    tracing::warn!(
+                        ?left,
+                        "shutdown: models still loading or unloading; exiting anyway"
+                    );
+                    break;
                 }
             }
         }

@@ -29,7 +29,9 @@ pub(super) enum Hold {
         in_flight: u32,
     },
     Pinned,
-    /// Loading or already unloading: not available to evict.
+    /// Loading: its estimate counts, and it is not resident yet.
+    Loading,
+    /// Already unloading: not available to evict.
     Changing,
 }
 
@@ -57,8 +59,15 @@ pub(super) fn decide(ask: &Ask<'_>, holders: &[Holder]) -> Decision {
     let used: u64 = holders.iter().map(|h| h.bytes).sum();
     let pool_short = used.saturating_add(ask.need).saturating_sub(ask.limit);
     // Memory an evicted model gives back becomes available to the machine too.
+    // Loads under way will take memory that is still available now.
+    let loading: u64 = holders
+        .iter()
+        .filter(|h| h.hold == Hold::Loading)
+        .map(|h| h.bytes)
+        .sum();
     let machine_short = ask.system.map_or(0, |s| {
         ask.need
+            .saturating_add(loading)
             .saturating_add(ask.margin)
             .saturating_sub(s.available)
     });
@@ -104,16 +113,13 @@ pub(super) fn decide(ask: &Ask<'_>, holders: &[Holder]) -> Decision {
                 if in_flight == 1 { "" } else { "s" }
             )),
             Hold::Pinned => Some(format!("'{}' ({}, pinned)", h.id, human(h.bytes))),
-            Hold::Changing => Some(format!(
-                "'{}' ({}, loading or unloading)",
-                h.id,
-                human(h.bytes)
-            )),
+            Hold::Loading => Some(format!("'{}' ({}, loading)", h.id, human(h.bytes))),
+            Hold::Changing => Some(format!("'{}' ({}, unloading)", h.id, human(h.bytes))),
         })
         .collect();
     let busy = holders
         .iter()
-        .any(|h| matches!(h.hold, Hold::Busy { .. } | Hold::Changing));
+        .any(|h| matches!(h.hold, Hold::Busy { .. } | Hold::Loading | Hold::Changing));
     let missing = human(short - freed);
     let message = if pool_short >= machine_short {
         format!(
@@ -243,6 +249,19 @@ mod tests {
             message.contains("Close apps or lower context_size"),
             "{message}"
         );
+        // A load under way counts against the margin too.
+        let mut with_loading = tight.clone();
+        with_loading.system = Some(SystemMemory {
+            total: 24_000 * MB,
+            available: 2_400 * MB,
+            used: 21_600 * MB,
+        });
+        assert!(matches!(decide(&with_loading, &[]), Decision::Admit { .. }));
+        let loading = [holder("other", 200, 0, Hold::Loading)];
+        assert!(matches!(
+            decide(&with_loading, &loading),
+            Decision::Refuse { retry: true, .. }
+        ));
         // An idle model's memory would come back: evicting it makes room.
         let holders = [holder("idle", 250, 5, Hold::Idle)];
         assert_eq!(

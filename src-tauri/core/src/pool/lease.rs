@@ -14,6 +14,8 @@ use crate::engine::LoadedModel;
 pub struct Lease {
     model: Option<Arc<dyn LoadedModel>>,
     id: String,
+    /// Which load of the model this lease belongs to.
+    serial: u64,
     done: mpsc::UnboundedSender<Internal>,
 }
 
@@ -21,11 +23,13 @@ impl Lease {
     pub(super) fn new(
         model: Arc<dyn LoadedModel>,
         id: String,
+        serial: u64,
         done: mpsc::UnboundedSender<Internal>,
     ) -> Self {
         Self {
             model: Some(model),
             id,
+            serial,
             done,
         }
     }
@@ -54,6 +58,7 @@ impl Drop for Lease {
         drop(self.model.take());
         let _ = self.done.send(Internal::Released {
             id: std::mem::take(&mut self.id),
+            serial: self.serial,
         });
     }
 }

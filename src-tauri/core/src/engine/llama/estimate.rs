@@ -191,7 +191,10 @@ mod tests {
         // measure them again against the real models.
         let within = |estimate: u64, measured: f64, tolerance: f64| {
             let error = (estimate as f64 - measured * 1e6).abs() / (measured * 1e6);
-            assert!(error < tolerance, "estimate {estimate} vs measured {measured} MB");
+            assert!(
+                error < tolerance,
+                "estimate {estimate} vs measured {measured} MB"
+            );
         };
         let s = estimate(&smollm2(), &options(4, 1024));
         within(s.weights, 114.0, 0.03);

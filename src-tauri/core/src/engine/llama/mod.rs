@@ -80,6 +80,9 @@ impl Engine for LlamaEngine {
         // error; a file whose header does not hold together never reaches it.
         read_header(path)?;
 
+        // Held until the context is measured: the measurements are process-wide differences,
+        // and another load (or another model's first large batch) in between would count twice.
+        let _measuring = measuring();
         let before_load = process_memory();
         let params = LlamaModelParams::default();
         #[cfg(target_os = "macos")]
@@ -175,6 +178,15 @@ impl Engine for LlamaEngine {
     }
 }
 
+static MEASURING: Mutex<()> = Mutex::new(());
+
+/// Serialises the sections that measure memory as before/after differences of the process.
+pub(crate) fn measuring() -> std::sync::MutexGuard<'static, ()> {
+    MEASURING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// The GGUF header, or why the file is not a model llama.cpp can be given.
 fn read_header(path: &Path) -> Result<GgufSummary, EngineError> {
     let bad = |reason: String| EngineError::BadModelFile {
@@ -249,6 +261,10 @@ impl LoadedModel for LlamaLoaded {
 
     fn generate(&self, request: GenerateRequest) -> Result<Generation, EngineError> {
         let tokens = prompt::tokenize(&self.model, &request.prompt);
+        // With no token there is nothing to compute the first logits from.
+        if tokens.is_empty() {
+            return Err(EngineError::EmptyPrompt);
+        }
         let prompt_tokens = u32::try_from(tokens.len()).unwrap_or(u32::MAX);
         // At least one token must fit after the prompt.
         if prompt_tokens >= self.context_per_slot {

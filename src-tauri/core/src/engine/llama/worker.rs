@@ -130,8 +130,11 @@ const WARM_UP_TOKENS: usize = 1;
 /// resident only as larger batches use them; the worker counts that growth as it happens.
 fn warm_up(model: &LlamaModel, ctx: &mut LlamaContext<'_>) -> Result<(), EngineError> {
     let mut batch = LlamaBatch::new(WARM_UP_TOKENS, 1);
+    // Any valid token does; a model without a BOS token reports -1 for it.
+    let bos = model.vocab().bos();
+    let token = if bos.0 >= 0 { bos } else { LlamaToken(0) };
     batch
-        .add(model.vocab().bos(), 0, &[0], true)
+        .add(token, 0, &[0], true)
         .map_err(|e| EngineError::Internal(format!("warm-up batch: {e}")))?;
     ctx.decode(&mut batch)
         .map_err(|e| EngineError::Internal(format!("warm-up decode failed: {e}")))?;
@@ -342,13 +345,15 @@ impl Worker<'_> {
         // that growth so the footprint stays what the model really holds. Only a batch larger
         // than any before can grow them, so this reads /proc only a few times per model.
         let tokens = usize::try_from(self.batch.n_tokens()).unwrap_or(0);
-        let before = (tokens > self.largest_batch).then(process_memory).flatten();
+        let measuring = (tokens > self.largest_batch).then(super::measuring);
+        let before = measuring.as_ref().and_then(|_| process_memory());
         let decoded = self.ctx.decode(&mut self.batch);
         if let (Some(before), Some(after)) = (before, process_memory()) {
             self.largest_batch = tokens;
             let grown = after.anon.saturating_sub(before.anon);
             self.shared.compute.fetch_add(grown, Ordering::Relaxed);
         }
+        drop(measuring);
         if let Err(e) = decoded {
             tracing::error!(error = %e, "llama_decode failed");
             for i in 0..self.slots.len() {
