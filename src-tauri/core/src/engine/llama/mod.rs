@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::llama_backend::LlamaBackend;
@@ -166,6 +167,7 @@ impl Engine for LlamaEngine {
         Ok(Box::new(LlamaLoaded {
             path: path.to_path_buf(),
             weights_anon,
+            resident: Mutex::new(None),
             context_memory,
             model,
             format,
@@ -185,6 +187,15 @@ pub(crate) fn measuring() -> std::sync::MutexGuard<'static, ()> {
     MEASURING
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The same, but `None` instead of waiting when a measurement is under way.
+pub(crate) fn try_measuring() -> Option<std::sync::MutexGuard<'static, ()>> {
+    match MEASURING.try_lock() {
+        Ok(guard) => Some(guard),
+        Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
+        Err(std::sync::TryLockError::WouldBlock) => None,
+    }
 }
 
 /// The GGUF header, or why the file is not a model llama.cpp can be given.
@@ -238,15 +249,36 @@ struct LlamaLoaded {
     /// Weights llama.cpp copied out of the file into its own memory at load (tensors it
     /// repacks for faster CPU kernels), measured as anonymous memory added by the load.
     weights_anon: u64,
+    /// The last reading of the weights' resident pages, and when: reading them walks every
+    /// mapping of the process (~20 ms with llama.cpp's thread stacks), too slow for each call.
+    resident: Mutex<Option<(Instant, u64)>>,
     context_memory: worker::ContextMemory,
+}
+
+/// How stale the weights' resident figure may be.
+const RESIDENT_REFRESH: Duration = Duration::from_secs(1);
+
+impl LlamaLoaded {
+    /// The weights are mmap'd: the pages resident now count. Where that cannot be read,
+    /// llama.cpp's tensor bytes are the best figure there is.
+    fn resident_weights(&self) -> u64 {
+        let Ok(mut cached) = self.resident.lock() else {
+            return self.model.size();
+        };
+        if let Some((at, bytes)) = *cached {
+            if at.elapsed() < RESIDENT_REFRESH {
+                return bytes;
+            }
+        }
+        let bytes = resident_bytes_of_file(&self.path).unwrap_or_else(|| self.model.size());
+        *cached = Some((Instant::now(), bytes));
+        bytes
+    }
 }
 
 impl LoadedModel for LlamaLoaded {
     fn footprint(&self) -> Footprint {
-        // The weights are mmap'd: count the pages that are resident now. Where that cannot be
-        // read, llama.cpp's tensor bytes are the best figure there is.
-        let weights = resident_bytes_of_file(&self.path).unwrap_or_else(|| self.model.size());
-        let weights = weights.saturating_add(self.weights_anon);
+        let weights = self.resident_weights().saturating_add(self.weights_anon);
         let compute = self.shared.compute.load(Ordering::Relaxed);
         Footprint::new(weights, self.context_memory.kv, compute)
     }

@@ -345,7 +345,11 @@ impl Worker<'_> {
         // that growth so the footprint stays what the model really holds. Only a batch larger
         // than any before can grow them, so this reads /proc only a few times per model.
         let tokens = usize::try_from(self.batch.n_tokens()).unwrap_or(0);
-        let measuring = (tokens > self.largest_batch).then(super::measuring);
+        // While another model loads (and measures), skip: generation must not wait for a load,
+        // and the next large batch measures instead.
+        let measuring = (tokens > self.largest_batch)
+            .then(super::try_measuring)
+            .flatten();
         let before = measuring.as_ref().and_then(|_| process_memory());
         let decoded = self.ctx.decode(&mut self.batch);
         if let (Some(before), Some(after)) = (before, process_memory()) {
