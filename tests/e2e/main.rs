@@ -9,6 +9,7 @@ mod bad_input;
 mod chat;
 mod concurrency;
 mod disconnect;
+mod idle;
 mod lifecycle;
 mod models;
 mod pool;

@@ -46,6 +46,8 @@ pub struct Options {
     pub queue_size: u32,
     /// More `HEADROOM_*` settings (memory limit, preload, ...).
     pub env: Vec<(&'static str, String)>,
+    /// The config file's text, if any.
+    pub config: Option<String>,
 }
 
 impl Default for Options {
@@ -56,6 +58,7 @@ impl Default for Options {
             extra_models_dir: None,
             queue_size: 32,
             env: Vec::new(),
+            config: None,
         }
     }
 }
@@ -77,6 +80,9 @@ impl Server {
     pub fn start_with(options: Options) -> Self {
         let home = tempfile::tempdir().expect("temp dir");
         let stderr_log = home.path().join("stderr.log");
+        if let Some(config) = &options.config {
+            std::fs::write(home.path().join("config.toml"), config).expect("write config");
+        }
         let mut command = Command::new(env!("CARGO_BIN_EXE_headroom"));
         command
             .arg("--headless")

@@ -43,6 +43,20 @@ pub(super) fn apply(
                 settings.memory_floor =
                     parse(&key, "memory_floor", &value, "a size such as \"1GiB\"")?
             }
+            "HEADROOM_IDLE_TIMEOUT" => {
+                let invalid = |allowed: String| SettingError {
+                    source_name: key.clone(),
+                    setting: "idle_timeout".into(),
+                    value: format!("{value:?}"),
+                    allowed,
+                };
+                if value.trim_start().starts_with('-') {
+                    return Err(invalid(
+                        "not negative; write \"never\" to keep models loaded".into(),
+                    ));
+                }
+                settings.idle_timeout = super::parse_idle_timeout(&value).map_err(invalid)?;
+            }
             // Comma-separated model ids.
             "HEADROOM_PRELOAD" => {
                 settings.preload = value

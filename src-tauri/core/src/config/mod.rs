@@ -3,6 +3,7 @@
 //! with what is allowed.
 
 mod dirs;
+mod duration;
 mod env;
 mod size;
 
@@ -11,6 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use dirs::AppDirs;
+pub use duration::{parse_idle_timeout, IdleTimeout};
 pub use size::{human, parse_bytes, ByteSize, MemoryLimit};
 
 /// The default port; 11434 is Ollama's, so the two can run side by side.
@@ -39,8 +41,12 @@ pub struct Settings {
     pub headroom_margin: ByteSize,
     /// Below this much available memory, requests that would need a load are turned away.
     pub memory_floor: ByteSize,
-    /// Models loaded at startup and pinned: never unloaded by eviction (or idle expiry).
+    /// Models loaded at startup and pinned: never unloaded by eviction or idle expiry.
     pub preload: Vec<String>,
+    /// How long a model stays loaded after its last request ends: "never", "10m", seconds.
+    pub idle_timeout: IdleTimeout,
+    /// Per-model idle timeouts, by model id.
+    pub idle_timeouts: std::collections::BTreeMap<String, IdleTimeout>,
 }
 
 impl Default for Settings {
@@ -56,6 +62,8 @@ impl Default for Settings {
             headroom_margin: ByteSize(2 << 30),
             memory_floor: ByteSize(1 << 30),
             preload: Vec::new(),
+            idle_timeout: IdleTimeout::After(std::time::Duration::from_secs(600)),
+            idle_timeouts: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -140,11 +148,15 @@ impl Settings {
                 "from 1 to 10000",
             ));
         }
-        if let Some(id) = self
-            .preload
-            .iter()
-            .find(|id| !crate::models::is_valid_id(id))
-        {
+        let bad_id = |id: &&String| !crate::models::is_valid_id(id);
+        if let Some(id) = self.idle_timeouts.keys().find(bad_id) {
+            return Err(err(
+                "idle_timeouts",
+                format!("{id:?}"),
+                "model ids: file names without '.gguf' and without path separators",
+            ));
+        }
+        if let Some(id) = self.preload.iter().find(bad_id) {
             return Err(err(
                 "preload",
                 format!("{id:?}"),

@@ -12,11 +12,12 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::admission::{self, Ask, Decision, Hold, Holder};
+use super::idle::IdleTimers;
 use super::{
     millis, Command, Fit, Lease, ModelState, ModelStatus, PoolConfig, PoolError, PoolEvent,
     PoolStatus, UnloadReason, UnloadReport,
 };
-use crate::config::human;
+use crate::config::{human, IdleTimeout};
 use crate::engine::{Engine, EngineError, Footprint, LoadedModel};
 use crate::memory::{process_rss, release_free_memory, MemoryProbe};
 use crate::metrics::Metrics;
@@ -40,6 +41,11 @@ pub(super) enum Internal {
         serial: u64,
     },
     Unloaded(UnloadReport),
+    /// The idle timer of this load of the model ran out.
+    IdleExpired {
+        id: String,
+        serial: u64,
+    },
     /// A draining model's requests had their time: `Grace` (flush) ends them, `Force` stops
     /// waiting for requests whose clients neither read nor hang up.
     Deadline {
@@ -64,14 +70,18 @@ const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
 
 /// Someone waiting for a model to become ready.
 enum Waiter {
-    Request(oneshot::Sender<Result<Lease, PoolError>>),
+    /// A request, with its own idle timeout if it asked for one (`keep_alive`, `ttl`).
+    Request(
+        oneshot::Sender<Result<Lease, PoolError>>,
+        Option<IdleTimeout>,
+    ),
     Load(oneshot::Sender<Result<ModelStatus, PoolError>>),
 }
 
 impl Waiter {
     fn fail(self, error: PoolError) {
         match self {
-            Self::Request(tx) => drop(tx.send(Err(error))),
+            Self::Request(tx, _) => drop(tx.send(Err(error))),
             Self::Load(tx) => drop(tx.send(Err(error))),
         }
     }
@@ -103,6 +113,10 @@ struct Ready {
     last_used: Instant,
     last_used_at: SystemTime,
     in_flight: u32,
+    /// The idle timeout the latest request asked for, overriding the configured ones.
+    keep_alive: Option<IdleTimeout>,
+    /// When the idle timer unloads it, while idle.
+    expires: Option<SystemTime>,
     /// Set once an unload is decided; the model takes no new requests from then on.
     drain: Option<Drain>,
 }
@@ -130,6 +144,7 @@ pub(super) struct Actor {
     loads: BTreeMap<String, u64>,
     /// The last load's serial.
     serial: u64,
+    timers: IdleTimers,
     shutting_down: bool,
     /// Who waits for the report of each model's unload.
     reports: HashMap<String, Vec<oneshot::Sender<UnloadReport>>>,
@@ -157,6 +172,7 @@ impl Actor {
             models: HashMap::new(),
             loads: BTreeMap::new(),
             serial: 0,
+            timers: IdleTimers::start(internal_tx.clone()),
             shutting_down: false,
             reports: HashMap::new(),
             internal_tx,
@@ -195,8 +211,9 @@ impl Actor {
             Command::Acquire {
                 file,
                 estimate,
+                keep_alive,
                 reply,
-            } => self.want(file, estimate, Waiter::Request(reply)),
+            } => self.want(file, estimate, Waiter::Request(reply, keep_alive)),
             Command::Load {
                 file,
                 estimate,
@@ -233,6 +250,7 @@ impl Actor {
             Internal::Released { id, serial } => self.on_released(&id, serial),
             Internal::Unloaded(report) => self.on_unloaded(report),
             Internal::Deadline { id, serial, kind } => self.on_deadline(&id, serial, kind),
+            Internal::IdleExpired { id, serial } => self.on_idle_expired(&id, serial),
         }
     }
 
@@ -293,11 +311,17 @@ impl Actor {
     /// Hands a ready model to a waiter.
     fn grant(&mut self, id: &str, waiter: Waiter) {
         match waiter {
-            Waiter::Request(reply) => {
+            Waiter::Request(reply, keep_alive) => {
                 let Some(Entry::Ready(ready)) = self.models.get_mut(id) else {
                     let _ = reply.send(Err(PoolError::NotLoaded(id.to_string())));
                     return;
                 };
+                // Busy: no idle deadline until the last request ends. Then the latest
+                // request's timeout applies, or the configured one if it gave none (as
+                // Ollama treats keep_alive).
+                self.timers.clear(id);
+                ready.expires = None;
+                ready.keep_alive = keep_alive;
                 ready.in_flight += 1;
                 let in_flight = ready.in_flight;
                 let lease = Lease::new(
@@ -571,12 +595,15 @@ impl Actor {
                 last_used: Instant::now(),
                 last_used_at: now,
                 in_flight: 0,
+                keep_alive: None,
+                expires: None,
                 drain: None,
             })),
         );
         for waiter in loading.waiters {
             self.grant(&id, waiter);
         }
+        self.start_idle_timer(&id);
     }
 
     fn on_released(&mut self, id: &str, serial: u64) {
@@ -597,7 +624,65 @@ impl Actor {
         });
         if drained {
             self.finish_unload(id);
+        } else if in_flight == 0 {
+            self.start_idle_timer(id);
         }
+    }
+
+    /// The model's idle timeout: the last request's, else its own setting, else the global one.
+    /// Pinned models have none.
+    fn idle_timeout(&self, id: &str, ready: &Ready) -> IdleTimeout {
+        if self.config.pinned.contains(id) {
+            return IdleTimeout::Never;
+        }
+        ready
+            .keep_alive
+            .or_else(|| self.config.idle_timeouts.get(id).copied())
+            .unwrap_or(self.config.idle_timeout)
+    }
+
+    /// Starts the idle countdown of a model no request is using.
+    fn start_idle_timer(&mut self, id: &str) {
+        let Some(Entry::Ready(ready)) = self.models.get(id) else {
+            return;
+        };
+        if ready.in_flight > 0 || ready.drain.is_some() {
+            return;
+        }
+        match self.idle_timeout(id, ready) {
+            IdleTimeout::Never => {
+                self.timers.clear(id);
+                if let Some(Entry::Ready(ready)) = self.models.get_mut(id) {
+                    ready.expires = None;
+                }
+            }
+            IdleTimeout::After(after) if after.is_zero() => {
+                self.begin_unload(id, UnloadReason::Idle);
+            }
+            IdleTimeout::After(after) => {
+                let serial = ready.serial;
+                self.timers
+                    .set(id, serial, tokio::time::Instant::now() + after);
+                if let Some(Entry::Ready(ready)) = self.models.get_mut(id) {
+                    ready.expires = Some(SystemTime::now() + after);
+                }
+            }
+        }
+    }
+
+    fn on_idle_expired(&mut self, id: &str, serial: u64) {
+        let Some(Entry::Ready(ready)) = self.models.get(id) else {
+            return;
+        };
+        // A request may have started (or the model been reloaded) since the timer fired.
+        if ready.serial != serial || ready.in_flight > 0 || ready.drain.is_some() {
+            return;
+        }
+        if self.config.pinned.contains(id) {
+            return;
+        }
+        tracing::info!(model = %id, "idle timeout: unloading");
+        self.begin_unload(id, UnloadReason::Idle);
     }
 
     // ----- letting a model go -----
@@ -654,7 +739,9 @@ impl Actor {
         };
         let in_flight = ready.in_flight;
         let serial = ready.serial;
-        let ends_requests = !matches!(reason, UnloadReason::Flush);
+        ready.expires = None;
+        self.timers.clear(id);
+        let ends_requests = !matches!(reason, UnloadReason::Flush | UnloadReason::Idle);
         match &mut ready.drain {
             // A stop during a flush's grace period still means "now".
             Some(drain) if drain.reason == UnloadReason::Flush && ends_requests => {
@@ -911,7 +998,7 @@ fn model_status(id: &str, entry: &Entry, config: &PoolConfig) -> ModelStatus {
                 load_ms: Some(r.load_ms),
                 loaded_at: Some(unix_ms(r.loaded_at)),
                 last_used: Some(unix_ms(r.last_used_at)),
-                expires_at: None,
+                expires_at: r.expires.map(unix_ms),
                 stats: Some(r.model.stats()),
             }
         }

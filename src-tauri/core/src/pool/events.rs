@@ -15,6 +15,8 @@ pub enum UnloadReason {
     Flush,
     /// Unloaded to make room for another model.
     Evicted,
+    /// Its idle timeout ran out.
+    Idle,
     Shutdown,
 }
 
@@ -24,6 +26,7 @@ impl UnloadReason {
             Self::Requested => "requested",
             Self::Flush => "flush",
             Self::Evicted => "evicted",
+            Self::Idle => "idle",
             Self::Shutdown => "shutdown",
         }
     }

@@ -12,6 +12,7 @@
 mod actor;
 mod admission;
 mod events;
+mod idle;
 mod lease;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -22,6 +23,7 @@ use std::time::{Instant, SystemTime};
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use crate::config::IdleTimeout;
 use crate::engine::{Engine, Footprint, GenerationStats, LoadOptions};
 use crate::memory::{process_rss, MemoryProbe};
 use crate::metrics::Metrics;
@@ -44,6 +46,10 @@ pub struct PoolConfig {
     pub pinned: BTreeSet<String>,
     /// Where the pinned list comes from, for messages ("remove it from preload in ...").
     pub config_source: String,
+    /// How long a model stays loaded after its last request, unless a request or its own
+    /// setting says otherwise.
+    pub idle_timeout: IdleTimeout,
+    pub idle_timeouts: std::collections::BTreeMap<String, IdleTimeout>,
 }
 
 /// A cheap handle to the pool task.
@@ -174,6 +180,7 @@ enum Command {
     Acquire {
         file: ModelFile,
         estimate: Footprint,
+        keep_alive: Option<IdleTimeout>,
         reply: oneshot::Sender<Result<Lease, PoolError>>,
     },
     /// Load without a request (`POST /api/memory/models/{id}/load`, preload).
@@ -237,12 +244,20 @@ impl Pool {
 
     /// The model for one request, loading it first if it is not in memory (concurrent
     /// callers share one load). The lease keeps it loaded until the request ends.
-    pub async fn acquire(&self, file: ModelFile) -> Result<Lease, PoolError> {
+    ///
+    /// `keep_alive`, when given, is how long the model stays loaded after this request;
+    /// otherwise the configured timeout applies.
+    pub async fn acquire(
+        &self,
+        file: ModelFile,
+        keep_alive: Option<IdleTimeout>,
+    ) -> Result<Lease, PoolError> {
         let estimate = self.estimate(&file).await?;
         let (reply, answer) = oneshot::channel();
         self.send(Command::Acquire {
             file,
             estimate,
+            keep_alive,
             reply,
         })
         .await?;

@@ -67,6 +67,8 @@ impl Server {
             floor: settings.memory_floor.0,
             pinned: settings.preload.iter().cloned().collect(),
             config_source: dirs.config_file.display().to_string(),
+            idle_timeout: settings.idle_timeout,
+            idle_timeouts: settings.idle_timeouts.clone(),
         };
         let metrics = Metrics::default();
         let pool = Pool::start(engine, config, Arc::clone(&probe), metrics.clone());

@@ -3,8 +3,22 @@
 use serde::Deserialize;
 
 use crate::api::error::ApiError;
+use crate::config::{parse_idle_timeout, IdleTimeout};
 use crate::engine::sampling::random_seed;
 use crate::engine::SamplingParams;
+
+/// `keep_alive` or `ttl`: a duration string or a number of seconds (negative = forever).
+fn idle_timeout(field: &str, value: &serde_json::Value) -> Result<IdleTimeout, ApiError> {
+    let parsed = match value {
+        serde_json::Value::Number(n) => n
+            .as_f64()
+            .ok_or_else(|| format!("{n} is not a number of seconds"))
+            .and_then(IdleTimeout::from_seconds),
+        serde_json::Value::String(s) => parse_idle_timeout(s),
+        other => Err(format!("{other} is neither a duration string nor a number")),
+    };
+    parsed.map_err(|why| ApiError::bad_request("invalid_keep_alive", format!("'{field}': {why}")))
+}
 
 /// OpenAI allows four stop sequences; so do we, each of a sane length.
 const MAX_STOP_STRINGS: usize = 4;
@@ -23,6 +37,11 @@ pub struct GenerationOptions {
     #[serde(default)]
     pub stream: bool,
     pub n: Option<i64>,
+    /// How long the model stays loaded after this request, as Ollama writes it: "5m", "1h",
+    /// seconds, 0 = unload when done, negative = forever.
+    pub keep_alive: Option<serde_json::Value>,
+    /// The same in seconds, as LM Studio writes it.
+    pub ttl: Option<serde_json::Value>,
 }
 
 /// `stop` is a string or a list of strings.
@@ -39,6 +58,7 @@ pub struct Checked {
     pub sampling: SamplingParams,
     pub max_tokens: Option<u32>,
     pub stop: Vec<String>,
+    pub keep_alive: Option<IdleTimeout>,
 }
 
 impl GenerationOptions {
@@ -98,7 +118,13 @@ impl GenerationOptions {
         }
         // Seeds are 32-bit in llama.cpp; larger ones are folded rather than refused.
         let seed = self.seed.map_or_else(random_seed, |s| s as u32);
+        let keep_alive = match (&self.keep_alive, &self.ttl) {
+            (Some(value), _) => Some(idle_timeout("keep_alive", value)?),
+            (None, Some(value)) => Some(idle_timeout("ttl", value)?),
+            (None, None) => None,
+        };
         Ok(Checked {
+            keep_alive,
             sampling: SamplingParams {
                 temperature: temperature as f32,
                 top_p: top_p as f32,

@@ -62,7 +62,7 @@ pub(super) async fn start(
 ) -> Result<Started, ApiError> {
     let arrived = Instant::now();
     let file = state.catalog.find(model_id)?;
-    let model = state.pool.acquire(file).await?;
+    let model = state.pool.acquire(file, checked.keep_alive).await?;
     let prompt = make_prompt(&*model)?;
     let generation = model.generate(GenerateRequest {
         prompt,
