@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use headroom_core::config::{AppDirs, SettingError, Settings};
+use std::sync::Arc;
+
+use headroom_core::config::{AppDirs, SettingError, SettingsStore};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -35,9 +37,13 @@ pub struct Cli {
 
 impl Cli {
     /// The settings in force and where files live.
-    pub fn settings(&self) -> Result<(Settings, AppDirs), SettingError> {
+    ///
+    /// A config file that cannot be used is moved aside (the store says so); a bad
+    /// environment variable or flag is an error, since the user just typed it.
+    pub fn settings(&self) -> Result<(Arc<SettingsStore>, AppDirs), SettingError> {
         let dirs = AppDirs::resolve(self.data_dir.as_deref(), self.config.as_deref());
-        let mut settings = Settings::from_file(&dirs.config_file)?;
+        let store = SettingsStore::open(&dirs.config_file);
+        let mut settings = store.file();
         settings.apply_env(std::env::vars())?;
         if let Some(port) = self.port {
             settings.port = port;
@@ -46,6 +52,7 @@ impl Cli {
         models_dirs.append(&mut settings.models_dirs);
         settings.models_dirs = models_dirs;
         settings.validate("command line")?;
-        Ok((settings, dirs))
+        store.set_live(settings);
+        Ok((Arc::new(store), dirs))
     }
 }

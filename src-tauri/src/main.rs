@@ -6,7 +6,9 @@ mod gui;
 mod shutdown;
 
 use clap::Parser;
-use headroom_core::config::{AppDirs, Settings};
+use std::sync::Arc;
+
+use headroom_core::config::{AppDirs, SettingsStore};
 use headroom_core::server::Server;
 
 use cli::Cli;
@@ -14,7 +16,7 @@ use cli::Cli;
 fn main() -> std::process::ExitCode {
     init_logging();
     let cli = Cli::parse();
-    let (settings, dirs) = match cli.settings() {
+    let (store, dirs) = match cli.settings() {
         Ok(found) => found,
         Err(e) => {
             eprintln!("headroom: {e}");
@@ -22,9 +24,9 @@ fn main() -> std::process::ExitCode {
         }
     };
     let result = if cli.headless || !gui_possible() {
-        run_headless(&settings, &dirs)
+        run_headless(&store, &dirs)
     } else {
-        run_app(settings, dirs)
+        run_app(store, dirs)
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -36,12 +38,12 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn run_headless(settings: &Settings, dirs: &AppDirs) -> anyhow::Result<()> {
+fn run_headless(store: &Arc<SettingsStore>, dirs: &AppDirs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let server = Server::start(settings, dirs).await?;
+        let server = Server::start(store, dirs).await?;
         announce(&server, dirs);
         server.serve(shutdown::signal(), shutdown::GRACE).await
     })
@@ -55,14 +57,14 @@ fn announce(server: &Server, dirs: &AppDirs) {
 }
 
 #[cfg(feature = "gui")]
-fn run_app(settings: Settings, dirs: AppDirs) -> anyhow::Result<()> {
-    gui::run(settings, dirs)
+fn run_app(store: Arc<SettingsStore>, dirs: AppDirs) -> anyhow::Result<()> {
+    gui::run(store, dirs)
 }
 
 #[cfg(not(feature = "gui"))]
-fn run_app(settings: Settings, dirs: AppDirs) -> anyhow::Result<()> {
+fn run_app(store: Arc<SettingsStore>, dirs: AppDirs) -> anyhow::Result<()> {
     tracing::info!("built without the desktop app (feature `gui`); running headless");
-    run_headless(&settings, &dirs)
+    run_headless(&store, &dirs)
 }
 
 /// Whether a window can be shown. On Linux without X11 or Wayland the app falls back to

@@ -58,13 +58,15 @@ async fn a_port_in_use_is_a_clear_error() {
 }
 
 #[tokio::test]
-async fn bad_settings_are_named_and_refused() {
+async fn bad_settings_in_the_environment_are_named_and_refused() {
+    // A bad config file is moved aside (see settings.rs); a variable the user just set is an
+    // error to fix.
     let dir = tempfile::tempdir().expect("tmp");
     let config = dir.path().join("config.toml");
-    std::fs::write(&config, "parallel = 0\n").expect("write");
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_headroom"))
         .args(["--headless", "--port", "0", "--config"])
         .arg(&config)
+        .env("HEADROOM_PARALLEL", "0")
         .output()
         .expect("ran");
     assert_eq!(output.status.code(), Some(2));

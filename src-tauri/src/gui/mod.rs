@@ -3,10 +3,10 @@
 
 mod tray;
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
-use headroom_core::config::{AppDirs, Settings};
+use headroom_core::config::{AppDirs, SettingsStore};
 use headroom_core::server::Server;
 use tauri::{Manager, RunEvent, WebviewUrl, WebviewWindowBuilder};
 use tokio::sync::oneshot;
@@ -25,8 +25,8 @@ struct Backend {
     stopped: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
 }
 
-pub fn run(settings: Settings, dirs: AppDirs) -> anyhow::Result<()> {
-    let backend = start_backend(settings, dirs)?;
+pub fn run(store: Arc<SettingsStore>, dirs: AppDirs) -> anyhow::Result<()> {
+    let backend = start_backend(store, dirs)?;
     tauri::Builder::default()
         .manage(backend)
         .setup(|app| {
@@ -55,7 +55,7 @@ pub fn run(settings: Settings, dirs: AppDirs) -> anyhow::Result<()> {
 }
 
 /// Runs the core server on its own Tokio runtime thread and waits until it listens.
-fn start_backend(settings: Settings, dirs: AppDirs) -> anyhow::Result<Backend> {
+fn start_backend(store: Arc<SettingsStore>, dirs: AppDirs) -> anyhow::Result<Backend> {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let (stopped_tx, stopped_rx) = std::sync::mpsc::channel();
@@ -66,7 +66,7 @@ fn start_backend(settings: Settings, dirs: AppDirs) -> anyhow::Result<Backend> {
                 .enable_all()
                 .build()?;
             runtime.block_on(async move {
-                let server = match Server::start(&settings, &dirs).await {
+                let server = match Server::start(&store, &dirs).await {
                     Ok(server) => server,
                     Err(e) => {
                         let _ = ready_tx.send(Err(format!("{e:#}")));

@@ -6,6 +6,7 @@ mod dirs;
 mod duration;
 mod env;
 mod size;
+mod store;
 
 use std::path::{Path, PathBuf};
 
@@ -14,6 +15,7 @@ use serde::{Deserialize, Serialize};
 pub use dirs::AppDirs;
 pub use duration::{parse_idle_timeout, IdleTimeout};
 pub use size::{human, parse_bytes, ByteSize, MemoryLimit};
+pub use store::{write_atomically, SaveError, SettingsStore};
 
 /// The default port; 11434 is Ollama's, so the two can run side by side.
 pub const DEFAULT_PORT: u16 = 11435;
@@ -47,6 +49,33 @@ pub struct Settings {
     pub idle_timeout: IdleTimeout,
     /// Per-model idle timeouts, by model id.
     pub idle_timeouts: std::collections::BTreeMap<String, IdleTimeout>,
+    /// Used-memory percentages at which the pressure tier rises.
+    pub pressure: PressureThresholds,
+    /// Desktop notifications when memory runs low or models are unloaded for it.
+    pub notifications: bool,
+    /// Start the app when the user logs in.
+    pub launch_at_login: bool,
+}
+
+/// Percent of the effective RAM in use at which each pressure tier begins.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PressureThresholds {
+    pub elevated: f64,
+    pub constrained: f64,
+    pub critical: f64,
+    pub emergency: f64,
+}
+
+impl Default for PressureThresholds {
+    fn default() -> Self {
+        Self {
+            elevated: 75.0,
+            constrained: 85.0,
+            critical: 90.0,
+            emergency: 95.0,
+        }
+    }
 }
 
 impl Default for Settings {
@@ -64,6 +93,9 @@ impl Default for Settings {
             preload: Vec::new(),
             idle_timeout: IdleTimeout::After(std::time::Duration::from_secs(600)),
             idle_timeouts: std::collections::BTreeMap::new(),
+            pressure: PressureThresholds::default(),
+            notifications: true,
+            launch_at_login: false,
         }
     }
 }
@@ -146,6 +178,22 @@ impl Settings {
                 "queue_size",
                 self.queue_size.to_string(),
                 "from 1 to 10000",
+            ));
+        }
+        let p = self.pressure;
+        let ordered = 0.0 < p.elevated
+            && p.elevated < p.constrained
+            && p.constrained < p.critical
+            && p.critical < p.emergency
+            && p.emergency <= 100.0;
+        if !ordered {
+            return Err(err(
+                "pressure",
+                format!(
+                    "elevated {}, constrained {}, critical {}, emergency {}",
+                    p.elevated, p.constrained, p.critical, p.emergency
+                ),
+                "percentages rising from elevated to emergency, each above 0 and at most 100",
             ));
         }
         let bad_id = |id: &&String| !crate::models::is_valid_id(id);
@@ -242,6 +290,45 @@ mod tests {
         assert!(e.to_string().contains("prot"), "{e}");
         let e = Settings::from_toml("port = \"x\"\n", "cfg.toml").unwrap_err();
         assert!(e.to_string().contains("port"), "{e}");
+    }
+
+    #[test]
+    fn every_validation_names_the_setting() {
+        for (text, setting) in [
+            ("queue_size = 0\n", "queue_size"),
+            ("context_size = 100\n", "context_size"),
+            ("threads = 0\n", "threads"),
+            ("preload = [\"../x\"]\n", "preload"),
+            ("[idle_timeouts]\n\"a/b\" = \"5m\"\n", "idle_timeouts"),
+            ("[pressure]\ncritical = 80\n", "pressure"),
+        ] {
+            let e = Settings::from_toml(text, "cfg.toml").unwrap_err();
+            assert_eq!(e.setting, setting, "{text}: {e}");
+        }
+        for text in [
+            "idle_timeout = -5\n",
+            "idle_timeout = \"soon\"\n",
+            "memory_limit = \"150%\"\n",
+        ] {
+            let e = Settings::from_toml(text, "cfg.toml").unwrap_err();
+            let key = text.split(' ').next().unwrap_or_default();
+            assert!(e.to_string().contains(key), "{text}: {e}");
+        }
+        let s = Settings::default();
+        let e = Settings {
+            memory_limit: MemoryLimit::Bytes(1 << 40),
+            ..s.clone()
+        }
+        .validate_for_machine(16 << 30, "t")
+        .unwrap_err();
+        assert_eq!(e.setting, "memory_limit");
+        let e = Settings {
+            headroom_margin: ByteSize(16 << 30),
+            ..s
+        }
+        .validate_for_machine(16 << 30, "t")
+        .unwrap_err();
+        assert_eq!(e.setting, "headroom_margin");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 
 use crate::api::{self, AppState};
 use crate::config::human;
-use crate::config::{AppDirs, Settings};
+use crate::config::{AppDirs, SettingsStore};
 use crate::engine::llama::LlamaEngine;
 use crate::engine::{Engine, LoadOptions};
 use crate::memory::{MemoryProbe, OsProbe};
@@ -31,7 +31,8 @@ pub struct Server {
 impl Server {
     /// Creates the model folder if needed, starts the engine and the pool, and binds
     /// 127.0.0.1 on the configured port (0 = any free port).
-    pub async fn start(settings: &Settings, dirs: &AppDirs) -> anyhow::Result<Self> {
+    pub async fn start(store: &Arc<SettingsStore>, dirs: &AppDirs) -> anyhow::Result<Self> {
+        let settings = &store.live();
         let own_models = dirs.models();
         if let Err(e) = std::fs::create_dir_all(&own_models) {
             tracing::warn!(dir = %own_models.display(), error = %e, "cannot create the model folder");
@@ -89,6 +90,7 @@ impl Server {
             catalog,
             probe,
             metrics,
+            settings: Arc::clone(store),
             port: address.port(),
             stopping: stopping_rx,
         };
@@ -146,7 +148,7 @@ impl Server {
 
 /// Loads the pinned models in the background, in order, so the server answers at once; a
 /// pinned model that cannot be found or loaded is logged and the rest still load.
-fn preload(pool: &Pool, catalog: &Arc<Catalog>, ids: &[String]) {
+pub(crate) fn preload(pool: &Pool, catalog: &Arc<Catalog>, ids: &[String]) {
     if ids.is_empty() {
         return;
     }
