@@ -13,3 +13,4 @@ mod idle;
 mod lifecycle;
 mod models;
 mod pool;
+mod settings;

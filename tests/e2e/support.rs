@@ -48,6 +48,8 @@ pub struct Options {
     pub env: Vec<(&'static str, String)>,
     /// The config file's text, if any.
     pub config: Option<String>,
+    /// Where the config file is, when not in the server's own temporary folder.
+    pub config_path: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -59,6 +61,7 @@ impl Default for Options {
             queue_size: 32,
             env: Vec::new(),
             config: None,
+            config_path: None,
         }
     }
 }
@@ -80,8 +83,12 @@ impl Server {
     pub fn start_with(options: Options) -> Self {
         let home = tempfile::tempdir().expect("temp dir");
         let stderr_log = home.path().join("stderr.log");
+        let config_path = options
+            .config_path
+            .clone()
+            .unwrap_or_else(|| home.path().join("config.toml"));
         if let Some(config) = &options.config {
-            std::fs::write(home.path().join("config.toml"), config).expect("write config");
+            std::fs::write(&config_path, config).expect("write config");
         }
         let mut command = Command::new(env!("CARGO_BIN_EXE_headroom"));
         command
@@ -91,7 +98,7 @@ impl Server {
             .arg("--data-dir")
             .arg(home.path().join("data"))
             .arg("--config")
-            .arg(home.path().join("config.toml"))
+            .arg(&config_path)
             .arg("--models-dir")
             .arg(models_dir());
         if let Some(dir) = &options.extra_models_dir {
@@ -232,6 +239,27 @@ impl Server {
         let response = self
             .client
             .request(method, self.url(path))
+            .send()
+            .await
+            .expect("request sent");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("body");
+        let json =
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"));
+        (status, json)
+    }
+
+    /// Sends JSON with any method; the answer must be JSON.
+    pub async fn send_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &Value,
+    ) -> (u16, Value) {
+        let response = self
+            .client
+            .request(method, self.url(path))
+            .json(body)
             .send()
             .await
             .expect("request sent");

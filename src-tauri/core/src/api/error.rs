@@ -19,6 +19,8 @@ pub struct ApiError {
     pub message: String,
     /// Seconds, for 503s the client should retry.
     pub retry_after: Option<u32>,
+    /// The request field (or setting) at fault, as OpenAI's `param`.
+    pub param: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -31,6 +33,8 @@ pub(super) struct Detail<'a> {
     message: &'a str,
     r#type: &'a str,
     code: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    param: Option<&'a str>,
 }
 
 impl ApiError {
@@ -41,6 +45,7 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            param: None,
         }
     }
 
@@ -51,6 +56,7 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            param: None,
         }
     }
 
@@ -61,6 +67,7 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            param: None,
         }
     }
 
@@ -71,6 +78,7 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: Some(1),
+            param: None,
         }
     }
 
@@ -81,7 +89,7 @@ impl ApiError {
 
     /// The `error` object alone, for an error that happens inside an SSE stream.
     pub(super) fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({ "error": Detail { message: &self.message, r#type: self.kind, code: self.code } })
+        serde_json::json!({ "error": Detail { message: &self.message, r#type: self.kind, code: self.code, param: self.param.as_deref() } })
     }
 }
 
@@ -92,6 +100,7 @@ impl IntoResponse for ApiError {
                 message: &self.message,
                 r#type: self.kind,
                 code: self.code,
+                param: self.param.as_deref(),
             },
         };
         let mut response = (self.status, Json(body)).into_response();

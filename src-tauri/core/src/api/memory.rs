@@ -91,7 +91,8 @@ pub async fn load(
     let file = state.catalog.find(&id)?;
     let status = state.pool.load(file).await?;
     let total = state.probe.system().map(|s| s.total);
-    Ok(Json(model_json(&status, total, state.pool.config().limit)))
+    let limit = state.pool.status().await?.limit;
+    Ok(Json(model_json(&status, total, limit)))
 }
 
 /// Every model on disk: size, estimate, whether it is loaded and whether it would fit now.

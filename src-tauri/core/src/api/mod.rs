@@ -7,6 +7,7 @@ mod guard;
 mod memory;
 mod metrics;
 mod openai;
+mod settings;
 mod status;
 mod ui;
 
@@ -16,6 +17,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post};
 use axum::Router;
 
+use crate::config::SettingsStore;
 use crate::memory::MemoryProbe;
 use crate::metrics::Metrics;
 use crate::models::Catalog;
@@ -29,6 +31,8 @@ pub struct AppState {
     pub pool: Pool,
     pub catalog: Arc<Catalog>,
     pub probe: Arc<dyn MemoryProbe>,
+    /// The config file and the settings in force.
+    pub settings: Arc<SettingsStore>,
     pub metrics: Metrics,
     /// The port the server really listens on, for the `Host` check.
     pub port: u16,
@@ -45,6 +49,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/status", get(status::status))
         .route("/api/events", get(status::events))
         .route("/api/models", get(memory::models))
+        .route("/api/settings", get(settings::get).put(settings::put))
         .route("/api/memory/status", get(memory::status))
         .route("/api/memory/flush", post(memory::flush))
         .route("/api/memory/models/{id}", delete(memory::unload))

@@ -14,8 +14,8 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use super::admission::{self, Ask, Decision, Hold, Holder};
 use super::idle::IdleTimers;
 use super::{
-    millis, Command, Fit, Lease, ModelState, ModelStatus, PoolConfig, PoolError, PoolEvent,
-    PoolStatus, UnloadReason, UnloadReport,
+    millis, Command, Fit, Lease, LiveConfig, ModelState, ModelStatus, PoolConfig, PoolError,
+    PoolEvent, PoolStatus, UnloadReason, UnloadReport,
 };
 use crate::config::{human, IdleTimeout};
 use crate::engine::{Engine, EngineError, Footprint, LoadedModel};
@@ -136,7 +136,7 @@ struct Unloading {
 
 pub(super) struct Actor {
     engine: Arc<dyn Engine>,
-    config: Arc<PoolConfig>,
+    config: PoolConfig,
     probe: Arc<dyn MemoryProbe>,
     metrics: Metrics,
     events: broadcast::Sender<PoolEvent>,
@@ -157,7 +157,7 @@ pub(super) struct Actor {
 impl Actor {
     pub(super) fn new(
         engine: Arc<dyn Engine>,
-        config: Arc<PoolConfig>,
+        config: PoolConfig,
         probe: Arc<dyn MemoryProbe>,
         metrics: Metrics,
         events: broadcast::Sender<PoolEvent>,
@@ -234,6 +234,10 @@ impl Actor {
             }
             Command::Status { reply } => {
                 let _ = reply.send(self.status());
+            }
+            Command::Reconfigure { live, reply } => {
+                self.reconfigure(live);
+                let _ = reply.send(());
             }
             // Handled by the loop: it needs to await.
             Command::Shutdown { reply } => drop(reply),
@@ -387,7 +391,7 @@ impl Actor {
             self.metrics.model_evicted();
             self.publish(PoolEvent::Evicted {
                 model: victim.clone(),
-                for_model: id.clone(),
+                for_model: Some(id.clone()),
             });
             self.begin_unload(victim, UnloadReason::Evicted);
         }
@@ -660,11 +664,13 @@ impl Actor {
                 self.begin_unload(id, UnloadReason::Idle);
             }
             IdleTimeout::After(after) => {
+                // From the last use, so a changed timeout moves the deadline it would have had.
                 let serial = ready.serial;
-                self.timers
-                    .set(id, serial, tokio::time::Instant::now() + after);
+                let at = tokio::time::Instant::from_std(ready.last_used) + after;
+                let expires = ready.last_used_at + after;
+                self.timers.set(id, serial, at);
                 if let Some(Entry::Ready(ready)) = self.models.get_mut(id) {
-                    ready.expires = Some(SystemTime::now() + after);
+                    ready.expires = Some(expires);
                 }
             }
         }
@@ -871,6 +877,56 @@ impl Actor {
         // Requests that arrived while it unloaded get it loaded again.
         for waiter in unloading.waiters {
             self.want(unloading.file.clone(), unloading.estimate, waiter);
+        }
+    }
+
+    /// New limits and timeouts, in force at once: idle deadlines move, and a lower limit
+    /// evicts idle models now.
+    fn reconfigure(&mut self, live: LiveConfig) {
+        self.config.limit = live.limit;
+        self.config.margin = live.margin;
+        self.config.floor = live.floor;
+        self.config.pinned = live.pinned;
+        self.config.idle_timeout = live.idle_timeout;
+        self.config.idle_timeouts = live.idle_timeouts;
+        self.publish(PoolEvent::SettingsChanged {
+            changed: live.changed,
+            restart_required: live.restart_required,
+        });
+        let ready: Vec<String> = self
+            .models
+            .iter()
+            .filter(|(_, e)| matches!(e, Entry::Ready(_)))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &ready {
+            self.start_idle_timer(id);
+        }
+        let decision = admission::decide(
+            &Ask {
+                model: "(none)",
+                need: 0,
+                limit: self.config.limit,
+                margin: 0,
+                system: None,
+            },
+            &self.holders(),
+        );
+        let evict = match decision {
+            Decision::Admit { evict } => evict,
+            Decision::Refuse { message, .. } => {
+                tracing::warn!("the pool is over its new limit and cannot shrink now: {message}");
+                Vec::new()
+            }
+        };
+        for victim in evict {
+            tracing::info!(model = %victim, limit = self.config.limit, "evicting: the pool limit was lowered");
+            self.metrics.model_evicted();
+            self.publish(PoolEvent::Evicted {
+                model: victim.clone(),
+                for_model: None,
+            });
+            self.begin_unload(&victim, UnloadReason::Evicted);
         }
     }
 

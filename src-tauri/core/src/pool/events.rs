@@ -68,10 +68,16 @@ pub enum PoolEvent {
         model: String,
         error: String,
     },
-    /// An idle model is being unloaded to make room for `for_model`.
+    /// An idle model is being unloaded to make room for `for_model`, or because the pool
+    /// limit was lowered (`for_model` null).
     Evicted {
         model: String,
-        for_model: String,
+        for_model: Option<String>,
+    },
+    /// Settings changed live; `restart_required` lists those that apply at the next start.
+    SettingsChanged {
+        changed: Vec<String>,
+        restart_required: Vec<String>,
     },
     /// A load or a request was turned away; `code` is the API's error code.
     Refused {

@@ -49,7 +49,21 @@ pub struct PoolConfig {
     /// How long a model stays loaded after its last request, unless a request or its own
     /// setting says otherwise.
     pub idle_timeout: IdleTimeout,
-    pub idle_timeouts: std::collections::BTreeMap<String, IdleTimeout>,
+    pub idle_timeouts: BTreeMap<String, IdleTimeout>,
+}
+
+/// The part of the configuration that changes live (`PUT /api/settings`).
+#[derive(Debug, Clone)]
+pub struct LiveConfig {
+    pub limit: u64,
+    pub margin: u64,
+    pub floor: u64,
+    pub pinned: BTreeSet<String>,
+    pub idle_timeout: IdleTimeout,
+    pub idle_timeouts: BTreeMap<String, IdleTimeout>,
+    /// For the event: which settings changed, and which of them wait for a restart.
+    pub changed: Vec<String>,
+    pub restart_required: Vec<String>,
 }
 
 /// A cheap handle to the pool task.
@@ -205,6 +219,10 @@ enum Command {
     Status {
         reply: oneshot::Sender<PoolStatus>,
     },
+    Reconfigure {
+        live: LiveConfig,
+        reply: oneshot::Sender<()>,
+    },
     Shutdown {
         reply: oneshot::Sender<()>,
     },
@@ -233,13 +251,9 @@ impl Pool {
             config: Arc::clone(&config),
             estimates: Arc::default(),
         };
-        let actor = actor::Actor::new(engine, config, probe, metrics, events);
+        let actor = actor::Actor::new(engine, (*config).clone(), probe, metrics, events);
         tokio::spawn(actor.run(inbox));
         pool
-    }
-
-    pub fn config(&self) -> &PoolConfig {
-        &self.config
     }
 
     /// The model for one request, loading it first if it is not in memory (concurrent
@@ -326,6 +340,13 @@ impl Pool {
         .await?;
         let fit = answer.await.map_err(|_| PoolError::ShuttingDown)?;
         Ok((estimate, fit))
+    }
+
+    /// Applies new limits and timeouts now.
+    pub async fn reconfigure(&self, live: LiveConfig) -> Result<(), PoolError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Reconfigure { live, reply }).await?;
+        answer.await.map_err(|_| PoolError::ShuttingDown)
     }
 
     pub async fn status(&self) -> Result<PoolStatus, PoolError> {

@@ -1,0 +1,147 @@
+//! `GET /api/settings` and `PUT /api/settings`: the preferences, read and changed live.
+//!
+//! A PUT is a JSON merge patch (RFC 7396) of the settings: only the keys it names change, and
+//! `null` resets one to its default. The result is validated as a whole, saved atomically, and
+//! applied at once where it can be (limits, margins, timeouts, pinned models); settings that
+//! shape a running server (port, slots, context, threads, folders) apply at the next start and
+//! are listed as such.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::body::JsonBody;
+use super::error::ApiError;
+use super::AppState;
+use crate::config::{SettingError, Settings};
+use crate::pool::LiveConfig;
+
+/// Settings that only a restart applies.
+const RESTART_REQUIRED: &[&str] = &[
+    "port",
+    "models_dirs",
+    "threads",
+    "parallel",
+    "context_size",
+    "queue_size",
+    "launch_at_login",
+];
+
+pub async fn get(State(state): State<AppState>) -> Json<Value> {
+    Json(view(&state, &[], &[]))
+}
+
+fn view(state: &AppState, changed: &[String], restart_required: &[String]) -> Value {
+    json!({
+        "settings": state.settings.live(),
+        "path": state.settings.path(),
+        "notices": state.settings.notices(),
+        "changed": changed,
+        "restart_required": restart_required,
+    })
+}
+
+pub async fn put(
+    State(state): State<AppState>,
+    JsonBody(patch): JsonBody<Value>,
+) -> Result<Json<Value>, ApiError> {
+    if !patch.is_object() {
+        return Err(invalid(
+            "(body)",
+            "the body must be a JSON object of settings",
+        ));
+    }
+    let store = &state.settings;
+    let before = store.live();
+    // The file gets the patch on top of what it said; what is in force gets it on top of what
+    // is in force (which may include environment overrides).
+    let file = patched(&store.file(), &patch)?;
+    let live = patched(&before, &patch)?;
+    let total_ram = state.probe.system().map(|s| s.total);
+    for candidate in [&file, &live] {
+        candidate.validate("settings").map_err(setting_error)?;
+        if let Some(total) = total_ram {
+            candidate
+                .validate_for_machine(total, "settings")
+                .map_err(setting_error)?;
+        }
+    }
+    let changed = changed_keys(&before, &live);
+    let restart_required: Vec<String> = changed
+        .iter()
+        .filter(|k| RESTART_REQUIRED.contains(&k.as_str()))
+        .cloned()
+        .collect();
+    // Saved first: if the disk is full, nothing changes anywhere.
+    let store_for_save = std::sync::Arc::clone(store);
+    let to_save = (file, live.clone());
+    tokio::task::spawn_blocking(move || store_for_save.save(to_save.0, to_save.1))
+        .await
+        .map_err(|e| ApiError::server("settings_not_saved", e.to_string()))?
+        .map_err(|e| ApiError::server("settings_not_saved", e.to_string()))?;
+    tracing::info!(?changed, ?restart_required, "settings changed");
+
+    let limit = live.memory_limit.resolve(total_ram.unwrap_or(u64::MAX));
+    state
+        .pool
+        .reconfigure(LiveConfig {
+            limit,
+            margin: live.headroom_margin.0,
+            floor: live.memory_floor.0,
+            pinned: live.preload.iter().cloned().collect(),
+            idle_timeout: live.idle_timeout,
+            idle_timeouts: live.idle_timeouts.clone(),
+            changed: changed.clone(),
+            restart_required: restart_required.clone(),
+        })
+        .await?;
+    // Newly pinned models load now.
+    let newly_pinned: Vec<String> = live
+        .preload
+        .iter()
+        .filter(|id| !before.preload.contains(id))
+        .cloned()
+        .collect();
+    crate::server::preload(&state.pool, &state.catalog, &newly_pinned);
+    Ok(Json(view(&state, &changed, &restart_required)))
+}
+
+/// `base` with the merge patch applied, read back as settings (unknown keys and wrong types are
+/// errors naming the key).
+fn patched(base: &Settings, patch: &Value) -> Result<Settings, ApiError> {
+    let mut value = serde_json::to_value(base)
+        .map_err(|e| ApiError::server("settings_error", e.to_string()))?;
+    json_patch::merge(&mut value, patch);
+    let deserializer = value;
+    serde_path_to_error::deserialize::<_, Settings>(deserializer).map_err(|e| {
+        let field = e.path().to_string();
+        invalid(&field, &e.inner().to_string())
+    })
+}
+
+fn changed_keys(before: &Settings, after: &Settings) -> Vec<String> {
+    let (Ok(Value::Object(a)), Ok(Value::Object(b))) =
+        (serde_json::to_value(before), serde_json::to_value(after))
+    else {
+        return Vec::new();
+    };
+    b.iter()
+        .filter(|(k, v)| a.get(*k) != Some(v))
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
+fn setting_error(e: SettingError) -> ApiError {
+    invalid(
+        &e.setting,
+        &format!("{} = {}: {}", e.setting, e.value, e.allowed),
+    )
+}
+
+fn invalid(field: &str, message: &str) -> ApiError {
+    let mut error = ApiError::bad_request("invalid_setting", message.to_string())
+        .with_status(StatusCode::UNPROCESSABLE_ENTITY);
+    error.param = Some(field.to_string());
+    error
+}
