@@ -65,6 +65,14 @@ async function refresh() {
   );
   $("none").hidden = memory.models.length > 0;
   $("loaded").hidden = memory.models.length === 0;
+  const settings = await (await fetch("/api/settings")).json();
+  $("notices").replaceChildren(
+    ...settings.notices.map((text) => {
+      const li = document.createElement("li");
+      li.textContent = text;
+      return li;
+    })
+  );
   const models = await (await fetch("/v1/models")).json();
   $("available").replaceChildren(
     ...models.data.map((m) => {
