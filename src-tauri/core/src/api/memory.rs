@@ -16,8 +16,8 @@ use crate::pool::ModelStatus;
 
 pub async fn status(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let pool = state.pool.status().await?;
-    let system = state.probe.system();
-    let total = system.map(|s| s.total);
+    let snapshot = state.probe.snapshot().ok();
+    let total = snapshot.map(|s| s.total);
     let percent = |part: u64, whole: Option<u64>| {
         whole
             .filter(|w| *w > 0)
@@ -29,13 +29,19 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
         .map(|m| model_json(m, total, pool.limit))
         .collect();
     Ok(Json(json!({
-        "system": system.map(|s| json!({
+        "system": snapshot.map(|s| json!({
             "total": s.total,
             "used": s.used,
             "available": s.available,
             "percent_used": percent(s.used, Some(s.total)),
-            // The pressure monitor fills this in; until then the level is not known.
-            "pressure": "unknown",
+            "wired": s.wired,
+            "compressed": s.compressed,
+            "cached_files": s.cached_files,
+            "swap_used": s.swap_used,
+            // The operating system's own level (macOS); Linux gives stall figures instead.
+            "pressure": s.pressure,
+            "stall": s.stall,
+            "cgroup_limited": s.cgroup_limited,
         })),
         "pool": {
             "limit": pool.limit,

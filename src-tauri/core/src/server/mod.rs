@@ -12,7 +12,7 @@ use crate::config::human;
 use crate::config::{AppDirs, SettingsStore};
 use crate::engine::llama::LlamaEngine;
 use crate::engine::{Engine, LoadOptions};
-use crate::memory::{MemoryProbe, OsProbe};
+use crate::memory::{os_probe, MemoryProbe};
 use crate::metrics::Metrics;
 use crate::models::Catalog;
 use crate::pool::{Pool, PoolConfig};
@@ -41,7 +41,7 @@ impl Server {
         model_dirs.extend(settings.models_dirs.iter().cloned());
         let catalog = Arc::new(Catalog::new(model_dirs));
 
-        let probe: Arc<dyn MemoryProbe> = Arc::new(OsProbe);
+        let probe: Arc<dyn MemoryProbe> = os_probe();
         let total_ram = probe
             .system()
             .map(|s| s.total)
