@@ -4,6 +4,7 @@
 //! - [`models`]: finding model files and guarding which ids reach them.
 //! - [`pool`]: the one task that owns which models are in memory, admission and eviction.
 //! - [`memory`]: measuring this process and the machine.
+//! - [`pressure`]: the pressure monitor (tiers from the probe and the kernel's signal).
 //! - [`metrics`]: Prometheus counters and the record of recent generations.
 //! - [`api`]: the OpenAI-compatible HTTP API and Headroom's own.
 //! - [`config`]: settings and where files live.
@@ -18,4 +19,5 @@ pub mod memory;
 pub mod metrics;
 pub mod models;
 pub mod pool;
+pub mod pressure;
 pub mod server;

@@ -83,12 +83,13 @@ pub async fn put(
     tracing::info!(?changed, ?restart_required, "settings changed");
 
     let limit = live.memory_limit.resolve(total_ram.unwrap_or(u64::MAX));
+    let (margin, floor) = live.margins_for(total_ram.unwrap_or(u64::MAX));
     state
         .pool
         .reconfigure(LiveConfig {
             limit,
-            margin: live.headroom_margin.0,
-            floor: live.memory_floor.0,
+            margin,
+            floor,
             pinned: live.preload.iter().cloned().collect(),
             idle_timeout: live.idle_timeout,
             idle_timeouts: live.idle_timeouts.clone(),
@@ -96,6 +97,7 @@ pub async fn put(
             restart_required: restart_required.clone(),
         })
         .await?;
+    state.thresholds.send_replace(live.pressure);
     // Newly pinned models load now.
     let newly_pinned: Vec<String> = live
         .preload

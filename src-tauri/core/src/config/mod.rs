@@ -235,11 +235,18 @@ impl Settings {
                 ));
             }
         }
-        for (name, value) in [
-            ("headroom_margin", self.headroom_margin),
-            ("memory_floor", self.memory_floor),
+        let defaults = Self::default();
+        for (name, value, default) in [
+            (
+                "headroom_margin",
+                self.headroom_margin,
+                defaults.headroom_margin,
+            ),
+            ("memory_floor", self.memory_floor, defaults.memory_floor),
         ] {
-            if value.0 >= total_ram {
+            // Defaults scale down on small machines (see `margins_for`); only a value the
+            // user chose can be wrong.
+            if value != default && value.0 >= total_ram {
                 return Err(err(
                     name,
                     human(value.0),
@@ -248,6 +255,24 @@ impl Settings {
             }
         }
         Ok(())
+    }
+
+    /// The headroom margin and memory floor in force on a machine (or cgroup) with
+    /// `total_ram` bytes: as set, except that the defaults (2 GiB, 1 GiB) shrink to an eighth
+    /// and a sixteenth of a small machine, so a 4 GiB container is not refused every load.
+    pub fn margins_for(&self, total_ram: u64) -> (u64, u64) {
+        let defaults = Self::default();
+        let scale = |value: ByteSize, default: ByteSize, share: u64| {
+            if value == default {
+                value.0.min(total_ram / share)
+            } else {
+                value.0
+            }
+        };
+        (
+            scale(self.headroom_margin, defaults.headroom_margin, 8),
+            scale(self.memory_floor, defaults.memory_floor, 16),
+        )
     }
 
     /// Threads to give a model: the setting, or all cores but one.

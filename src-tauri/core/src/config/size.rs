@@ -17,7 +17,7 @@ pub struct ByteSize(pub u64);
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub enum MemoryLimit {
     /// RAM minus a quarter of it, the quarter kept between 4 GiB and 8 GiB: what the rest of
-    /// the machine needs to stay responsive.
+    /// the machine needs to stay responsive. (On machines or cgroups under 8 GiB, half.)
     #[default]
     Auto,
     /// A share of RAM, in percent (0 < p ≤ 100).
@@ -32,7 +32,8 @@ impl MemoryLimit {
     pub fn resolve(self, total: u64) -> u64 {
         match self {
             Self::Auto => {
-                let reserve = (total / 4).clamp(4 * GIB, 8 * GIB);
+                // Below 8 GiB the 4 GiB floor would leave nothing: keep half instead.
+                let reserve = (total / 4).clamp(4 * GIB, 8 * GIB).min(total / 2);
                 total.saturating_sub(reserve)
             }
             // f64 holds any RAM size we will meet to well under a byte per GiB.
@@ -216,7 +217,8 @@ mod tests {
         assert_eq!(MemoryLimit::Auto.resolve(24 * GIB), 18 * GIB);
         // 64 GiB: a quarter is 16 GiB, capped at 8 GiB.
         assert_eq!(MemoryLimit::Auto.resolve(64 * GIB), 56 * GIB);
-        assert_eq!(MemoryLimit::Auto.resolve(2 * GIB), 0);
+        // A 2 GiB container: half.
+        assert_eq!(MemoryLimit::Auto.resolve(2 * GIB), GIB);
     }
 
     #[test]

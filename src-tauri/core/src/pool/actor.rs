@@ -22,6 +22,7 @@ use crate::engine::{Engine, EngineError, Footprint, LoadedModel};
 use crate::memory::{process_rss, release_free_memory, MemoryProbe};
 use crate::metrics::Metrics;
 use crate::models::ModelFile;
+use crate::pressure::{PressureReport, Tier, Wake};
 
 /// How long a flush lets running requests finish before it ends them.
 pub(super) const FLUSH_GRACE: Duration = Duration::from_secs(30);
@@ -144,6 +145,10 @@ pub(super) struct Actor {
     loads: BTreeMap<String, u64>,
     /// The last load's serial.
     serial: u64,
+    /// The latest pressure tier; loads are refused from critical up.
+    tier: Tier,
+    /// When the monitor saw the pressure that is unloading these models.
+    pressure_seen: HashMap<String, Instant>,
     timers: IdleTimers,
     shutting_down: bool,
     /// Who waits for the report of each model's unload.
@@ -172,6 +177,8 @@ impl Actor {
             models: HashMap::new(),
             loads: BTreeMap::new(),
             serial: 0,
+            tier: Tier::Normal,
+            pressure_seen: HashMap::new(),
             timers: IdleTimers::start(internal_tx.clone()),
             shutting_down: false,
             reports: HashMap::new(),
@@ -239,6 +246,7 @@ impl Actor {
                 self.reconfigure(live);
                 let _ = reply.send(());
             }
+            Command::Pressure { report } => self.on_pressure(report),
             // Handled by the loop: it needs to await.
             Command::Shutdown { reply } => drop(reply),
         }
@@ -355,6 +363,13 @@ impl Actor {
     /// Decides whether `file` may load, evicts what must make room, and starts the load.
     fn admit(&mut self, file: ModelFile, estimate: Footprint, waiter: Waiter) {
         let id = file.id.clone();
+        if self.tier >= Tier::Critical {
+            let tier = format!("{:?}", self.tier).to_lowercase();
+            let message = format!(
+                "cannot load '{id}' now: memory pressure is {tier}; retry when it eases, or close apps"
+            );
+            return self.refuse(&id, PoolError::LowMemory { message }, waiter);
+        }
         let system = self.probe.system();
         if let Some(system) = system {
             if system.available < self.config.floor {
@@ -833,12 +848,17 @@ impl Actor {
                 reclaimed,
                 reclaimed_percent,
                 duration_ms: millis(started.elapsed()),
+                since_pressure_ms: None,
             }));
         });
     }
 
-    fn on_unloaded(&mut self, report: UnloadReport) {
+    fn on_unloaded(&mut self, mut report: UnloadReport) {
         let id = report.model.clone();
+        report.since_pressure_ms = self
+            .pressure_seen
+            .remove(&id)
+            .map(|seen| millis(seen.elapsed()));
         let Some(Entry::Unloading(unloading)) = self.models.remove(&id) else {
             return;
         };
@@ -851,7 +871,8 @@ impl Actor {
             _ => tracing::info!(
                 model = %id, reason = report.reason.as_str(), reclaimed = ?report.reclaimed,
                 footprint = report.footprint.total, percent = ?report.reclaimed_percent,
-                duration_ms = report.duration_ms, "model unloaded"
+                duration_ms = report.duration_ms, since_pressure_ms = ?report.since_pressure_ms,
+                "model unloaded"
             ),
         }
         self.metrics.model_unloaded(report.reason.as_str());
@@ -927,6 +948,64 @@ impl Actor {
                 for_model: None,
             });
             self.begin_unload(&victim, UnloadReason::Evicted);
+        }
+    }
+
+    /// Unloads what the pressure tier calls for. Constrained: idle models beyond the most
+    /// recently used one. Critical: the least recently used idle model, one per look (the
+    /// monitor looks every second while the tier holds). Emergency: every unpinned model, ending
+    /// its requests. Busy models are left alone below emergency; pinned ones always.
+    fn on_pressure(&mut self, report: PressureReport) {
+        let changed = report.tier != self.tier;
+        self.tier = report.tier;
+        if changed {
+            self.publish(PoolEvent::Pressure {
+                tier: report.tier,
+                previous: report.previous,
+                wake: match report.wake {
+                    Wake::Stall => "stall".into(),
+                    Wake::FullStall => "full_stall".into(),
+                    Wake::Poll => "poll".into(),
+                },
+                used_percent: (report.used_percent * 10.0).round() / 10.0,
+                available: report.available,
+                stall_some_avg10: report.stall_some,
+            });
+        }
+        let mut idle: Vec<(Instant, String)> = self
+            .models
+            .iter()
+            .filter_map(|(id, entry)| match entry {
+                Entry::Ready(r)
+                    if r.drain.is_none()
+                        && r.in_flight == 0
+                        && !self.config.pinned.contains(id) =>
+                {
+                    Some((r.last_used, id.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        idle.sort();
+        let victims: Vec<String> = match report.tier {
+            Tier::Normal | Tier::Elevated => Vec::new(),
+            Tier::Constrained => {
+                // Keep the most recently used one.
+                idle.pop();
+                idle.into_iter().map(|(_, id)| id).collect()
+            }
+            Tier::Critical => idle.into_iter().take(1).map(|(_, id)| id).collect(),
+            Tier::Emergency => self
+                .models
+                .iter()
+                .filter(|(id, e)| matches!(e, Entry::Ready(_)) && !self.config.pinned.contains(*id))
+                .map(|(id, _)| id.clone())
+                .collect(),
+        };
+        for id in victims {
+            tracing::warn!(model = %id, tier = ?report.tier, used_percent = report.used_percent, "memory pressure: unloading");
+            self.pressure_seen.insert(id.clone(), report.seen);
+            self.begin_unload(&id, UnloadReason::Pressure);
         }
     }
 

@@ -17,6 +17,8 @@ pub enum UnloadReason {
     Evicted,
     /// Its idle timeout ran out.
     Idle,
+    /// The memory pressure monitor asked for the room.
+    Pressure,
     Shutdown,
 }
 
@@ -27,6 +29,7 @@ impl UnloadReason {
             Self::Flush => "flush",
             Self::Evicted => "evicted",
             Self::Idle => "idle",
+            Self::Pressure => "pressure",
             Self::Shutdown => "shutdown",
         }
     }
@@ -48,6 +51,8 @@ pub struct UnloadReport {
     pub reclaimed_percent: Option<f64>,
     /// From the decision to unload (after in-flight requests ended) to memory freed.
     pub duration_ms: u64,
+    /// For a pressure unload: from the moment the monitor saw the pressure to memory freed.
+    pub since_pressure_ms: Option<u64>,
 }
 
 /// One change in the pool.
@@ -73,6 +78,16 @@ pub enum PoolEvent {
     Evicted {
         model: String,
         for_model: Option<String>,
+    },
+    /// The memory pressure tier changed.
+    Pressure {
+        tier: crate::pressure::Tier,
+        previous: crate::pressure::Tier,
+        /// "stall" or "full_stall" (the kernel's triggers), or "poll".
+        wake: String,
+        used_percent: f64,
+        available: u64,
+        stall_some_avg10: Option<f64>,
     },
     /// Settings changed live; `restart_required` lists those that apply at the next start.
     SettingsChanged {

@@ -28,6 +28,7 @@ use crate::engine::{Engine, Footprint, GenerationStats, LoadOptions};
 use crate::memory::{process_rss, MemoryProbe};
 use crate::metrics::Metrics;
 use crate::models::ModelFile;
+use crate::pressure::PressureReport;
 
 pub use events::{PoolEvent, UnloadReason, UnloadReport};
 pub use lease::Lease;
@@ -223,6 +224,9 @@ enum Command {
         live: LiveConfig,
         reply: oneshot::Sender<()>,
     },
+    Pressure {
+        report: PressureReport,
+    },
     Shutdown {
         reply: oneshot::Sender<()>,
     },
@@ -340,6 +344,11 @@ impl Pool {
         .await?;
         let fit = answer.await.map_err(|_| PoolError::ShuttingDown)?;
         Ok((estimate, fit))
+    }
+
+    /// The pressure monitor's latest look; the pool unloads what the tier calls for.
+    pub async fn pressure(&self, report: PressureReport) -> Result<(), PoolError> {
+        self.send(Command::Pressure { report }).await
     }
 
     /// Applies new limits and timeouts now.

@@ -48,6 +48,7 @@ impl Server {
             .ok_or_else(|| anyhow::anyhow!("cannot read the machine's memory size"))?;
         settings.validate_for_machine(total_ram, "settings")?;
         let limit = settings.memory_limit.resolve(total_ram);
+        let (margin, floor) = settings.margins_for(total_ram);
         tracing::info!(
             limit = %human(limit),
             setting = %settings.memory_limit,
@@ -64,8 +65,8 @@ impl Server {
                 threads: settings.effective_threads(),
             },
             limit,
-            margin: settings.headroom_margin.0,
-            floor: settings.memory_floor.0,
+            margin,
+            floor,
             pinned: settings.preload.iter().cloned().collect(),
             config_source: dirs.config_file.display().to_string(),
             idle_timeout: settings.idle_timeout,
@@ -73,6 +74,9 @@ impl Server {
         };
         let metrics = Metrics::default();
         let pool = Pool::start(engine, config, Arc::clone(&probe), metrics.clone());
+        // The monitor runs from the start, before any model loads.
+        let (thresholds, thresholds_rx) = tokio::sync::watch::channel(settings.pressure);
+        crate::pressure::start(Arc::clone(&probe), pool.clone(), thresholds_rx);
         preload(&pool, &catalog, &settings.preload);
 
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, settings.port))
@@ -91,6 +95,7 @@ impl Server {
             probe,
             metrics,
             settings: Arc::clone(store),
+            thresholds: Arc::new(thresholds),
             port: address.port(),
             stopping: stopping_rx,
         };
