@@ -13,4 +13,5 @@ mod idle;
 mod lifecycle;
 mod models;
 mod pool;
+mod pressure;
 mod settings;

@@ -50,6 +50,8 @@ pub struct Options {
     pub config: Option<String>,
     /// Where the config file is, when not in the server's own temporary folder.
     pub config_path: Option<PathBuf>,
+    /// A v1 memory cgroup folder to run the server in.
+    pub cgroup: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -62,6 +64,7 @@ impl Default for Options {
             env: Vec::new(),
             config: None,
             config_path: None,
+            cgroup: None,
         }
     }
 }
@@ -90,7 +93,21 @@ impl Server {
         if let Some(config) = &options.config {
             std::fs::write(&config_path, config).expect("write config");
         }
-        let mut command = Command::new(env!("CARGO_BIN_EXE_headroom"));
+        let mut command = match &options.cgroup {
+            // The shell joins the cgroup, then becomes the server (same pid).
+            Some(cgroup) => {
+                let mut command = Command::new("sh");
+                command
+                    .arg("-c")
+                    .arg(format!(
+                        "echo $$ > '{}/cgroup.procs' && exec \"$0\" \"$@\"",
+                        cgroup.display()
+                    ))
+                    .arg(env!("CARGO_BIN_EXE_headroom"));
+                command
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_headroom")),
+        };
         command
             .arg("--headless")
             .arg("--port")
@@ -296,10 +313,14 @@ impl Server {
                 buffer.push_str(&String::from_utf8_lossy(&chunk));
                 while let Some(end) = buffer.find("\n\n") {
                     let event: String = buffer.drain(..end + 2).collect();
-                    for data in sse_data(&event) {
-                        if let Ok(value) = serde_json::from_str::<Value>(&data) {
-                            sink.lock().expect("event log").push(value);
-                        }
+                    // Keep-alive comments (": ...") carry no data.
+                    let data: String = event
+                        .lines()
+                        .filter_map(|l| l.strip_prefix("data:"))
+                        .map(str::trim_start)
+                        .collect();
+                    if let Ok(value) = serde_json::from_str::<Value>(&data) {
+                        sink.lock().expect("event log").push(value);
                     }
                 }
             }

@@ -1,0 +1,132 @@
+//! Real memory pressure: the server runs in a memory cgroup, page-cache thrash inside the
+//! cgroup makes the kernel stall, and the pressure monitor unloads the model before anything
+//! is OOM-killed.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::Value;
+
+use crate::support::{Options, Server, SMOLLM2};
+
+/// A v1 memory cgroup of its own, removed on drop.
+struct MemoryCgroup {
+    path: PathBuf,
+}
+
+impl MemoryCgroup {
+    fn create(limit: u64) -> Self {
+        let root = Path::new("/sys/fs/cgroup/memory");
+        assert!(
+            root.is_dir(),
+            "no cgroup v1 memory controller at {}: this test needs one (these machines have it)",
+            root.display()
+        );
+        let path = root.join(format!("headroom-e2e-{}", std::process::id()));
+        std::fs::create_dir_all(&path).expect("create the cgroup (the suite runs as root)");
+        std::fs::write(path.join("memory.limit_in_bytes"), limit.to_string()).expect("limit");
+        Self { path }
+    }
+
+    fn oom_kills(&self) -> u64 {
+        std::fs::read_to_string(self.path.join("memory.oom_control"))
+            .expect("oom_control")
+            .lines()
+            .find_map(|l| l.strip_prefix("oom_kill "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for MemoryCgroup {
+    fn drop(&mut self) {
+        // Empty once its processes are gone; give them a moment.
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.path).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// Reads a file over and over from inside the cgroup: its page cache fills the cgroup, and the
+/// kernel has to reclaim under the limit, which is what memory pressure is.
+fn thrash(cgroup: &MemoryCgroup, file: &Path) -> Child {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "echo $$ > '{}/cgroup.procs' && while true; do cat '{}' > /dev/null; done",
+            cgroup.path.display(),
+            file.display()
+        ))
+        .spawn()
+        .expect("start the thrash")
+}
+
+#[tokio::test]
+async fn real_memory_pressure_unloads_the_model_and_nothing_is_killed() {
+    let cgroup = MemoryCgroup::create(700 << 20);
+    // On disk, not tmpfs: file pages the kernel can drop and read back.
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tmp");
+    let big = dir.path().join("big");
+    let status = Command::new("dd")
+        // Direct I/O: none of it is cached yet, so the reads inside the cgroup are charged to it.
+        .args(["if=/dev/zero", "bs=1M", "count=1500", "oflag=direct", "status=none"])
+        .arg(format!("of={}", big.display()))
+        .status()
+        .expect("dd");
+    assert!(status.success());
+
+    let server = Server::start_with(Options {
+        cgroup: Some(cgroup.path.clone()),
+        ..Options::default()
+    });
+    let events = server.events().await;
+    let (status, body) = server
+        .call(Method::POST, &format!("/api/memory/models/{SMOLLM2}/load"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, memory) = server.get("/api/memory/status").await;
+    assert_eq!(memory["system"]["cgroup_limited"], true, "{memory}");
+
+    let mut thrasher = thrash(&cgroup, &big);
+    let unloaded = tokio::time::timeout(
+        Duration::from_secs(60),
+        events.wait_for("pressure unload", |e| {
+            e["type"] == "unloaded" && e["model"] == SMOLLM2
+        }),
+    )
+    .await;
+    let _ = thrasher.kill();
+    let _ = thrasher.wait();
+    let unloaded = unloaded.expect("an unload within 60 s of the thrash");
+    let pressure: Vec<Value> = events
+        .all()
+        .into_iter()
+        .filter(|e| e["type"] == "pressure")
+        .collect();
+    println!("pressure events: {pressure:?}");
+    println!(
+        "unloaded: reason {}, {} ms from the pressure signal to memory freed, {:?}% of {} bytes back",
+        unloaded["reason"], unloaded["since_pressure_ms"], unloaded["reclaimed_percent"], unloaded["footprint"]["total"]
+    );
+    assert_eq!(unloaded["reason"], "pressure", "{unloaded}");
+    assert!(
+        unloaded["since_pressure_ms"].as_u64().is_some(),
+        "{unloaded}"
+    );
+    assert!(
+        pressure
+            .iter()
+            .any(|e| e["tier"] == "critical" || e["tier"] == "emergency"),
+        "{pressure:?}"
+    );
+    // The server is up, and nothing in the cgroup was OOM-killed.
+    let (status, _) = server.get("/health").await;
+    assert_eq!(status, 200);
+    assert_eq!(cgroup.oom_kills(), 0);
+    drop(server);
+}
