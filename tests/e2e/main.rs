@@ -12,6 +12,7 @@ mod disconnect;
 mod idle;
 mod lifecycle;
 mod models;
+mod notifications;
 mod pool;
 mod pressure;
 mod settings;

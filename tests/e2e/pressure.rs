@@ -9,6 +9,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::Value;
 
+use crate::notifications::NotificationRecorder;
 use crate::support::{Options, Server, SMOLLM2};
 
 /// A v1 memory cgroup of its own, removed on drop.
@@ -74,14 +75,22 @@ async fn real_memory_pressure_unloads_the_model_and_nothing_is_killed() {
     let big = dir.path().join("big");
     let status = Command::new("dd")
         // Direct I/O: none of it is cached yet, so the reads inside the cgroup are charged to it.
-        .args(["if=/dev/zero", "bs=1M", "count=1500", "oflag=direct", "status=none"])
+        .args([
+            "if=/dev/zero",
+            "bs=1M",
+            "count=1500",
+            "oflag=direct",
+            "status=none",
+        ])
         .arg(format!("of={}", big.display()))
         .status()
         .expect("dd");
     assert!(status.success());
 
+    let recorder = NotificationRecorder::start();
     let server = Server::start_with(Options {
         cgroup: Some(cgroup.path.clone()),
+        env: vec![("DBUS_SESSION_BUS_ADDRESS", recorder.address.clone())],
         ..Options::default()
     });
     let events = server.events().await;
@@ -128,5 +137,16 @@ async fn real_memory_pressure_unloads_the_model_and_nothing_is_killed() {
     let (status, _) = server.get("/health").await;
     assert_eq!(status, 200);
     assert_eq!(cgroup.oom_kills(), 0);
+
+    // The user is told what happened, what was done and what to do.
+    let n = recorder.wait_for("Memory is", Duration::from_secs(10));
+    println!("notification: {n}");
+    let body = n["body"].as_str().expect("body");
+    assert!(body.contains(SMOLLM2) && body.contains("MB"), "{body}");
+    assert!(
+        body.contains("Close apps or lower the pool limit in Preferences"),
+        "{body}"
+    );
+    assert_eq!(recorder.received().len(), 1, "rate-limited to one");
     drop(server);
 }

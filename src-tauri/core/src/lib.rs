@@ -5,6 +5,7 @@
 //! - [`pool`]: the one task that owns which models are in memory, admission and eviction.
 //! - [`memory`]: measuring this process and the machine.
 //! - [`pressure`]: the pressure monitor (tiers from the probe and the kernel's signal).
+//! - [`notify`]: desktop notifications when memory runs low.
 //! - [`metrics`]: Prometheus counters and the record of recent generations.
 //! - [`api`]: the OpenAI-compatible HTTP API and Headroom's own.
 //! - [`config`]: settings and where files live.
@@ -18,6 +19,7 @@ pub mod engine;
 pub mod memory;
 pub mod metrics;
 pub mod models;
+pub mod notify;
 pub mod pool;
 pub mod pressure;
 pub mod server;

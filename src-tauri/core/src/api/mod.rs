@@ -33,6 +33,8 @@ pub struct AppState {
     pub probe: Arc<dyn MemoryProbe>,
     /// The config file and the settings in force.
     pub settings: Arc<SettingsStore>,
+    /// Switched by the `notifications` setting.
+    pub notifications: crate::notify::Notifications,
     /// The pressure monitor's thresholds, changed live.
     pub thresholds: Arc<tokio::sync::watch::Sender<crate::config::PressureThresholds>>,
     pub metrics: Metrics,

@@ -98,6 +98,7 @@ pub async fn put(
         })
         .await?;
     state.thresholds.send_replace(live.pressure);
+    state.notifications.set_enabled(live.notifications);
     // Newly pinned models load now.
     let newly_pinned: Vec<String> = live
         .preload

@@ -77,6 +77,13 @@ impl Server {
         // The monitor runs from the start, before any model loads.
         let (thresholds, thresholds_rx) = tokio::sync::watch::channel(settings.pressure);
         crate::pressure::start(Arc::clone(&probe), pool.clone(), thresholds_rx);
+        let notifications = crate::notify::start(&pool, settings.notifications);
+        for notice in store.notices() {
+            notifications.send(crate::notify::Message {
+                summary: "Headroom settings were reset".into(),
+                body: notice.clone(),
+            });
+        }
         preload(&pool, &catalog, &settings.preload);
 
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, settings.port))
@@ -96,6 +103,7 @@ impl Server {
             metrics,
             settings: Arc::clone(store),
             thresholds: Arc::new(thresholds),
+            notifications,
             port: address.port(),
             stopping: stopping_rx,
         };
