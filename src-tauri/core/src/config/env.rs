@@ -57,6 +57,28 @@ pub(super) fn apply(
                 }
                 settings.idle_timeout = super::parse_idle_timeout(&value).map_err(invalid)?;
             }
+            "HEADROOM_NOTIFICATIONS" => {
+                settings.notifications = parse_bool(&key, "notifications", &value)?
+            }
+            "HEADROOM_LAUNCH_AT_LOGIN" => {
+                settings.launch_at_login = parse_bool(&key, "launch_at_login", &value)?
+            }
+            "HEADROOM_PRESSURE_ELEVATED" => {
+                settings.pressure.elevated =
+                    parse(&key, "pressure.elevated", &value, "a percentage")?
+            }
+            "HEADROOM_PRESSURE_CONSTRAINED" => {
+                settings.pressure.constrained =
+                    parse(&key, "pressure.constrained", &value, "a percentage")?
+            }
+            "HEADROOM_PRESSURE_CRITICAL" => {
+                settings.pressure.critical =
+                    parse(&key, "pressure.critical", &value, "a percentage")?
+            }
+            "HEADROOM_PRESSURE_EMERGENCY" => {
+                settings.pressure.emergency =
+                    parse(&key, "pressure.emergency", &value, "a percentage")?
+            }
             // Comma-separated model ids.
             "HEADROOM_PRELOAD" => {
                 settings.preload = value
@@ -78,6 +100,19 @@ pub(super) fn apply(
         }
     }
     Ok(())
+}
+
+fn parse_bool(key: &str, setting: &str, value: &str) -> Result<bool, SettingError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(SettingError {
+            source_name: key.to_string(),
+            setting: setting.to_string(),
+            value: format!("{value:?}"),
+            allowed: "true or false (also 1/0, yes/no, on/off)".to_string(),
+        }),
+    }
 }
 
 fn parse<T: FromStr>(
@@ -128,6 +163,32 @@ mod tests {
                 PathBuf::from("/from-file")
             ]
         );
+    }
+
+    #[test]
+    fn switches_and_thresholds_from_the_environment() {
+        let mut s = Settings::default();
+        s.apply_env(vars(&[
+            ("HEADROOM_NOTIFICATIONS", "off"),
+            ("HEADROOM_PRESSURE_CRITICAL", "88"),
+            ("HEADROOM_IDLE_TIMEOUT", "30m"),
+        ]))
+        .expect("applies");
+        assert!(!s.notifications);
+        assert_eq!(s.pressure.critical, 88.0);
+        assert_eq!(s.idle_timeout.to_string(), "30m");
+        let e = s
+            .apply_env(vars(&[("HEADROOM_PRESSURE_CRITICAL", "99")]))
+            .unwrap_err();
+        assert_eq!(e.setting, "pressure");
+        let e = Settings::default()
+            .apply_env(vars(&[("HEADROOM_NOTIFICATIONS", "maybe")]))
+            .unwrap_err();
+        assert_eq!(e.setting, "notifications");
+        let e = Settings::default()
+            .apply_env(vars(&[("HEADROOM_IDLE_TIMEOUT", "-1")]))
+            .unwrap_err();
+        assert_eq!(e.setting, "idle_timeout");
     }
 
     #[test]
