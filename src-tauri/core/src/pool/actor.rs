@@ -190,6 +190,10 @@ impl Actor {
     pub(super) async fn run(mut self, mut inbox: mpsc::Receiver<Command>) {
         loop {
             tokio::select! {
+                // What already happened (a request ended, a load finished) before what is
+                // asked next: a client that got its answer and then asks for the status must
+                // see its request as finished.
+                biased;
                 Some(message) = self.internal_rx.recv() => self.on_internal(message),
                 command = inbox.recv() => match command {
                     Some(Command::Shutdown { reply }) => {
