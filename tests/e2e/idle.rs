@@ -19,17 +19,6 @@ async fn complete(server: &Server, extra: Value) {
     assert_eq!(status, 200, "{body}");
 }
 
-/// Seconds from now until the model's `expires_at`, or `None` when it has none.
-async fn expires_in(server: &Server) -> Option<f64> {
-    let model = server.memory_status(SMOLLM2).await.expect("loaded");
-    let at = model["expires_at"].as_u64()?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_millis() as f64;
-    Some((at as f64 - now) / 1000.0)
-}
-
 fn idle_after(timeout: &str) -> Options {
     Options::with_env("HEADROOM_IDLE_TIMEOUT", timeout)
 }
@@ -81,7 +70,7 @@ async fn keep_alive_and_ttl_set_the_timeout_per_request() {
 
     // Negative: kept past the global timeout, with no deadline.
     complete(&server, json!({"keep_alive": "-1"})).await;
-    assert_eq!(expires_in(&server).await, None);
+    assert_eq!(server.expires_in(SMOLLM2).await, None);
     tokio::time::sleep(Duration::from_millis(3000)).await;
     assert!(
         server.memory_status(SMOLLM2).await.is_some(),
@@ -90,7 +79,7 @@ async fn keep_alive_and_ttl_set_the_timeout_per_request() {
 
     // ttl in seconds (LM Studio): the deadline moves to 3 s from the end of this request.
     complete(&server, json!({"ttl": 3})).await;
-    let left = expires_in(&server).await.expect("a deadline");
+    let left = server.expires_in(SMOLLM2).await.expect("a deadline");
     assert!((2.5..=3.1).contains(&left), "expires in {left} s");
 
     // 0: unloaded as soon as the request ends.
@@ -114,7 +103,7 @@ async fn keep_alive_and_ttl_set_the_timeout_per_request() {
 
     // Ollama's duration strings.
     complete(&server, json!({"keep_alive": "1h30m"})).await;
-    let left = expires_in(&server).await.expect("a deadline");
+    let left = server.expires_in(SMOLLM2).await.expect("a deadline");
     assert!((5390.0..=5400.0).contains(&left), "expires in {left} s");
 
     // Nonsense is a 400 that names the field, and the model stays as it was.
@@ -143,7 +132,7 @@ async fn the_config_sets_a_timeout_per_model_and_never() {
         ..Options::default()
     });
     complete(&server, json!({})).await;
-    let left = expires_in(&server).await.expect("a deadline");
+    let left = server.expires_in(SMOLLM2).await.expect("a deadline");
     assert!((2690.0..=2700.0).contains(&left), "expires in {left} s");
 
     // A pinned model has no deadline, whatever the timeouts say.
@@ -155,7 +144,7 @@ async fn the_config_sets_a_timeout_per_model_and_never() {
         ..Options::default()
     });
     complete(&server, json!({"keep_alive": "1s"})).await;
-    assert_eq!(expires_in(&server).await, None);
+    assert_eq!(server.expires_in(SMOLLM2).await, None);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(server.memory_status(SMOLLM2).await.is_some());
 }

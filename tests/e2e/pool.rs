@@ -285,16 +285,14 @@ async fn a_model_serving_a_request_is_not_evicted_and_its_request_completes() {
     let server = Server::start_with(Options::with_env("HEADROOM_MEMORY_LIMIT", &limit));
     let stream = server.start_counting_stream(200).await;
 
-    let response = server
-        .client
-        .post(server.url("/v1/completions"))
-        .json(&json!({"model": GEMMA, "prompt": "Hi", "max_tokens": 2}))
-        .send()
-        .await
-        .expect("sent");
-    assert_eq!(response.status(), 503);
-    assert!(response.headers().contains_key("retry-after"));
-    let body: Value = response.json().await.expect("json");
+    let (status, retry_after, body) = server
+        .post_with_retry_after(
+            "/v1/completions",
+            &json!({"model": GEMMA, "prompt": "Hi", "max_tokens": 2}),
+        )
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert!(retry_after);
     assert_eq!(body["error"]["code"], "insufficient_memory");
     let message = body["error"]["message"].as_str().expect("message");
     assert!(message.contains("busy with 1 request"), "{message}");
@@ -402,16 +400,14 @@ async fn loads_that_would_squeeze_the_machine_are_refused() {
 
     // The floor: under it, requests that need a load are told to come back later.
     let server = Server::start_with(Options::with_env("HEADROOM_MEMORY_FLOOR", &nearly_all));
-    let response = server
-        .client
-        .post(server.url("/v1/completions"))
-        .json(&json!({"model": SMOLLM2, "prompt": "Hi", "max_tokens": 2}))
-        .send()
-        .await
-        .expect("sent");
-    assert_eq!(response.status(), 503);
-    assert!(response.headers().contains_key("retry-after"));
-    let body: Value = response.json().await.expect("json");
+    let (status, retry_after, body) = server
+        .post_with_retry_after(
+            "/v1/completions",
+            &json!({"model": SMOLLM2, "prompt": "Hi", "max_tokens": 2}),
+        )
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert!(retry_after);
     assert_eq!(body["error"]["code"], "low_memory", "{body}");
     let (_, status) = server.get("/api/memory/status").await;
     assert_eq!(status["models"], json!([]));

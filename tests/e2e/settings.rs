@@ -13,16 +13,6 @@ async fn put(server: &Server, patch: Value) -> (u16, Value) {
     server.send_json(Method::PUT, "/api/settings", &patch).await
 }
 
-async fn expires_in(server: &Server) -> f64 {
-    let model = server.memory_status(SMOLLM2).await.expect("loaded");
-    let at = model["expires_at"].as_u64().expect("a deadline") as f64;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_millis() as f64;
-    (at - now) / 1000.0
-}
-
 async fn config_path(server: &Server) -> PathBuf {
     let (_, settings) = server.get("/api/settings").await;
     PathBuf::from(settings["path"].as_str().expect("path"))
@@ -39,7 +29,7 @@ async fn a_new_idle_timeout_applies_to_loaded_models_and_is_saved() {
         )
         .await;
     assert_eq!(status, 200, "{body}");
-    let before = expires_in(&server).await;
+    let before = server.expires_in(SMOLLM2).await.expect("a deadline");
     assert!((590.0..=600.0).contains(&before), "{before}");
 
     let (status, answer) = put(&server, json!({"idle_timeout": "30m"})).await;
@@ -47,7 +37,7 @@ async fn a_new_idle_timeout_applies_to_loaded_models_and_is_saved() {
     assert_eq!(answer["settings"]["idle_timeout"], "30m");
     assert_eq!(answer["changed"], json!(["idle_timeout"]));
     assert_eq!(answer["restart_required"], json!([]));
-    let after = expires_in(&server).await;
+    let after = server.expires_in(SMOLLM2).await.expect("a deadline");
     assert!((1790.0..=1800.0).contains(&after), "{after}");
     events
         .wait_for("settings_changed", |e| e["type"] == "settings_changed")

@@ -202,11 +202,7 @@ impl Server {
             .send()
             .await
             .expect("request sent");
-        let status = response.status().as_u16();
-        let text = response.text().await.expect("body");
-        let json =
-            serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"));
-        (status, json)
+        json_answer(response).await
     }
 
     /// Starts a streamed greedy count ("6, 7, 8, ..."), which runs on for as long as
@@ -259,11 +255,7 @@ impl Server {
             .send()
             .await
             .expect("request sent");
-        let status = response.status().as_u16();
-        let text = response.text().await.expect("body");
-        let json =
-            serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"));
-        (status, json)
+        json_answer(response).await
     }
 
     /// Sends JSON with any method; the answer must be JSON.
@@ -280,11 +272,32 @@ impl Server {
             .send()
             .await
             .expect("request sent");
-        let status = response.status().as_u16();
-        let text = response.text().await.expect("body");
-        let json =
-            serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"));
-        (status, json)
+        json_answer(response).await
+    }
+
+    /// Posts JSON; the answer's status, whether it carries `Retry-After`, and its JSON body.
+    pub async fn post_with_retry_after(&self, path: &str, body: &Value) -> (u16, bool, Value) {
+        let response = self
+            .client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("request sent");
+        let retry_after = response.headers().contains_key("retry-after");
+        let (status, json) = json_answer(response).await;
+        (status, retry_after, json)
+    }
+
+    /// Seconds from now until `id`'s idle deadline (`expires_at`), or `None` when it has none.
+    pub async fn expires_in(&self, id: &str) -> Option<f64> {
+        let model = self.memory_status(id).await.expect("loaded");
+        let at = model["expires_at"].as_u64()?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis() as f64;
+        Some((at as f64 - now) / 1000.0)
     }
 
     /// `/api/memory/status`'s entry for a model.
@@ -360,6 +373,15 @@ impl Drop for Server {
             let _ = child.wait();
         }
     }
+}
+
+/// The status and the JSON body of an answer that must be JSON.
+async fn json_answer(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("body");
+    let json =
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"));
+    (status, json)
 }
 
 pub fn rss_of(pid: u32) -> u64 {
