@@ -7,7 +7,7 @@ use std::process::{Child, Command};
 use std::time::Duration;
 
 use reqwest::Method;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::notifications::NotificationRecorder;
 use crate::support::{Options, Server, SMOLLM2};
@@ -149,4 +149,81 @@ async fn real_memory_pressure_unloads_the_model_and_nothing_is_killed() {
     );
     assert_eq!(recorder.received().len(), 1, "rate-limited to one");
     drop(server);
+}
+
+/// Thresholds under what this machine already uses put it at critical at once; the defaults
+/// bring it back. Both go through the live settings API, as Preferences does.
+async fn set_thresholds(server: &Server, critical_now: bool) {
+    let pressure = if critical_now {
+        json!({"elevated": 1, "constrained": 2, "critical": 3, "emergency": 99.9})
+    } else {
+        json!({"elevated": 75, "constrained": 85, "critical": 90, "emergency": 95})
+    };
+    let (status, body) = server
+        .send_json(
+            Method::PUT,
+            "/api/settings",
+            &json!({ "pressure": pressure }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn at_critical_new_requests_wait_outside_and_running_ones_finish() {
+    let server = Server::start();
+    let events = server.events().await;
+    let stream = server.start_counting_stream(300).await;
+    let (_, memory) = server.get("/api/memory/status").await;
+    let relaxed_margin = memory["pool"]["headroom_margin"].as_u64().expect("margin");
+    assert_eq!(memory["pool"]["tier"], "normal", "{memory}");
+
+    set_thresholds(&server, true).await;
+    events
+        .wait_for("critical", |e| {
+            e["type"] == "pressure" && e["tier"] == "critical"
+        })
+        .await;
+    // New requests get 503 with Retry-After, on the loaded model too.
+    let body = json!({"model": SMOLLM2, "prompt": "Hi", "max_tokens": 2});
+    let (status, retry_after, answer) =
+        server.post_with_retry_after("/v1/completions", &body).await;
+    assert_eq!(status, 503, "{answer}");
+    assert!(retry_after, "503 without Retry-After");
+    assert_eq!(answer["error"]["code"], "low_memory", "{answer}");
+    let message = answer["error"]["message"].as_str().expect("message");
+    assert!(message.contains("critical"), "{message}");
+    // The margin grows with the tier.
+    let (_, memory) = server.get("/api/memory/status").await;
+    assert_eq!(memory["pool"]["tier"], "critical", "{memory}");
+    let critical_margin = memory["pool"]["headroom_margin"].as_u64().expect("margin");
+    assert_eq!(
+        critical_margin,
+        memory["pool"]["headroom_margins"]["critical"]
+            .as_u64()
+            .expect("table")
+    );
+    assert!(critical_margin > relaxed_margin, "{memory}");
+
+    // The stream that was running is not cut: a busy model is not unloaded below emergency.
+    let text = stream.text().await.expect("stream");
+    let data = crate::support::sse_data(&text);
+    let last: Value = serde_json::from_str(&data[data.len() - 2]).expect("last chunk");
+    assert_eq!(last["choices"][0]["finish_reason"], "length", "{text}");
+    // Once it is idle, critical unloads it.
+    let unloaded = events
+        .wait_for("pressure unload", |e| {
+            e["type"] == "unloaded" && e["model"] == SMOLLM2
+        })
+        .await;
+    assert_eq!(unloaded["reason"], "pressure", "{unloaded}");
+
+    set_thresholds(&server, false).await;
+    events
+        .wait_for("normal", |e| {
+            e["type"] == "pressure" && e["tier"] == "normal"
+        })
+        .await;
+    let (status, answer) = server.post("/v1/completions", &body).await;
+    assert_eq!(status, 200, "{answer}");
 }

@@ -48,6 +48,8 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
             "used": pool.used,
             "percent_of_limit": percent(pool.used, Some(pool.limit)),
             "headroom_margin": pool.margin,
+            "headroom_margins": pool.margins,
+            "tier": pool.tier,
             "memory_floor": pool.floor,
         },
         "process_rss": crate::memory::process_rss(),

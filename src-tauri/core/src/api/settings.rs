@@ -83,12 +83,12 @@ pub async fn put(
     tracing::info!(?changed, ?restart_required, "settings changed");
 
     let limit = live.memory_limit.resolve(total_ram.unwrap_or(u64::MAX));
-    let (margin, floor) = live.margins_for(total_ram.unwrap_or(u64::MAX));
+    let (margins, floor) = live.margins_for(total_ram.unwrap_or(u64::MAX));
     state
         .pool
         .reconfigure(LiveConfig {
             limit,
-            margin,
+            margins,
             floor,
             pinned: live.preload.iter().cloned().collect(),
             idle_timeout: live.idle_timeout,

@@ -36,8 +36,31 @@ pub(super) fn apply(
                 })?
             }
             "HEADROOM_HEADROOM_MARGIN" => {
-                settings.headroom_margin =
-                    parse(&key, "headroom_margin", &value, "a size such as \"2GiB\"")?
+                settings.headroom_margin = super::HeadroomMargins::flat(parse(
+                    &key,
+                    "headroom_margin",
+                    &value,
+                    "a size such as \"2GiB\"",
+                )?)
+            }
+            "HEADROOM_HEADROOM_GB_RELAXED"
+            | "HEADROOM_HEADROOM_GB_CONSTRAINED"
+            | "HEADROOM_HEADROOM_GB_CRITICAL" => {
+                let tier = key
+                    .trim_start_matches("HEADROOM_HEADROOM_GB_")
+                    .to_lowercase();
+                let size = super::margin::parse_gb(&value).ok_or_else(|| SettingError {
+                    source_name: key.clone(),
+                    setting: format!("headroom_margin.{tier}"),
+                    value: format!("{value:?}"),
+                    allowed: "GiB as a number such as 1.5, or a size such as \"1536MiB\"".into(),
+                })?;
+                let m = &mut settings.headroom_margin;
+                match tier.as_str() {
+                    "relaxed" => m.relaxed = size,
+                    "constrained" => m.constrained = size,
+                    _ => m.critical = size,
+                }
             }
             "HEADROOM_MEMORY_FLOOR" => {
                 settings.memory_floor =
@@ -175,6 +198,18 @@ mod tests {
         ]))
         .expect("applies");
         assert!(!s.notifications);
+        s.apply_env(vars(&[
+            ("HEADROOM_HEADROOM_GB_RELAXED", "1"),
+            ("HEADROOM_HEADROOM_GB_CRITICAL", "3.5"),
+        ]))
+        .expect("applies");
+        assert_eq!(s.headroom_margin.relaxed.0, 1 << 30);
+        assert_eq!(s.headroom_margin.constrained.0, 2 << 30);
+        assert_eq!(s.headroom_margin.critical.0, 7 << 29);
+        let e = Settings::default()
+            .apply_env(vars(&[("HEADROOM_HEADROOM_GB_CONSTRAINED", "0.5")]))
+            .unwrap_err();
+        assert_eq!(e.setting, "headroom_margin.constrained");
         assert_eq!(s.pressure.critical, 88.0);
         assert_eq!(s.idle_timeout.to_string(), "30m");
         let e = s

@@ -5,6 +5,7 @@
 mod dirs;
 mod duration;
 mod env;
+mod margin;
 mod size;
 mod store;
 
@@ -12,8 +13,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::pressure::TierMargins;
+
 pub use dirs::AppDirs;
 pub use duration::{parse_idle_timeout, IdleTimeout};
+pub use margin::HeadroomMargins;
 pub use size::{human, parse_bytes, ByteSize, MemoryLimit};
 pub use store::{write_atomically, SaveError, SettingsStore};
 
@@ -39,8 +43,9 @@ pub struct Settings {
     /// The most memory the loaded models may hold together: "auto" (RAM minus a quarter of
     /// it, the quarter kept between 4 and 8 GiB), a percentage of RAM, or a size.
     pub memory_limit: MemoryLimit,
-    /// Memory a load must leave available to the rest of the machine.
-    pub headroom_margin: ByteSize,
+    /// Memory a load must leave available to the rest of the machine, per pressure tier.
+    #[serde(deserialize_with = "margin::deserialize")]
+    pub headroom_margin: HeadroomMargins,
     /// Below this much available memory, requests that would need a load are turned away.
     pub memory_floor: ByteSize,
     /// Models loaded at startup and pinned: never unloaded by eviction or idle expiry.
@@ -88,7 +93,7 @@ impl Default for Settings {
             context_size: 4096,
             queue_size: 64,
             memory_limit: MemoryLimit::Auto,
-            headroom_margin: ByteSize(2 << 30),
+            headroom_margin: HeadroomMargins::default(),
             memory_floor: ByteSize(1 << 30),
             preload: Vec::new(),
             idle_timeout: IdleTimeout::After(std::time::Duration::from_secs(600)),
@@ -180,6 +185,19 @@ impl Settings {
                 "from 1 to 10000",
             ));
         }
+        let m = self.headroom_margin;
+        if m.constrained < m.relaxed || m.critical < m.constrained {
+            let (setting, value) = if m.constrained < m.relaxed {
+                ("headroom_margin.constrained", m.constrained)
+            } else {
+                ("headroom_margin.critical", m.critical)
+            };
+            return Err(err(
+                setting,
+                human(value.0),
+                "at least the margin of the tier below: relaxed ≤ constrained ≤ critical",
+            ));
+        }
         let p = self.pressure;
         let ordered = 0.0 < p.elevated
             && p.elevated < p.constrained
@@ -235,44 +253,40 @@ impl Settings {
                 ));
             }
         }
-        let defaults = Self::default();
-        for (name, value, default) in [
-            (
-                "headroom_margin",
-                self.headroom_margin,
-                defaults.headroom_margin,
-            ),
-            ("memory_floor", self.memory_floor, defaults.memory_floor),
-        ] {
-            // Defaults scale down on small machines (see `margins_for`); only a value the
-            // user chose can be wrong.
+        // Defaults scale down on small machines (see `margins_for`); only a value the user
+        // chose can be wrong.
+        let too_big = |name: String, value: ByteSize, default: ByteSize| {
             if value != default && value.0 >= total_ram {
-                return Err(err(
-                    name,
+                Err(err(
+                    &name,
                     human(value.0),
                     format!("less than the machine's RAM, {}", human(total_ram)),
-                ));
+                ))
+            } else {
+                Ok(())
             }
+        };
+        for (tier, value, default) in self.headroom_margin.tiers() {
+            too_big(format!("headroom_margin.{tier}"), value, default)?;
         }
+        too_big(
+            "memory_floor".into(),
+            self.memory_floor,
+            Self::default().memory_floor,
+        )?;
         Ok(())
     }
 
-    /// The headroom margin and memory floor in force on a machine (or cgroup) with
-    /// `total_ram` bytes: as set, except that the defaults (2 GiB, 1 GiB) shrink to an eighth
-    /// and a sixteenth of a small machine, so a 4 GiB container is not refused every load.
-    pub fn margins_for(&self, total_ram: u64) -> (u64, u64) {
-        let defaults = Self::default();
-        let scale = |value: ByteSize, default: ByteSize, share: u64| {
-            if value == default {
-                value.0.min(total_ram / share)
-            } else {
-                value.0
-            }
+    /// The headroom margins and memory floor in force on a machine (or cgroup) with
+    /// `total_ram` bytes: as set, except that defaults shrink on a small machine (the floor's
+    /// 1 GiB to a sixteenth of it), so a 4 GiB container is not refused every load.
+    pub fn margins_for(&self, total_ram: u64) -> (TierMargins, u64) {
+        let floor = if self.memory_floor == Self::default().memory_floor {
+            self.memory_floor.0.min(total_ram / 16)
+        } else {
+            self.memory_floor.0
         };
-        (
-            scale(self.headroom_margin, defaults.headroom_margin, 8),
-            scale(self.memory_floor, defaults.memory_floor, 16),
-        )
+        (self.headroom_margin.for_machine(total_ram), floor)
     }
 
     /// Threads to give a model: the setting, or all cores but one.
@@ -348,12 +362,22 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.setting, "memory_limit");
         let e = Settings {
-            headroom_margin: ByteSize(16 << 30),
-            ..s
+            headroom_margin: HeadroomMargins::flat(ByteSize(16 << 30)),
+            ..s.clone()
         }
         .validate_for_machine(16 << 30, "t")
         .unwrap_err();
-        assert_eq!(e.setting, "headroom_margin");
+        assert_eq!(e.setting, "headroom_margin.relaxed");
+        let e = Settings {
+            headroom_margin: HeadroomMargins {
+                constrained: ByteSize(1 << 30),
+                ..HeadroomMargins::default()
+            },
+            ..s
+        }
+        .validate("t")
+        .unwrap_err();
+        assert_eq!(e.setting, "headroom_margin.constrained");
     }
 
     #[test]

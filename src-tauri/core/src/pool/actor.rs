@@ -22,7 +22,7 @@ use crate::engine::{Engine, EngineError, Footprint, LoadedModel};
 use crate::memory::{process_rss, release_free_memory, MemoryProbe};
 use crate::metrics::Metrics;
 use crate::models::ModelFile;
-use crate::pressure::{PressureReport, Tier, Wake};
+use crate::pressure::{PressureReport, Tier};
 
 /// How long a flush lets running requests finish before it ends them.
 pub(super) const FLUSH_GRACE: Duration = Duration::from_secs(30);
@@ -313,6 +313,17 @@ impl Actor {
         if self.shutting_down {
             return waiter.fail(PoolError::ShuttingDown);
         }
+        // At critical and above, new requests wait outside while the pool frees memory: even
+        // on a loaded model a request grows the compute buffers and holds the model busy, out
+        // of reach of the unloads that would relieve the machine.
+        if self.tier >= Tier::Critical && matches!(waiter, Waiter::Request(..)) {
+            let tier = format!("{:?}", self.tier).to_lowercase();
+            let message = format!(
+                "'{}' is not taking new requests while memory pressure is {tier}: Headroom is freeing memory; retry shortly, or close apps",
+                file.id
+            );
+            return self.refuse(&file.id, PoolError::LowMemory { message }, waiter);
+        }
         match self.models.get_mut(&file.id) {
             Some(Entry::Ready(ready)) => match &mut ready.drain {
                 Some(drain) => drain.waiters.push(waiter),
@@ -390,7 +401,7 @@ impl Actor {
                 model: &id,
                 need: estimate.total,
                 limit: self.config.limit,
-                margin: self.config.margin,
+                margin: self.config.margins.for_tier(self.tier),
                 system,
             },
             &self.holders(),
@@ -495,7 +506,7 @@ impl Actor {
                 model: id,
                 need: estimate.total,
                 limit: self.config.limit,
-                margin: self.config.margin,
+                margin: self.config.margins.for_tier(self.tier),
                 system: self.probe.system(),
             },
             &self.holders(),
@@ -909,7 +920,7 @@ impl Actor {
     /// evicts idle models now.
     fn reconfigure(&mut self, live: LiveConfig) {
         self.config.limit = live.limit;
-        self.config.margin = live.margin;
+        self.config.margins = live.margins;
         self.config.floor = live.floor;
         self.config.pinned = live.pinned;
         self.config.idle_timeout = live.idle_timeout;
@@ -966,11 +977,7 @@ impl Actor {
             self.publish(PoolEvent::Pressure {
                 tier: report.tier,
                 previous: report.previous,
-                wake: match report.wake {
-                    Wake::Stall => "stall".into(),
-                    Wake::FullStall => "full_stall".into(),
-                    Wake::Poll => "poll".into(),
-                },
+                wake: report.wake,
                 used_percent: (report.used_percent * 10.0).round() / 10.0,
                 available: report.available,
                 stall_some_avg10: report.stall_some,
@@ -1029,7 +1036,9 @@ impl Actor {
         PoolStatus {
             limit: self.config.limit,
             used,
-            margin: self.config.margin,
+            margin: self.config.margins.for_tier(self.tier),
+            margins: self.config.margins,
+            tier: self.tier,
             floor: self.config.floor,
             models,
             loads: self.loads.clone(),

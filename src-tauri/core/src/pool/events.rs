@@ -83,8 +83,9 @@ pub enum PoolEvent {
     Pressure {
         tier: crate::pressure::Tier,
         previous: crate::pressure::Tier,
-        /// "stall" or "full_stall" (the kernel's triggers), or "poll".
-        wake: String,
+        /// "stall" or "full_stall" (Linux PSI triggers), "os_signal" (the macOS dispatch
+        /// source), or "poll".
+        wake: crate::pressure::Wake,
         used_percent: f64,
         available: u64,
         stall_some_avg10: Option<f64>,

@@ -28,7 +28,7 @@ use crate::engine::{Engine, Footprint, GenerationStats, LoadOptions};
 use crate::memory::{process_rss, MemoryProbe};
 use crate::metrics::Metrics;
 use crate::models::ModelFile;
-use crate::pressure::PressureReport;
+use crate::pressure::{PressureReport, Tier, TierMargins};
 
 pub use events::{PoolEvent, UnloadReason, UnloadReport};
 pub use lease::Lease;
@@ -39,8 +39,8 @@ pub struct PoolConfig {
     pub load: LoadOptions,
     /// The most all models together may hold, in bytes.
     pub limit: u64,
-    /// Memory a load must leave available to the rest of the machine.
-    pub margin: u64,
+    /// Memory a load must leave available to the rest of the machine, by pressure tier.
+    pub margins: TierMargins,
     /// Below this much available memory, loads are refused.
     pub floor: u64,
     /// Never unloaded except by an explicit stop of the whole server.
@@ -57,7 +57,7 @@ pub struct PoolConfig {
 #[derive(Debug, Clone)]
 pub struct LiveConfig {
     pub limit: u64,
-    pub margin: u64,
+    pub margins: TierMargins,
     pub floor: u64,
     pub pinned: BTreeSet<String>,
     pub idle_timeout: IdleTimeout,
@@ -163,7 +163,11 @@ pub struct PoolStatus {
     pub limit: u64,
     /// What the models hold: measured for loaded ones, estimated for loading ones.
     pub used: u64,
+    /// The margin in force at the current tier, and the margin at each tier.
     pub margin: u64,
+    pub margins: TierMargins,
+    /// The latest pressure tier the monitor reported.
+    pub tier: Tier,
     pub floor: u64,
     pub models: Vec<ModelStatus>,
     /// How many times each model has been loaded since start, by id.

@@ -1,13 +1,14 @@
 //! The pressure monitor: watches the operating system's own memory-pressure signal and acts
 //! through the pool before the machine swaps.
 //!
-//! Event-driven where the platform allows (a Linux PSI trigger, awaited with tokio's
-//! `AsyncFd`), backed by a poll of the probe every second that also catches a missed or
+//! Event-driven where the platform allows (Linux PSI triggers awaited with tokio's `AsyncFd`;
+//! the macOS dispatch memory-pressure source), backed by a poll of the probe every second that also catches a missed or
 //! unsupported event. Each look classifies a snapshot into a [`Tier`] (with hysteresis) and
 //! tells the pool, which owns every unload.
 
-#[cfg(target_os = "linux")]
-mod psi;
+mod hooks;
+mod margin;
+mod signal;
 mod tier;
 
 use std::sync::Arc;
@@ -15,50 +16,45 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+pub use hooks::UnloadHooks;
+pub use margin::TierMargins;
+pub use signal::Wake;
 pub use tier::{classify, Tier, TierTracker};
 
 use crate::config::PressureThresholds;
-use crate::memory::MemoryProbe;
+use crate::memory::{MemoryProbe, MemorySnapshot};
 use crate::pool::Pool;
+use signal::Signals;
 
 /// How often the probe is read when no event comes.
 pub const POLL: Duration = Duration::from_secs(1);
 
-/// What woke the monitor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Wake {
-    /// The kernel's trigger fired: some tasks stalled on memory for 150 ms of the last 2 s.
-    /// Constrained at least.
-    Stall,
-    /// Every task stalled on memory for 100 ms of the last 2 s. Critical at least.
-    FullStall,
-    Poll,
-}
-
 /// Starts the monitor; it runs until the pool shuts down. `thresholds` may change live.
+/// The kernel's signal is armed before this returns, so it is listening before any model loads.
 pub fn start(
     probe: Arc<dyn MemoryProbe>,
     pool: Pool,
     thresholds: watch::Receiver<PressureThresholds>,
+    hooks: UnloadHooks,
 ) {
-    tokio::spawn(run(probe, pool, thresholds));
+    let signals = Signals::arm();
+    tokio::spawn(run(probe, pool, thresholds, hooks, signals));
 }
 
 async fn run(
     probe: Arc<dyn MemoryProbe>,
     pool: Pool,
     mut thresholds: watch::Receiver<PressureThresholds>,
+    hooks: UnloadHooks,
+    mut signals: Signals,
 ) {
-    let some = arm_trigger(Wake::Stall);
-    let full = arm_trigger(Wake::FullStall);
-    let mut tracker = TierTracker::default();
+    let mut looks = Looks::default();
     let mut ticker = tokio::time::interval(POLL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let wake = tokio::select! {
             _ = ticker.tick() => Wake::Poll,
-            fired = signal(some.as_ref()) => woke(fired, Wake::Stall),
-            fired = signal(full.as_ref()) => woke(fired, Wake::FullStall),
+            wake = signals.next() => wake,
             changed = thresholds.changed() => {
                 if changed.is_err() { return; }
                 Wake::Poll
@@ -69,38 +65,66 @@ async fn run(
             continue;
         };
         let limits = *thresholds.borrow();
-        let previous = tracker.current();
-        // The kernel's trigger means tasks are stalling on memory right now: act as critical
-        // (unload the least recently used idle model) for this look.
+        let Some(report) = looks.look(wake, &snapshot, &limits, seen) else {
+            continue;
+        };
+        if pool.pressure(report).await.is_err() {
+            return;
+        }
+        // Hooks run once on the way up into critical or emergency, after the pool has begun
+        // its unloads.
+        if report.tier >= Tier::Critical && report.tier > report.previous {
+            hooks.run(report.tier).await;
+        }
+    }
+}
+
+/// The monitor's judgement, apart from its waiting: one snapshot in, at most one report out.
+#[derive(Default)]
+struct Looks {
+    tracker: TierTracker,
+}
+
+impl Looks {
+    /// A report when the tier changed, and on every look while it is constrained or worse
+    /// (the pool unloads step by step, one look at a time, until the tier drops).
+    fn look(
+        &mut self,
+        wake: Wake,
+        snapshot: &MemorySnapshot,
+        limits: &PressureThresholds,
+        seen: Instant,
+    ) -> Option<PressureReport> {
+        let previous = self.tracker.current();
+        // The kernel's trigger means tasks are stalling on memory right now: act at least at
+        // the tier the trigger stands for, for this look.
         let floor = match wake {
             Wake::FullStall => Tier::Critical,
             Wake::Stall => Tier::Constrained,
-            Wake::Poll => Tier::Normal,
+            Wake::OsSignal | Wake::Poll => Tier::Normal,
         };
-        let changed = tracker.update(&snapshot, &limits, floor);
-        let tier = tracker.current();
-        if changed.is_some() || tier >= Tier::Constrained {
-            if changed.is_some() {
-                tracing::info!(
-                    ?previous, ?tier, ?wake,
-                    used_percent = snapshot.used_percent(),
-                    stall = ?snapshot.stall,
-                    "memory pressure tier changed"
-                );
-            }
-            let report = PressureReport {
-                tier,
-                previous,
-                wake,
-                seen,
-                used_percent: snapshot.used_percent(),
-                available: snapshot.available,
-                stall_some: snapshot.stall.map(|s| s.some_avg10),
-            };
-            if pool.pressure(report).await.is_err() {
-                return;
-            }
+        let changed = self.tracker.update(snapshot, limits, floor);
+        let tier = self.tracker.current();
+        if changed.is_none() && tier < Tier::Constrained {
+            return None;
         }
+        if changed.is_some() {
+            tracing::info!(
+                ?previous, ?tier, ?wake,
+                used_percent = snapshot.used_percent(),
+                stall = ?snapshot.stall,
+                "memory pressure tier changed"
+            );
+        }
+        Some(PressureReport {
+            tier,
+            previous,
+            wake,
+            seen,
+            used_percent: snapshot.used_percent(),
+            available: snapshot.available,
+            stall_some: snapshot.stall.map(|s| s.some_avg10),
+        })
     }
 }
 
@@ -117,61 +141,106 @@ pub struct PressureReport {
     pub stall_some: Option<f64>,
 }
 
-#[cfg(target_os = "linux")]
-type Trigger = psi::PsiTrigger;
-#[cfg(not(target_os = "linux"))]
-type Trigger = ();
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::{OsPressure, Stall};
 
-fn woke(fired: std::io::Result<()>, wake: Wake) -> Wake {
-    match fired {
-        Ok(()) => wake,
-        Err(e) => {
-            tracing::warn!(error = %e, "a pressure trigger failed; polling covers it");
-            Wake::Poll
+    /// A snapshot as a probe would give it: `percent` of a 16 GiB machine used.
+    fn snapshot(percent: f64, pressure: OsPressure, stall: Option<(f64, f64)>) -> MemorySnapshot {
+        let total = 16u64 << 30;
+        let used = (total as f64 * percent / 100.0) as u64;
+        MemorySnapshot {
+            total,
+            used,
+            available: total - used,
+            wired: None,
+            compressed: None,
+            cached_files: 0,
+            swap_used: 0,
+            pressure,
+            stall: stall.map(|(some_avg10, full_avg10)| Stall {
+                some_avg10,
+                full_avg10,
+            }),
+            cgroup_limited: false,
+            process: None,
         }
     }
-}
 
-#[cfg(target_os = "linux")]
-fn arm_trigger(wake: Wake) -> Option<Trigger> {
-    let path = std::path::Path::new("/proc/pressure/memory");
-    let (kind, stall_us) = match wake {
-        Wake::FullStall => (psi::StallKind::Full, 100_000),
-        _ => (psi::StallKind::Some, 150_000),
-    };
-    match psi::PsiTrigger::arm(path, kind, stall_us) {
-        Ok(trigger) => {
-            tracing::info!(
-                ?kind,
-                stall_us,
-                window_us = psi::WINDOW_US,
-                "memory pressure trigger armed"
-            );
-            Some(trigger)
-        }
-        Err(e) => {
-            tracing::info!(error = %e, "no PSI trigger (kernel without PSI, or not permitted); polling every second");
-            None
+    #[test]
+    fn a_scripted_probe_drives_the_monitor() {
+        use OsPressure::{Critical, Normal, Warn};
+        let limits = PressureThresholds::default();
+        let mut looks = Looks::default();
+        // (what woke it, the probe's snapshot, the tier reported — None: nothing sent).
+        let script = [
+            (Wake::Poll, snapshot(40.0, Normal, None), None),
+            (
+                Wake::Poll,
+                snapshot(76.0, Normal, None),
+                Some(Tier::Elevated),
+            ),
+            (Wake::Poll, snapshot(77.0, Normal, None), None),
+            // The kernel's trigger fires before the figures show anything.
+            (
+                Wake::Stall,
+                snapshot(77.0, Normal, Some((2.0, 0.0))),
+                Some(Tier::Constrained),
+            ),
+            (
+                Wake::FullStall,
+                snapshot(78.0, Normal, Some((20.0, 4.0))),
+                Some(Tier::Critical),
+            ),
+            // The stall's ten-second average now says critical by itself: it holds, and every
+            // look while it holds is reported so the pool unloads one more model.
+            (
+                Wake::Poll,
+                snapshot(78.0, Normal, Some((40.0, 12.0))),
+                Some(Tier::Critical),
+            ),
+            (
+                Wake::Poll,
+                snapshot(70.0, Normal, Some((12.0, 2.0))),
+                Some(Tier::Constrained),
+            ),
+            (
+                Wake::Poll,
+                snapshot(60.0, Normal, Some((1.0, 0.0))),
+                Some(Tier::Normal),
+            ),
+            (Wake::Poll, snapshot(60.0, Normal, None), None),
+            // macOS: the dispatch source wakes it and the snapshot carries the kernel's level.
+            (
+                Wake::OsSignal,
+                snapshot(60.0, Warn, None),
+                Some(Tier::Constrained),
+            ),
+            (
+                Wake::OsSignal,
+                snapshot(60.0, Critical, None),
+                Some(Tier::Critical),
+            ),
+            (
+                Wake::Poll,
+                snapshot(96.0, Critical, None),
+                Some(Tier::Emergency),
+            ),
+            (
+                Wake::OsSignal,
+                snapshot(50.0, Normal, None),
+                Some(Tier::Normal),
+            ),
+        ];
+        let start = Instant::now();
+        for (step, (wake, snap, expected)) in script.into_iter().enumerate() {
+            let report = looks.look(wake, &snap, &limits, start);
+            assert_eq!(report.map(|r| r.tier), expected, "step {step}: {wake:?}");
+            if let Some(r) = report {
+                assert_eq!(r.wake, wake);
+                assert!((r.used_percent - snap.used_percent()).abs() < 1e-9);
+            }
         }
     }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn arm_trigger(_wake: Wake) -> Option<Trigger> {
-    // macOS: the dispatch memory-pressure source is not wired yet; the poll reads the kernel's
-    // own level (kern.memorystatus_vm_pressure_level) every second.
-    None
-}
-
-#[cfg(target_os = "linux")]
-async fn signal(trigger: Option<&Trigger>) -> std::io::Result<()> {
-    match trigger {
-        Some(t) => t.fired().await,
-        None => std::future::pending().await,
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-async fn signal(_trigger: Option<&Trigger>) -> std::io::Result<()> {
-    std::future::pending().await
 }

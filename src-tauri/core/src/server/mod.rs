@@ -48,7 +48,7 @@ impl Server {
             .ok_or_else(|| anyhow::anyhow!("cannot read the machine's memory size"))?;
         settings.validate_for_machine(total_ram, "settings")?;
         let limit = settings.memory_limit.resolve(total_ram);
-        let (margin, floor) = settings.margins_for(total_ram);
+        let (margins, floor) = settings.margins_for(total_ram);
         tracing::info!(
             limit = %human(limit),
             setting = %settings.memory_limit,
@@ -65,7 +65,7 @@ impl Server {
                 threads: settings.effective_threads(),
             },
             limit,
-            margin,
+            margins,
             floor,
             pinned: settings.preload.iter().cloned().collect(),
             config_source: dirs.config_file.display().to_string(),
@@ -76,7 +76,12 @@ impl Server {
         let pool = Pool::start(engine, config, Arc::clone(&probe), metrics.clone());
         // The monitor runs from the start, before any model loads.
         let (thresholds, thresholds_rx) = tokio::sync::watch::channel(settings.pressure);
-        crate::pressure::start(Arc::clone(&probe), pool.clone(), thresholds_rx);
+        crate::pressure::start(
+            Arc::clone(&probe),
+            pool.clone(),
+            thresholds_rx,
+            crate::pressure::UnloadHooks::with_defaults(),
+        );
         let notifications = crate::notify::start(&pool, settings.notifications);
         for notice in store.notices() {
             notifications.send(crate::notify::Message {

@@ -61,17 +61,9 @@ impl MemoryProbe for LinuxProbe {
         })?;
         let cgroup = self.own_cgroup();
         // PSI: the cgroup's own pressure file when there is one (v2), else the system's.
-        let stall = cgroup
-            .as_ref()
-            .and_then(|(path, _)| match path {
-                CgroupPath::V2(p) => read_opt(
-                    &self
-                        .cgroup_root
-                        .join(p.trim_start_matches('/'))
-                        .join("memory.pressure"),
-                ),
-                CgroupPath::V1(_) => None,
-            })
+        let stall = self
+            .own_pressure_file()
+            .and_then(|file| read_opt(&file))
             .or_else(|| read_opt(&self.proc_root.join("pressure/memory")))
             .and_then(|text| parse_psi(&text));
         Ok(with_process(snapshot_from(
@@ -83,6 +75,21 @@ impl MemoryProbe for LinuxProbe {
 }
 
 impl LinuxProbe {
+    /// The own cgroup's `memory.pressure` (cgroup v2 below the root only: v1 has none, and the
+    /// root cgroup's is the system's).
+    pub fn own_pressure_file(&self) -> Option<PathBuf> {
+        match parse_proc_cgroup(&read_opt(&self.proc_root.join("self/cgroup"))?)? {
+            CgroupPath::V2(p) if p.trim_start_matches('/').is_empty() => None,
+            CgroupPath::V2(p) => Some(
+                self.cgroup_root
+                    .join(p.trim_start_matches('/'))
+                    .join("memory.pressure"),
+            )
+            .filter(|file| file.exists()),
+            CgroupPath::V1(_) => None,
+        }
+    }
+
     /// This process's memory cgroup and its figures, when it has a limit.
     fn own_cgroup(&self) -> Option<(CgroupPath, CgroupMemory)> {
         let path = parse_proc_cgroup(&read_opt(&self.proc_root.join("self/cgroup"))?)?;

@@ -1,0 +1,95 @@
+//! Linux: PSI triggers on the system's `/proc/pressure/memory` and, when the process runs in a
+//! cgroup v2 with its own `memory.pressure`, on that file too (a container can stall on its own
+//! limit while the host is at ease).
+
+use std::path::PathBuf;
+
+use tokio::sync::mpsc;
+
+use super::psi::{PsiTrigger, StallKind, WINDOW_US};
+use super::{forward, Wake};
+use crate::memory::probe::linux::LinuxProbe;
+
+/// Some tasks stalled this long within the window: constrained at least.
+const SOME_STALL_US: u64 = 150_000;
+/// Every task stalled this long within the window: critical at least.
+const FULL_STALL_US: u64 = 100_000;
+
+pub(super) fn arm(tx: &mpsc::Sender<Wake>) {
+    for file in pressure_files(&LinuxProbe::default()) {
+        for (kind, stall_us, wake) in [
+            (StallKind::Some, SOME_STALL_US, Wake::Stall),
+            (StallKind::Full, FULL_STALL_US, Wake::FullStall),
+        ] {
+            match PsiTrigger::arm(&file, kind, stall_us) {
+                Ok(trigger) => {
+                    tracing::info!(file = %file.display(), ?kind, stall_us, window_us = WINDOW_US, "memory pressure trigger armed");
+                    tokio::spawn(watch(trigger, file.clone(), wake, tx.clone()));
+                }
+                Err(e) => tracing::info!(
+                    file = %file.display(), error = %e,
+                    "no PSI trigger here (kernel without PSI, or not permitted); the poll covers it"
+                ),
+            }
+        }
+    }
+}
+
+/// The system's pressure file, then the own cgroup's when it has one.
+fn pressure_files(probe: &LinuxProbe) -> Vec<PathBuf> {
+    let mut files = vec![probe.proc_root.join("pressure/memory")];
+    files.extend(probe.own_pressure_file());
+    files
+}
+
+async fn watch(trigger: PsiTrigger, file: PathBuf, wake: Wake, tx: mpsc::Sender<Wake>) {
+    loop {
+        if let Err(e) = trigger.fired().await {
+            tracing::warn!(file = %file.display(), error = %e, "a pressure trigger failed; the poll covers it");
+            return;
+        }
+        tracing::debug!(file = %file.display(), ?wake, "memory pressure trigger fired");
+        forward(&tx, wake);
+        if tx.is_closed() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cgroup_v2_pressure_file_is_watched_beside_the_systems() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let proc_root = root.path().join("proc");
+        let cgroup_root = root.path().join("cgroup");
+        std::fs::create_dir_all(proc_root.join("self")).expect("mkdir");
+        std::fs::create_dir_all(cgroup_root.join("app.slice/job")).expect("mkdir");
+        std::fs::write(proc_root.join("self/cgroup"), "0::/app.slice/job\n").expect("write");
+        std::fs::write(cgroup_root.join("app.slice/job/memory.pressure"), "").expect("write");
+        let probe = LinuxProbe {
+            proc_root: proc_root.clone(),
+            cgroup_root: cgroup_root.clone(),
+        };
+        assert_eq!(
+            pressure_files(&probe),
+            vec![
+                proc_root.join("pressure/memory"),
+                cgroup_root.join("app.slice/job/memory.pressure")
+            ]
+        );
+        // v1 has no pressure file of its own; the root cgroup's is the system's.
+        std::fs::write(proc_root.join("self/cgroup"), "4:memory:/job\n0::/\n").expect("write");
+        assert_eq!(
+            pressure_files(&probe),
+            vec![proc_root.join("pressure/memory")]
+        );
+        std::fs::write(proc_root.join("self/cgroup"), "0::/\n").expect("write");
+        assert_eq!(
+            pressure_files(&probe),
+            vec![proc_root.join("pressure/memory")]
+        );
+    }
+}
