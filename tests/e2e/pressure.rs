@@ -12,9 +12,12 @@ use serde_json::{json, Value};
 use crate::notifications::NotificationRecorder;
 use crate::support::{Options, Server, SMOLLM2};
 
-/// A v1 memory cgroup of its own, removed on drop.
+/// A v1 memory cgroup of its own (the limit), and a cgroup in the unified hierarchy beside it
+/// (its own pressure figures: this machine mounts both, systemd's hybrid layout); removed on
+/// drop.
 struct MemoryCgroup {
     path: PathBuf,
+    unified: PathBuf,
 }
 
 impl MemoryCgroup {
@@ -28,7 +31,14 @@ impl MemoryCgroup {
         let path = root.join(format!("headroom-e2e-{}", std::process::id()));
         std::fs::create_dir_all(&path).expect("create the cgroup (the suite runs as root)");
         std::fs::write(path.join("memory.limit_in_bytes"), limit.to_string()).expect("limit");
-        Self { path }
+        let unified = Path::new("/sys/fs/cgroup/unified")
+            .join(format!("headroom-e2e-{}", std::process::id()));
+        std::fs::create_dir_all(&unified).expect("create the unified cgroup");
+        Self { path, unified }
+    }
+
+    fn folders(&self) -> Vec<PathBuf> {
+        vec![self.path.clone(), self.unified.clone()]
     }
 
     fn oom_kills(&self) -> u64 {
@@ -45,6 +55,7 @@ impl Drop for MemoryCgroup {
     fn drop(&mut self) {
         // Empty once its processes are gone; give them a moment.
         for _ in 0..50 {
+            let _ = std::fs::remove_dir(&self.unified);
             if std::fs::remove_dir(&self.path).is_ok() {
                 return;
             }
@@ -59,8 +70,9 @@ fn thrash(cgroup: &MemoryCgroup, file: &Path) -> Child {
     Command::new("sh")
         .arg("-c")
         .arg(format!(
-            "echo $$ > '{}/cgroup.procs' && while true; do cat '{}' > /dev/null; done",
+            "echo $$ > '{}/cgroup.procs' && echo $$ > '{}/cgroup.procs' && while true; do cat '{}' > /dev/null; done",
             cgroup.path.display(),
+            cgroup.unified.display(),
             file.display()
         ))
         .spawn()
@@ -89,7 +101,7 @@ async fn real_memory_pressure_unloads_the_model_and_nothing_is_killed() {
 
     let recorder = NotificationRecorder::start();
     let server = Server::start_with(Options {
-        cgroup: Some(cgroup.path.clone()),
+        cgroups: cgroup.folders(),
         env: vec![("DBUS_SESSION_BUS_ADDRESS", recorder.address.clone())],
         ..Options::default()
     });
@@ -109,6 +121,18 @@ async fn real_memory_pressure_unloads_the_model_and_nothing_is_killed() {
         }),
     )
     .await;
+    // The cgroup's own trigger: keep the thrash going until it has fired too (or 3 s).
+    let own = format!("{}/memory.pressure", cgroup.unified.display());
+    let own_fired = |log: &str| {
+        log.lines()
+            .any(|l| l.contains("trigger fired") && l.contains(&own))
+    };
+    for _ in 0..30 {
+        if own_fired(&server.stderr()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let _ = thrasher.kill();
     let _ = thrasher.wait();
     let unloaded = unloaded.expect("an unload within 60 s of the thrash");
@@ -137,6 +161,21 @@ async fn real_memory_pressure_unloads_the_model_and_nothing_is_killed() {
     let (status, _) = server.get("/health").await;
     assert_eq!(status, 200);
     assert_eq!(cgroup.oom_kills(), 0);
+    // The cgroup's own pressure file was watched beside the system's, and fired.
+    let log = server.stderr();
+    let lines = |what: &str| {
+        log.lines()
+            .filter(|l| l.contains(what) && l.contains(&own))
+            .count()
+    };
+    println!(
+        "own cgroup trigger: armed {}, fired {}; its stall figures: {:?}; the system's: {:?}",
+        lines("trigger armed"),
+        lines("trigger fired"),
+        std::fs::read_to_string(&own).unwrap_or_default(),
+        std::fs::read_to_string("/proc/pressure/memory").unwrap_or_default(),
+    );
+    assert_eq!(lines("trigger armed"), 2, "{log}");
 
     // The user is told what happened, what was done and what to do.
     let n = recorder.wait_for("Memory is", Duration::from_secs(10));

@@ -50,8 +50,8 @@ pub struct Options {
     pub config: Option<String>,
     /// Where the config file is, when not in the server's own temporary folder.
     pub config_path: Option<PathBuf>,
-    /// A v1 memory cgroup folder to run the server in.
-    pub cgroup: Option<PathBuf>,
+    /// Cgroup folders to run the server in (a v1 memory cgroup, a unified-hierarchy one).
+    pub cgroups: Vec<PathBuf>,
 }
 
 impl Default for Options {
@@ -64,7 +64,7 @@ impl Default for Options {
             env: Vec::new(),
             config: None,
             config_path: None,
-            cgroup: None,
+            cgroups: Vec::new(),
         }
     }
 }
@@ -93,20 +93,21 @@ impl Server {
         if let Some(config) = &options.config {
             std::fs::write(&config_path, config).expect("write config");
         }
-        let mut command = match &options.cgroup {
-            // The shell joins the cgroup, then becomes the server (same pid).
-            Some(cgroup) => {
-                let mut command = Command::new("sh");
-                command
-                    .arg("-c")
-                    .arg(format!(
-                        "echo $$ > '{}/cgroup.procs' && exec \"$0\" \"$@\"",
-                        cgroup.display()
-                    ))
-                    .arg(env!("CARGO_BIN_EXE_headroom"));
-                command
-            }
-            None => Command::new(env!("CARGO_BIN_EXE_headroom")),
+        let mut command = if options.cgroups.is_empty() {
+            Command::new(env!("CARGO_BIN_EXE_headroom"))
+        } else {
+            // The shell joins the cgroups, then becomes the server (same pid).
+            let join: String = options
+                .cgroups
+                .iter()
+                .map(|c| format!("echo $$ > '{}/cgroup.procs' && ", c.display()))
+                .collect();
+            let mut command = Command::new("sh");
+            command
+                .arg("-c")
+                .arg(format!("{join}exec \"$0\" \"$@\""))
+                .arg(env!("CARGO_BIN_EXE_headroom"));
+            command
         };
         command
             .arg("--headless")

@@ -75,19 +75,22 @@ impl MemoryProbe for LinuxProbe {
 }
 
 impl LinuxProbe {
-    /// The own cgroup's `memory.pressure` (cgroup v2 below the root only: v1 has none, and the
-    /// root cgroup's is the system's).
+    /// The own cgroup's `memory.pressure`: the cgroup v2 one below the root (the root's is the
+    /// system's). With a v1 memory controller the unified (v2) hierarchy still keeps pressure
+    /// figures per cgroup, at `unified/` in hybrid setups.
     pub fn own_pressure_file(&self) -> Option<PathBuf> {
-        match parse_proc_cgroup(&read_opt(&self.proc_root.join("self/cgroup"))?)? {
-            CgroupPath::V2(p) if p.trim_start_matches('/').is_empty() => None,
-            CgroupPath::V2(p) => Some(
-                self.cgroup_root
-                    .join(p.trim_start_matches('/'))
-                    .join("memory.pressure"),
-            )
-            .filter(|file| file.exists()),
-            CgroupPath::V1(_) => None,
+        let path = parse_unified_path(&read_opt(&self.proc_root.join("self/cgroup"))?)?;
+        let path = path.trim_start_matches('/');
+        if path.is_empty() {
+            return None;
         }
+        [
+            self.cgroup_root.join(path),
+            self.cgroup_root.join("unified").join(path),
+        ]
+        .into_iter()
+        .map(|dir| dir.join("memory.pressure"))
+        .find(|file| file.exists())
     }
 
     /// This process's memory cgroup and its figures, when it has a limit.
@@ -213,6 +216,13 @@ pub fn parse_proc_cgroup(text: &str) -> Option<CgroupPath> {
         }
     }
     v2
+}
+
+/// The process's place in the unified (v2) hierarchy: the `0::/path` line.
+pub fn parse_unified_path(text: &str) -> Option<String> {
+    text.lines()
+        .find_map(|line| line.strip_prefix("0::"))
+        .map(str::to_string)
 }
 
 /// A `memory.stat` field, in bytes.

@@ -48,7 +48,7 @@ async fn watch(trigger: PsiTrigger, file: PathBuf, wake: Wake, tx: mpsc::Sender<
             tracing::warn!(file = %file.display(), error = %e, "a pressure trigger failed; the poll covers it");
             return;
         }
-        tracing::debug!(file = %file.display(), ?wake, "memory pressure trigger fired");
+        tracing::info!(file = %file.display(), ?wake, "memory pressure trigger fired");
         forward(&tx, wake);
         if tx.is_closed() {
             return;
@@ -61,7 +61,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_cgroup_v2_pressure_file_is_watched_beside_the_systems() {
+    fn the_own_cgroups_pressure_file_is_watched_beside_the_systems() {
         let root = tempfile::tempdir().expect("tempdir");
         let proc_root = root.path().join("proc");
         let cgroup_root = root.path().join("cgroup");
@@ -80,13 +80,19 @@ mod tests {
                 cgroup_root.join("app.slice/job/memory.pressure")
             ]
         );
-        // v1 has no pressure file of its own; the root cgroup's is the system's.
-        std::fs::write(proc_root.join("self/cgroup"), "4:memory:/job\n0::/\n").expect("write");
+        // A v1 memory controller beside a unified hierarchy (hybrid): the unified one's file.
+        std::fs::create_dir_all(cgroup_root.join("unified/job")).expect("mkdir");
+        std::fs::write(cgroup_root.join("unified/job/memory.pressure"), "").expect("write");
+        std::fs::write(proc_root.join("self/cgroup"), "4:memory:/job\n0::/job\n").expect("write");
         assert_eq!(
             pressure_files(&probe),
-            vec![proc_root.join("pressure/memory")]
+            vec![
+                proc_root.join("pressure/memory"),
+                cgroup_root.join("unified/job/memory.pressure")
+            ]
         );
-        std::fs::write(proc_root.join("self/cgroup"), "0::/\n").expect("write");
+        // The root cgroup's pressure is the system's.
+        std::fs::write(proc_root.join("self/cgroup"), "4:memory:/job\n0::/\n").expect("write");
         assert_eq!(
             pressure_files(&probe),
             vec![proc_root.join("pressure/memory")]
