@@ -1,101 +1,417 @@
-// Shows the server address, the pool against its limit and the loaded models with their
-// measured memory, each with a Stop button. Re-reads the status when the pool announces a
-// change on /api/events, and at most once a second otherwise.
-"use strict";
+// The main window: memory gauges, the loaded models with a Stop button each, the timeline, the
+// models on disk with a Load button each, and the recent events in plain words.
+//
+// It follows /api/events and re-reads the state after events (at most once a second), and
+// every 5 s for the gauges and the timeline; the idle countdowns tick locally in between.
+
+import { getJSON, send, subscribe, throttle, gb, mb, percent, seconds, countdown } from "/ui/client.js";
+import { drawTimeline, describeWatermark } from "/ui/timeline.js";
 
 const $ = (id) => document.getElementById(id);
+const MAX_EVENTS = 20;
 
-function mb(bytes) {
-  return bytes == null ? "–" : `${(bytes / 1e6).toFixed(0)} MB`;
-}
+/** Ids with a Load or Stop request from this page still in flight, so a refresh keeps their button busy. */
+const pending = new Set();
+/** Which model each evicted model made room for, to word its `unloaded` event that follows. */
+const evictedFor = new Map();
+/** Whether the status line shows a failed read, to clear it once reading works again. */
+let readFailed = false;
 
-function row(cells) {
-  const tr = document.createElement("tr");
-  for (const [text, cls] of cells) {
-    const td = document.createElement("td");
-    td.textContent = text;
-    if (cls) td.className = cls;
-    tr.appendChild(td);
+const refreshSoon = throttle(() => refresh().catch(showReadError), 1000);
+
+async function refresh() {
+  const [status, disk, history] = await Promise.all([
+    getJSON("/api/memory/status"),
+    getJSON("/api/models"),
+    getJSON("/api/memory/history"),
+  ]);
+  showGauges(status);
+  showLoaded(status.models);
+  showOnDisk(disk.models);
+  drawTimeline($("timeline"), history);
+  $("watermark").textContent = describeWatermark(history.watermark);
+  if (readFailed) {
+    readFailed = false;
+    announce("");
   }
-  return tr;
 }
 
-function stopButton(m) {
-  const button = document.createElement("button");
-  button.textContent = "Stop";
-  button.disabled = m.pinned || m.state === "unloading" || m.state === "loading";
-  button.title = m.pinned ? "Pinned: remove it from preload in the config to stop it" : "Unload this model";
-  button.onclick = async () => {
-    button.disabled = true;
-    const response = await fetch(`/api/memory/models/${encodeURIComponent(m.id)}`, { method: "DELETE" });
-    if (!response.ok) {
-      const body = await response.json().catch(() => ({}));
-      button.title = (body.error && body.error.message) || `HTTP ${response.status}`;
+function showReadError(error) {
+  readFailed = true;
+  announce(`Cannot read Headroom's state: ${error.message}`, "error");
+}
+
+/** Puts a message in the live region, so screen readers hear the outcome of an action. */
+function announce(text, tone = "info") {
+  const status = $("status");
+  status.textContent = text;
+  status.dataset.tone = tone;
+}
+
+// ---- Gauges ----
+
+function showGauges(status) {
+  const { pool, system } = status;
+  const systemGauge = $("gauge-system");
+  systemGauge.dataset.tier = pool.tier;
+  $("system-tier").textContent = pool.tier;
+  if (system) {
+    const used = `${gb(system.used)} of ${gb(system.total)} · ${percent(system.percent_used)}`;
+    setGauge(systemGauge, system.percent_used, used, `${used}, pressure ${pool.tier}`);
+  } else {
+    setGauge(systemGauge, 0, "System memory cannot be read");
+  }
+  const inPool = `${gb(pool.used)} of ${gb(pool.limit)} · ${percent(pool.percent_of_limit)}`;
+  setGauge($("gauge-limit"), pool.percent_of_limit, inPool);
+  // The desktop app shows the page title as its window title: a glance at the window list
+  // (or a test with xdotool) sees the figures without opening the window.
+  const systemPart = system ? `System ${percent(system.percent_used)}` : "System unknown";
+  document.title = `Headroom — ${systemPart} · Limit ${percent(pool.percent_of_limit)} · ${status.models.length} loaded`;
+}
+
+function setGauge(gauge, percentValue, figures, spoken = figures) {
+  const clamped = Math.min(100, Math.max(0, percentValue));
+  gauge.setAttribute("aria-valuenow", clamped.toFixed(1));
+  gauge.setAttribute("aria-valuetext", spoken);
+  gauge.querySelector(".fill").style.width = `${clamped}%`;
+  gauge.querySelector(".figures").textContent = figures;
+}
+
+// ---- Rows kept by model id ----
+
+/**
+ * Brings the `data-model` children of `container` in line with `items`, one per item. They are
+ * reused and only moved when out of place, so a focused button keeps its focus across refreshes.
+ */
+function syncKeyed(container, items, build, update) {
+  const keyed = () => container.querySelectorAll(":scope > [data-model]");
+  const existing = new Map([...keyed()].map((element) => [element.dataset.model, element]));
+  items.forEach((item, i) => {
+    let element = existing.get(item.id);
+    if (!element) {
+      element = build(item);
+      element.dataset.model = item.id;
     }
-    scheduleRefresh();
-  };
+    update(element, item);
+    const there = keyed()[i];
+    if (there !== element) container.insertBefore(element, there ?? null);
+  });
+  for (const stale of [...keyed()].slice(items.length)) stale.remove();
+  showTableOrEmpty(container.closest("table"));
+}
+
+function showTableOrEmpty(table) {
+  const empty = !table.querySelector("tbody [data-model], tbody[data-model]");
+  table.hidden = empty;
+  $(`${table.id}-empty`).hidden = !empty;
+}
+
+/** Appends a row header then data cells, one per class name given, and returns them. */
+function cells(tr, classNames) {
+  return classNames.map((className, i) => {
+    const cell = document.createElement(i === 0 ? "th" : "td");
+    if (i === 0) cell.scope = "row";
+    cell.className = className;
+    tr.append(cell);
+    return cell;
+  });
+}
+
+function rowButton(onClick) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.addEventListener("click", () => onClick(button.closest("tr").dataset.model, button));
   return button;
 }
 
-async function refresh() {
-  const status = await (await fetch("/api/status")).json();
-  $("address").textContent = status.address;
-  const memory = await (await fetch("/api/memory/status")).json();
-  $("pool").textContent = `${mb(memory.pool.used)} of ${mb(memory.pool.limit)} (${memory.pool.percent_of_limit}%)`;
-  if (memory.system) {
-    $("system").textContent = `${mb(memory.system.used)} of ${mb(memory.system.total)} (${memory.system.percent_used}%)`;
+/** Sets a row button's words; its spoken name adds the model, as every row has the same button. */
+function labelButton(button, words, id) {
+  button.textContent = words;
+  button.setAttribute("aria-label", `${words} ${id}`);
+}
+
+// ---- Loaded models ----
+
+function showLoaded(models) {
+  syncKeyed($("loaded").tBodies[0], models, buildLoadedRow, updateLoadedRow);
+}
+
+function buildLoadedRow() {
+  const tr = document.createElement("tr");
+  const action = cells(tr, ["name", "state", "num", "num", "num", "num idle", "action"])[6];
+  action.append(rowButton(stop));
+  return tr;
+}
+
+function updateLoadedRow(tr, m) {
+  const [name, state, memory, ofSystem, ofLimit, idle, action] = tr.cells;
+  name.textContent = m.id;
+  state.textContent = m.in_flight > 0 ? `busy ×${m.in_flight}` : m.state;
+  if (m.memory) {
+    memory.textContent = mb(m.memory.total);
+    memory.title =
+      `Measured: weights ${mb(m.memory.weights)} · KV cache ${mb(m.memory.kv)} · compute ${mb(m.memory.compute)}\n` +
+      `Estimated before loading: ${mb(m.estimate?.total)}` +
+      (m.estimate_error_percent == null ? "" : ` (off by ${percent(m.estimate_error_percent)})`);
+  } else {
+    // Not measured until the load finishes: show what it is expected to take, marked as such.
+    memory.textContent = `≈${mb(m.estimate?.total)}`;
+    memory.title = "Estimate: measured once the model has loaded";
   }
-  const body = $("loaded").querySelector("tbody");
-  body.replaceChildren(
-    ...memory.models.map((m) => {
-      const tr = row([
-        [m.id],
-        [m.in_flight > 0 ? `busy ×${m.in_flight}` : m.state],
-        [mb(m.memory && m.memory.total), "num"],
-        [mb(m.estimate && m.estimate.total), "num"],
-      ]);
-      if (m.memory) {
-        tr.title = `weights ${mb(m.memory.weights)} · KV ${mb(m.memory.kv)} · compute ${mb(m.memory.compute)}`;
-      }
-      const cell = document.createElement("td");
-      cell.appendChild(stopButton(m));
-      tr.appendChild(cell);
-      return tr;
-    })
-  );
-  $("none").hidden = memory.models.length > 0;
-  $("loaded").hidden = memory.models.length === 0;
-  const settings = await (await fetch("/api/settings")).json();
-  $("notices").replaceChildren(
-    ...settings.notices.map((text) => {
-      const li = document.createElement("li");
-      li.textContent = text;
-      return li;
-    })
-  );
-  const models = await (await fetch("/v1/models")).json();
-  $("available").replaceChildren(
-    ...models.data.map((m) => {
-      const li = document.createElement("li");
-      li.textContent = `${m.id} (${mb(m.size_bytes)})`;
-      return li;
-    })
-  );
+  ofSystem.textContent = percent(m.percent_of_system);
+  ofLimit.textContent = percent(m.percent_of_limit);
+  idle.dataset.expiresAt = m.expires_at ?? "";
+  idle.dataset.label = idleLabel(m);
+  tickCountdown(idle);
+
+  const button = action.querySelector("button");
+  const stopping = pending.has(m.id) || m.state === "unloading";
+  labelButton(button, stopping ? "Stopping…" : "Stop", m.id);
+  button.disabled = m.pinned || stopping || m.state === "loading";
+  button.title = m.pinned
+    ? "Pinned: Headroom keeps this model loaded. To stop it, remove it from preload in Preferences (Pinned models)."
+    : m.state === "loading"
+      ? "Still loading"
+      : `Unload ${m.id} now`;
 }
 
-let pending = false;
-function scheduleRefresh() {
-  if (pending) return;
-  pending = true;
-  setTimeout(() => {
-    pending = false;
-    refresh().catch(() => {});
-  }, 1000);
+/** What the idle column says when there is no deadline to count down to. */
+function idleLabel(m) {
+  if (m.pinned) return "pinned";
+  if (m.in_flight > 0 || m.state === "busy") return "busy";
+  if (m.state !== "ready") return "–";
+  return m.expires_at == null ? "never" : "";
 }
 
-const events = new EventSource("/api/events");
-events.onopen = () => $("conn").classList.add("live");
-events.onerror = () => $("conn").classList.remove("live");
-events.onmessage = scheduleRefresh;
-refresh().catch(() => {});
-setInterval(scheduleRefresh, 5000);
+function tickCountdown(cell) {
+  const expiresAt = Number(cell.dataset.expiresAt);
+  cell.textContent = cell.dataset.label || (expiresAt ? countdown(expiresAt - Date.now()) : "–");
+}
+
+async function stop(id, button) {
+  pending.add(id);
+  button.disabled = true;
+  labelButton(button, "Stopping…", id);
+  const result = await send("DELETE", `/api/memory/models/${encodeURIComponent(id)}`);
+  pending.delete(id);
+  if (result.ok) {
+    announce(`Unloaded ${id}: ${mb(result.body.reclaimed)} back`);
+  } else {
+    announce(`Could not stop ${id}: ${result.body.error.message}`, "error");
+  }
+  refreshSoon();
+}
+
+// ---- Models on disk ----
+
+// Each model is a <tbody> of two rows: its figures, then a full-width line for why it does not
+// fit or why its load failed, which are sentences too long for a column.
+function showOnDisk(models) {
+  syncKeyed($("on-disk"), models.filter((m) => !m.loaded), buildDiskRows, updateDiskRows);
+}
+
+function buildDiskRows(m) {
+  const group = document.createElement("tbody");
+  const main = document.createElement("tr");
+  main.dataset.model = m.id;
+  cells(main, ["name", "num", "num", "fit", "action"])[4].append(rowButton(load));
+  const detail = document.createElement("tr");
+  detail.className = "detail";
+  const cell = document.createElement("td");
+  cell.colSpan = 5;
+  const reason = document.createElement("p");
+  reason.className = "reason";
+  const error = document.createElement("p");
+  error.className = "row-error";
+  error.setAttribute("aria-live", "polite");
+  cell.append(reason, error);
+  detail.append(cell);
+  group.append(main, detail);
+  return group;
+}
+
+function updateDiskRows(group, m) {
+  const [name, size, needs, fit, action] = group.rows[0].cells;
+  name.textContent = m.id;
+  name.title = m.path;
+  size.textContent = mb(m.size);
+  needs.textContent = m.estimate ? mb(m.estimate.total) : "–";
+  [fit.textContent, fit.dataset.fits] = fitNow(m);
+  group.querySelector(".reason").textContent = m.fits ? "" : m.reason ?? "";
+  showDiskDetail(group);
+  const button = action.querySelector("button");
+  button.disabled = pending.has(m.id);
+  labelButton(button, pending.has(m.id) ? "Loading…" : "Load", m.id);
+}
+
+/** Whether it can load now, in a few words, and as a key for their colour. */
+function fitNow(m) {
+  if (!m.fits) return ["does not fit", "no"];
+  if (m.would_evict.length > 0) return [`would unload ${m.would_evict.join(", ")}`, "evicts"];
+  return ["fits", "yes"];
+}
+
+/** Shows the detail line only when it has something to say, and a failed load's message once. */
+function showDiskDetail(group) {
+  const reason = group.querySelector(".reason");
+  const error = group.querySelector(".row-error");
+  reason.hidden = reason.textContent === "" || reason.textContent === error.textContent;
+  group.rows[1].hidden = reason.hidden && error.textContent === "";
+}
+
+async function load(id, button) {
+  const group = button.closest("tbody");
+  const error = group.querySelector(".row-error");
+  error.textContent = "";
+  showDiskDetail(group);
+  pending.add(id);
+  button.disabled = true;
+  labelButton(button, "Loading…", id);
+  const result = await send("POST", `/api/memory/models/${encodeURIComponent(id)}/load`);
+  pending.delete(id);
+  if (!result.ok) {
+    // The model stays on this list (it is not loaded), so the message shows where the person clicked.
+    error.textContent = result.body.error.message;
+    showDiskDetail(group);
+    button.disabled = false;
+    labelButton(button, "Load", id);
+  }
+  refreshSoon();
+}
+
+// ---- Unload all ----
+
+async function unloadAll() {
+  const button = $("unload-all");
+  button.disabled = true;
+  const result = await send("POST", "/api/memory/flush");
+  button.disabled = false;
+  if (!result.ok) {
+    announce(`Could not unload: ${result.body.error.message}`, "error");
+  } else if (result.body.unloaded.length === 0) {
+    announce("Nothing to unload: no unpinned model is loaded.");
+  } else {
+    const count = result.body.unloaded.length;
+    announce(`Unloaded ${count} model${count === 1 ? "" : "s"}: ${mb(result.body.released)} back`);
+  }
+  refreshSoon();
+}
+
+// ---- Recent events ----
+
+function addEvent(text, tone, t = Date.now()) {
+  const li = document.createElement("li");
+  li.dataset.tone = tone;
+  const time = document.createElement("time");
+  time.dateTime = new Date(t).toISOString();
+  time.textContent = new Date(t).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+  li.append(time, " ", text);
+  const list = $("events");
+  list.prepend(li);
+  while (list.children.length > MAX_EVENTS) list.lastElementChild.remove();
+  $("events-empty").hidden = true;
+}
+
+const UNLOAD_REASONS = {
+  requested: "(requested)",
+  flush: "(unload all)",
+  idle: "after idle timeout",
+  pressure: "under memory pressure",
+  shutdown: "at shutdown",
+};
+
+/** The event in plain words with a tone, or null for events that only mean "re-read". */
+function describe(e) {
+  switch (e.type) {
+    case "loaded":
+      return [`Loaded ${e.model} in ${seconds(e.load_ms)} (${mb(e.memory?.total)})`, "good"];
+    case "load_failed":
+      return [`Could not load ${e.model}: ${e.error?.message ?? e.error}`, "bad"];
+    case "refused":
+      return [`Refused ${e.model}: ${e.message}`, "bad"];
+    case "unloaded": {
+      const forModel = evictedFor.get(e.model);
+      evictedFor.delete(e.model);
+      const why =
+        e.reason === "evicted"
+          ? `to make room for ${forModel ?? "another model"}`
+          : UNLOAD_REASONS[e.reason] ?? `(${e.reason})`;
+      const back = e.reclaimed == null ? "" : `: ${mb(e.reclaimed)} back`;
+      return [`Unloaded ${e.model} ${why}${back}`, "info"];
+    }
+    case "pressure": {
+      const used = e.used_percent == null ? "" : ` (${Math.round(e.used_percent)}% used)`;
+      return [`Memory pressure: ${e.tier}${used}`, e.tier === "normal" ? "good" : "warn"];
+    }
+    case "settings_changed": {
+      const later = e.restart_required.length ? `; after restart: ${e.restart_required.join(", ")}` : "";
+      return [`Settings changed: ${e.changed.join(", ")}${later}`, "info"];
+    }
+    case "lagged":
+      return [`Missed ${e.missed} events; the page re-read the state`, "warn"];
+    default:
+      return null;
+  }
+}
+
+function onEvent(e) {
+  if (e.type === "evicted") evictedFor.set(e.model, e.for_model);
+  if (e.type === "unloaded") {
+    // Take the row away at once rather than a second later with the next refresh.
+    $("loaded").querySelector(`tr[data-model="${CSS.escape(e.model)}"]`)?.remove();
+    showTableOrEmpty($("loaded"));
+  }
+  if (e.type === "settings_changed") showNotices().catch(showReadError);
+  const described = describe(e);
+  if (described) addEvent(...described);
+  refreshSoon();
+}
+
+// ---- Connection, notices, start ----
+
+let wasLive = false;
+
+function onConnection(live) {
+  const connection = $("connection");
+  connection.dataset.state = live ? "live" : "reconnecting";
+  $("connection-label").textContent = live ? "live" : "reconnecting";
+  // Events sent while the stream was down are lost: catch up on the state instead.
+  if (live && !wasLive) refreshSoon();
+  wasLive = live;
+}
+
+async function showNotices() {
+  const { notices } = await getJSON("/api/settings");
+  const banner = $("notices");
+  banner.replaceChildren(
+    ...notices.map((text) => {
+      const p = document.createElement("p");
+      p.textContent = text;
+      return p;
+    }),
+  );
+  banner.hidden = notices.length === 0;
+}
+
+/** Lists what the history remembers, so the page opens with the recent past rather than empty. */
+async function seed() {
+  const [status, history] = await Promise.all([getJSON("/api/status"), getJSON("/api/memory/history")]);
+  $("address").textContent = status.address;
+  for (const mark of [...history.marks].sort((a, b) => a.t - b.t)) {
+    addEvent(mark.text, mark.kind === "tier" ? "warn" : mark.kind === "loaded" ? "good" : "info", mark.t);
+  }
+}
+
+function start() {
+  $("unload-all").addEventListener("click", unloadAll);
+  setInterval(() => document.querySelectorAll("#loaded td.idle").forEach(tickCountdown), 1000);
+  setInterval(refreshSoon, 5000);
+  // Follow the stream only once the history is listed, so no event shows twice, as a mark and live.
+  seed()
+    .catch(showReadError)
+    .finally(() => subscribe(onEvent, onConnection));
+  refreshSoon();
+  showNotices().catch(showReadError);
+}
+
+start();

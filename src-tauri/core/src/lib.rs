@@ -16,6 +16,7 @@
 pub mod api;
 pub mod config;
 pub mod engine;
+pub mod history;
 pub mod memory;
 pub mod metrics;
 pub mod models;

@@ -38,6 +38,8 @@ pub struct AppState {
     /// The pressure monitor's thresholds, changed live.
     pub thresholds: Arc<tokio::sync::watch::Sender<crate::config::PressureThresholds>>,
     pub metrics: Metrics,
+    /// The last ten minutes of memory, for the timeline.
+    pub history: crate::history::History,
     /// The port the server really listens on, for the `Host` check.
     pub port: u16,
     /// True once the server is shutting down.
@@ -56,6 +58,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/settings", get(settings::get).put(settings::put))
         .route("/api/memory/status", get(memory::status))
         .route("/api/memory/flush", post(memory::flush))
+        .route("/api/memory/history", get(memory::history))
         .route("/api/memory/models/{id}", delete(memory::unload))
         .route("/api/memory/models/{id}/load", post(memory::load))
         .route("/api/metrics/generations", get(metrics::generations))

@@ -1,5 +1,8 @@
 //! The web UI's static files, compiled into the binary so the headless server and the app
 //! serve the same `ui/` with nothing to install beside the executable.
+//!
+//! `HEADROOM_UI_DIR` serves them from a folder instead, read at each request, so the UI can be
+//! worked on without rebuilding the server.
 
 use axum::extract::Path;
 use axum::http::header;
@@ -7,23 +10,25 @@ use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
 
+macro_rules! ui_file {
+    ($name:literal, $type:literal) => {
+        (
+            $name,
+            $type,
+            include_str!(concat!("../../../../ui/", $name)),
+        )
+    };
+}
+
 /// (name, content type, bytes) for each file under `ui/`.
 const FILES: &[(&str, &str, &str)] = &[
-    (
-        "index.html",
-        "text/html; charset=utf-8",
-        include_str!("../../../../ui/index.html"),
-    ),
-    (
-        "app.js",
-        "text/javascript; charset=utf-8",
-        include_str!("../../../../ui/app.js"),
-    ),
-    (
-        "style.css",
-        "text/css; charset=utf-8",
-        include_str!("../../../../ui/style.css"),
-    ),
+    ui_file!("index.html", "text/html; charset=utf-8"),
+    ui_file!("preferences.html", "text/html; charset=utf-8"),
+    ui_file!("client.js", "text/javascript; charset=utf-8"),
+    ui_file!("app.js", "text/javascript; charset=utf-8"),
+    ui_file!("timeline.js", "text/javascript; charset=utf-8"),
+    ui_file!("preferences.js", "text/javascript; charset=utf-8"),
+    ui_file!("style.css", "text/css; charset=utf-8"),
 ];
 
 pub async fn index() -> Response {
@@ -35,12 +40,30 @@ pub async fn file(Path(name): Path<String>) -> Response {
 }
 
 fn serve(name: &str) -> Response {
-    match FILES.iter().find(|(n, _, _)| *n == name) {
-        Some((_, content_type, body)) => {
-            ([(header::CONTENT_TYPE, *content_type)], *body).into_response()
-        }
-        None => {
-            ApiError::not_found("not_found", format!("no UI file named '{name}'")).into_response()
-        }
-    }
+    let Some((name, content_type, built_in)) = FILES.iter().find(|(n, _, _)| *n == name) else {
+        return ApiError::not_found("not_found", format!("no UI file named '{name}'"))
+            .into_response();
+    };
+    // Only names from the list above reach the folder: no path comes from the request.
+    let body = match std::env::var_os("HEADROOM_UI_DIR") {
+        Some(dir) => match std::fs::read_to_string(std::path::Path::new(&dir).join(name)) {
+            Ok(text) => text,
+            Err(e) => {
+                return ApiError::server(
+                    "ui_file_unreadable",
+                    format!("cannot read {name} from HEADROOM_UI_DIR: {e}"),
+                )
+                .into_response()
+            }
+        },
+        None => (*built_in).to_string(),
+    };
+    (
+        [
+            (header::CONTENT_TYPE, *content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
 }

@@ -101,11 +101,13 @@ impl Server {
             })?;
         let address = listener.local_addr()?;
         let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
+        let history = crate::history::History::start(pool.clone(), Arc::clone(&probe));
         let state = AppState {
             pool: pool.clone(),
             catalog,
             probe,
             metrics,
+            history,
             settings: Arc::clone(store),
             thresholds: Arc::new(thresholds),
             notifications,
@@ -123,6 +125,12 @@ impl Server {
 
     pub fn address(&self) -> SocketAddr {
         self.address
+    }
+
+    /// What the handlers reach: the pool, the probe, the settings. The desktop shell drives
+    /// its tray through these, the same handles the API uses.
+    pub fn state(&self) -> AppState {
+        self.state.clone()
     }
 
     /// Serves until `shutdown` resolves, then lets in-flight requests finish for up to

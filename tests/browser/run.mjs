@@ -1,0 +1,547 @@
+// Drives Headroom's web UI in a real Chromium against a real `headroom --headless`, the way a
+// person would use it, and checks what the page shows against the server's own API and the
+// config file on disk.
+//
+//   cd tests/browser && npm ci --no-audit --no-fund && node --test run.mjs
+//
+// HEADROOM_BIN picks the server binary, HEADROOM_TEST_MODELS_DIR the folder with the two test
+// models. The UI under test is the one compiled into the binary, unless HEADROOM_UI_DIR is set
+// (for working on the UI without rebuilding). Screenshots go to artifacts/.
+
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { mkdtemp, mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { createServer } from "node:net";
+import { homedir, tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const BIN =
+  process.env.HEADROOM_BIN ??
+  join(process.env.CARGO_TARGET_DIR ?? join(homedir(), ".cache/headroom-target"), "debug/headroom");
+const MODELS_DIR = process.env.HEADROOM_TEST_MODELS_DIR ?? "/root/.cache/headroom/test-models";
+const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
+const ARTIFACTS = fileURLToPath(new URL("./artifacts/", import.meta.url));
+const SMOL = "SmolLM2-135M-Instruct.Q4_1";
+const GEMMA = "gemma-3-270m-q4_k_m";
+const MINUTE = 60_000;
+
+// ---- Servers ----
+
+const running = new Set();
+// A test run that is interrupted must not leave servers behind holding models in memory.
+process.on("exit", () => {
+  for (const child of running) child.kill("SIGKILL");
+});
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const probe = createServer();
+    probe.once("error", reject);
+    probe.listen(0, "127.0.0.1", () => {
+      const { port } = probe.address();
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
+/** The environment for a server: ours without HEADROOM_* (so a developer's settings cannot leak in), plus `extra`. */
+function serverEnv(extra) {
+  const env = Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith("HEADROOM_")));
+  if (process.env.HEADROOM_UI_DIR) env.HEADROOM_UI_DIR = process.env.HEADROOM_UI_DIR;
+  return { ...env, HEADROOM_THREADS: "2", ...extra };
+}
+
+/**
+ * Starts a headless server with its own data folder and config file, and waits until it answers.
+ * `env` adds to its environment, `config` is written as its config file first, `port` reuses one.
+ */
+async function startServer({ env = {}, config: configText = null, port: wanted = null } = {}) {
+  const dir = await mkdtemp(join(tmpdir(), "headroom-browser-"));
+  const port = wanted ?? (await freePort());
+  const config = join(dir, "config.toml");
+  if (configText !== null) await writeFile(config, configText);
+  const args = ["--headless", "--port", String(port), "--data-dir", join(dir, "data"), "--config", config, "--models-dir", MODELS_DIR];
+  const child = spawn(BIN, args, { env: serverEnv(env), stdio: ["ignore", "pipe", "pipe"] });
+  running.add(child);
+  let log = "";
+  child.stdout.on("data", (chunk) => (log += chunk));
+  child.stderr.on("data", (chunk) => (log += chunk));
+  const exited = new Promise((resolve) => child.once("exit", resolve));
+
+  const url = `http://127.0.0.1:${port}`;
+  const server = {
+    url,
+    port,
+    config,
+    log: () => log,
+    async api(path, init) {
+      const response = await fetch(url + path, init);
+      const text = await response.text();
+      return { status: response.status, body: text ? JSON.parse(text) : null };
+    },
+    async stop() {
+      child.kill("SIGTERM");
+      const killer = setTimeout(() => child.kill("SIGKILL"), 10_000);
+      await exited;
+      clearTimeout(killer);
+      running.delete(child);
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`headroom exited with ${child.exitCode}:\n${log}`);
+    try {
+      if ((await fetch(`${url}/health`)).ok) return server;
+    } catch {
+      // Not listening yet.
+    }
+    if (Date.now() > deadline) {
+      await server.stop();
+      throw new Error(`headroom did not answer /health in 30 s:\n${log}`);
+    }
+    await sleep(100);
+  }
+}
+
+// ---- Helpers ----
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Retries `check` until it stops throwing, for what the page or the server does a moment later. */
+async function eventually(check, timeout = 15_000) {
+  const deadline = Date.now() + timeout;
+  for (;;) {
+    try {
+      return await check();
+    } catch (error) {
+      if (Date.now() > deadline) throw error;
+      await sleep(150);
+    }
+  }
+}
+
+async function modelStatus(server, id) {
+  const { body } = await server.api("/api/memory/status");
+  return body.models.find((m) => m.id === id) ?? null;
+}
+
+async function ensureLoaded(server, id) {
+  const { status, body } = await server.api(`/api/memory/models/${id}/load`, { method: "POST" });
+  assert.equal(status, 200, `loading ${id}: ${JSON.stringify(body)}`);
+}
+
+async function ensureUnloaded(server, id) {
+  if (await modelStatus(server, id)) {
+    const { status } = await server.api(`/api/memory/models/${id}`, { method: "DELETE" });
+    assert.equal(status, 200);
+  }
+}
+
+/** "2.0 GB of 25.3 GB · 7.8 %" → [2.0, 25.3, 7.8] */
+function parseFigures(text) {
+  const match = text.match(/([\d.]+) GB of ([\d.]+) GB · ([\d.]+) %/);
+  assert.ok(match, `figures "${text}" are not "X GB of Y GB · Z %"`);
+  return match.slice(1).map(Number);
+}
+
+const putJSON = (body) => ({ method: "PUT", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+const toGB = (bytes) => Number((bytes / 1e9).toFixed(1));
+const toMB = (bytes) => Math.round(bytes / 1e6);
+
+// ---- Browser ----
+
+let browser;
+let server;
+
+before(async () => {
+  await mkdir(ARTIFACTS, { recursive: true });
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--no-first-run", "--disable-gpu"],
+  });
+  server = await startServer();
+});
+
+after(async () => {
+  await browser?.close();
+  await server?.stop();
+});
+
+/**
+ * Runs `body` with a fresh page on `target`. A failure leaves a screenshot in artifacts/ and
+ * the page's script errors in the message, since a bare "timed out" says nothing.
+ */
+async function withPage(name, target, path, body) {
+  const context = await browser.newContext({ viewport: { width: 560, height: 900 } });
+  const page = await context.newPage();
+  const scriptErrors = [];
+  page.on("pageerror", (error) => scriptErrors.push(error.message));
+  try {
+    await page.goto(target.url + path);
+    await body(page);
+    assert.deepEqual(scriptErrors, [], "the page threw");
+  } catch (error) {
+    await page.screenshot({ path: join(ARTIFACTS, `failure-${name}.png`), fullPage: true }).catch(() => {});
+    error.message += `\npage errors: ${JSON.stringify(scriptErrors)}\nserver log tail:\n${target.log().slice(-2000)}`;
+    throw error;
+  } finally {
+    await context.close();
+  }
+}
+
+/** Waits until the main window follows the event stream and has drawn the gauges. */
+async function mainReady(page) {
+  await page.locator('#connection[data-state="live"]').waitFor({ timeout: 10_000 });
+  await eventually(async () => assert.match(await page.locator("#limit-figures").textContent(), / GB of /));
+}
+
+const loadedRow = (page, id) => page.locator(`#loaded tr[data-model="${id}"]`);
+const diskRow = (page, id) => page.locator(`#on-disk tr[data-model="${id}"]`);
+
+// ---- Main window ----
+
+test("the gauges show the figures of /api/memory/status", async (t) => {
+  // With a model loaded, the pool figures are more than zeros.
+  await ensureLoaded(server, GEMMA);
+  t.after(() => ensureUnloaded(server, GEMMA));
+  await withPage("gauges", server, "/", async (page) => {
+    // Keep every status answer the page got, to check it shows the latest one to the digit.
+    const answers = [];
+    page.on("response", async (response) => {
+      if (response.url().endsWith("/api/memory/status")) answers.push(await response.json().catch(() => null));
+    });
+    await mainReady(page);
+
+    const { system, pool } = await eventually(async () => {
+      const last = answers.at(-1);
+      assert.ok(last, "the page has read /api/memory/status");
+      const [used, total, percent] = parseFigures(await page.locator("#system-figures").textContent());
+      assert.deepEqual([used, total, percent], [toGB(last.system.used), toGB(last.system.total), Number(last.system.percent_used.toFixed(1))]);
+      const [poolUsed, limit, poolPercent] = parseFigures(await page.locator("#limit-figures").textContent());
+      assert.deepEqual([poolUsed, limit, poolPercent], [toGB(last.pool.used), toGB(last.pool.limit), Number(last.pool.percent_of_limit.toFixed(1))]);
+      return last;
+    });
+    assert.equal(await page.locator("#system-tier").textContent(), pool.tier, "the tier is written out");
+    assert.equal(Number(await page.locator("#gauge-system").getAttribute("aria-valuenow")), Number(system.percent_used.toFixed(1)));
+    assert.equal(Number(await page.locator("#gauge-limit").getAttribute("aria-valuenow")), Number(pool.percent_of_limit.toFixed(1)));
+
+    // And against a reading of our own: the machine's use moves a little between two reads.
+    const { body: now } = await server.api("/api/memory/status");
+    const systemText = await page.locator("#system-figures").textContent();
+    const limitText = await page.locator("#limit-figures").textContent();
+    const [used, total, percent] = parseFigures(systemText);
+    const [poolUsed, limit] = parseFigures(limitText);
+    assert.equal(total, toGB(now.system.total));
+    assert.ok(Math.abs(used - now.system.used / 1e9) < 0.5, `system used ${used} GB vs ${now.system.used / 1e9} GB`);
+    assert.ok(Math.abs(percent - now.system.percent_used) < 2, `system ${percent} % vs ${now.system.percent_used} %`);
+    assert.equal(limit, toGB(now.pool.limit));
+    assert.equal(poolUsed, toGB(now.pool.used));
+    t.diagnostic(
+      `System: page "${systemText}" · API ${now.system.used} of ${now.system.total} bytes, ${now.system.percent_used} %; ` +
+        `Limit: page "${limitText}" · API ${now.pool.used} of ${now.pool.limit} bytes, ${now.pool.percent_of_limit} %; tier ${pool.tier}`,
+    );
+  });
+});
+
+test("Load on a model on disk loads it into the Loaded models table", async (t) => {
+  await ensureUnloaded(server, SMOL);
+  await withPage("load", server, "/", async (page) => {
+    await mainReady(page);
+    await diskRow(page, SMOL).getByRole("button", { name: "Load" }).click();
+
+    const row = loadedRow(page, SMOL);
+    await row.locator("td.state", { hasText: "ready" }).waitFor({ timeout: 20_000 });
+    const memoryText = await eventually(async () => {
+      const text = await row.locator("td").nth(1).textContent();
+      assert.match(text, /^\d+ MB$/);
+      return text;
+    });
+    const status = await modelStatus(server, SMOL);
+    assert.ok(status, "/api/memory/status lists the model");
+    assert.equal(memoryText, `${toMB(status.memory.total)} MB`, "the page shows the measured total");
+    assert.match(await row.locator("td").nth(1).getAttribute("title"), /weights \d+ MB · KV cache \d+ MB · compute \d+ MB/);
+    await diskRow(page, SMOL).waitFor({ state: "detached" });
+    await eventually(async () => assert.match(await row.locator("td.idle").textContent(), /^\d+:\d\d$/));
+    await page.screenshot({ path: join(ARTIFACTS, "main.png"), fullPage: true });
+    t.diagnostic(`loaded ${SMOL}: page ${memoryText} · API memory.total ${status.memory.total} bytes`);
+  });
+});
+
+test("Stop unloads the model and Recent events says what it gave back", async (t) => {
+  await ensureLoaded(server, SMOL);
+  await withPage("stop", server, "/", async (page) => {
+    await mainReady(page);
+    const row = loadedRow(page, SMOL);
+    await row.waitFor();
+    const unload = page.waitForResponse((r) => r.request().method() === "DELETE");
+    await row.getByRole("button", { name: "Stop" }).click();
+    const report = await (await unload).json();
+
+    await row.waitFor({ state: "detached", timeout: 10_000 });
+    assert.equal(await modelStatus(server, SMOL), null, "/api/memory/status no longer lists it");
+    const line = page.locator("#events li", { hasText: `Unloaded ${SMOL} (requested)` });
+    await line.waitFor();
+    const text = await line.textContent();
+    assert.match(text, new RegExp(`: ${toMB(report.reclaimed)} MB back$`));
+    await page.locator("#loaded-empty").waitFor();
+    t.diagnostic(`events: "${text.trim()}" · API reclaimed ${report.reclaimed} bytes`);
+  });
+});
+
+test("a pinned model's Stop button is disabled and says why", async (t) => {
+  const pinned = await startServer({ env: { HEADROOM_PRELOAD: SMOL } });
+  try {
+    await withPage("pinned", pinned, "/", async (page) => {
+      await mainReady(page);
+      const row = loadedRow(page, SMOL);
+      await row.locator("td.state", { hasText: "ready" }).waitFor({ timeout: 20_000 });
+      const stop = row.getByRole("button", { name: "Stop" });
+      assert.equal(await stop.isDisabled(), true);
+      const title = await stop.getAttribute("title");
+      assert.match(title, /^Pinned: /);
+      assert.match(title, /preload in Preferences/);
+      await eventually(async () => assert.equal(await row.locator("td.idle").textContent(), "pinned"));
+      // The disabled button tells the truth: the server refuses to stop it.
+      const refused = await pinned.api(`/api/memory/models/${SMOL}`, { method: "DELETE" });
+      assert.equal(refused.status, 409);
+      assert.equal(refused.body.error.code, "model_pinned");
+      t.diagnostic(`Stop disabled, title: "${title}"`);
+    });
+  } finally {
+    await pinned.stop();
+  }
+});
+
+test("a config file the server could not use is announced in a banner", async (t) => {
+  const broken = await startServer({ config: "this is = not TOML [[\n" });
+  try {
+    await withPage("notices", broken, "/", async (page) => {
+      await mainReady(page);
+      const { notices } = (await broken.api("/api/settings")).body;
+      assert.equal(notices.length, 1, "the server reports the reset");
+      const banner = page.locator("#notices");
+      await banner.waitFor();
+      assert.equal((await banner.textContent()).trim(), notices[0]);
+      t.diagnostic(`banner: "${notices[0].split("\n")[0]}…"`);
+    });
+  } finally {
+    await broken.stop();
+  }
+});
+
+test("the page follows the event stream without a reload", async (t) => {
+  await withPage("live", server, "/", async (page) => {
+    await mainReady(page);
+    await page.evaluate(() => (window.notReloaded = true));
+    const statusReads = [];
+    page.on("request", (request) => {
+      if (request.url().endsWith("/api/memory/status")) statusReads.push(Date.now());
+    });
+    const started = Date.now();
+
+    await ensureLoaded(server, GEMMA);
+    const row = loadedRow(page, GEMMA);
+    await row.locator("td.state", { hasText: "ready" }).waitFor({ timeout: 10_000 });
+    await page.locator("#events li", { hasText: `Loaded ${GEMMA} in` }).waitFor();
+    await diskRow(page, GEMMA).waitFor({ state: "detached" });
+
+    await ensureUnloaded(server, GEMMA);
+    await row.waitFor({ state: "detached", timeout: 10_000 });
+    await page.locator("#events li", { hasText: `Unloaded ${GEMMA} (requested)` }).waitFor();
+    await diskRow(page, GEMMA).waitFor();
+    assert.equal(await page.evaluate(() => window.notReloaded), true, "the page was not reloaded");
+
+    // A burst of events (loading, loaded, unloading, unloaded) must not make the page poll harder.
+    await sleep(1500);
+    const seconds = (Date.now() - started) / 1000;
+    assert.ok(statusReads.length <= Math.ceil(seconds) + 1, `${statusReads.length} status reads in ${seconds.toFixed(1)} s`);
+    t.diagnostic(`row appeared and left on events; ${statusReads.length} status reads in ${seconds.toFixed(1)} s`);
+  });
+});
+
+test("the page says when it lost the server and catches up when it is back", async (t) => {
+  const first = await startServer();
+  let second = null;
+  try {
+    await withPage("reconnect", first, "/", async (page) => {
+      await mainReady(page);
+      await first.stop();
+      await page.locator('#connection[data-state="reconnecting"]').waitFor({ timeout: 10_000 });
+      assert.equal(await page.locator("#connection-label").textContent(), "reconnecting");
+
+      second = await startServer({ port: first.port });
+      await ensureLoaded(second, SMOL);
+      // The browser reconnects by itself; the page then re-reads what it missed.
+      await page.locator('#connection[data-state="live"]').waitFor({ timeout: 15_000 });
+      await loadedRow(page, SMOL).waitFor({ timeout: 10_000 });
+      await eventually(async () => assert.equal(await page.locator("#status").textContent(), ""));
+      t.diagnostic("live → reconnecting → live; a model loaded meanwhile shows up");
+    });
+  } finally {
+    await first.stop();
+    await second?.stop();
+  }
+});
+
+test("a load the server refuses shows its message beside the model", async (t) => {
+  await ensureUnloaded(server, GEMMA);
+  const tiny = await server.api("/api/settings", putJSON({ memory_limit: 200_000_000 }));
+  assert.equal(tiny.status, 200, JSON.stringify(tiny.body));
+  t.after(() => server.api("/api/settings", putJSON({ memory_limit: "auto" })));
+
+  await withPage("refused", server, "/", async (page) => {
+    await mainReady(page);
+    const model = page.locator(`#on-disk tbody[data-model="${GEMMA}"]`);
+    await model.locator("td.fit", { hasText: "does not fit" }).waitFor();
+    const answer = page.waitForResponse((r) => r.url().endsWith(`/${GEMMA}/load`));
+    await diskRow(page, GEMMA).getByRole("button", { name: "Load" }).click();
+    const refused = await answer;
+    assert.equal(refused.status(), 503);
+    const { error } = await refused.json();
+    await model.locator(".row-error", { hasText: error.message }).waitFor();
+    await page.locator("#events li", { hasText: `Refused ${GEMMA}: ${error.message}` }).waitFor();
+    assert.equal(await modelStatus(server, GEMMA), null, "the model did not load");
+    t.diagnostic(`${refused.status()} ${error.code}: "${error.message}" shown beside the model`);
+  });
+});
+
+// ---- Preferences ----
+
+/** Waits until Preferences has filled its form from the server. */
+async function prefsReady(page) {
+  await eventually(async () => assert.notEqual(await page.locator("#port").inputValue(), ""));
+}
+
+test("saving 5 minutes in Preferences writes the config file and moves the idle deadline", async (t) => {
+  await ensureUnloaded(server, SMOL);
+  await ensureLoaded(server, SMOL);
+  const before = await modelStatus(server, SMOL);
+  const beforeIn = before.expires_at - Date.now();
+  assert.ok(Math.abs(beforeIn - 10 * MINUTE) < 30_000, `expires in ${beforeIn} ms, not about 10 min`);
+
+  await withPage("prefs-save", server, "/ui/preferences.html", async (page) => {
+    await prefsReady(page);
+    assert.equal(await page.locator("#idle-timeout").inputValue(), "10m");
+    const puts = [];
+    page.on("request", (request) => request.method() === "PUT" && puts.push(request.postDataJSON()));
+
+    await page.getByLabel("Unload a model after it has been idle for").selectOption("5m");
+    await page.getByRole("button", { name: "Save" }).click();
+    await page.locator("#save-status", { hasText: "Saved" }).waitFor();
+    assert.deepEqual(puts, [{ idle_timeout: "5m" }], "only the changed setting is sent");
+    await page.screenshot({ path: join(ARTIFACTS, "preferences.png"), fullPage: true });
+  });
+
+  const config = await readFile(server.config, "utf8");
+  assert.match(config, /^idle_timeout = "5m"$/m);
+  const after = await modelStatus(server, SMOL);
+  const afterIn = after.expires_at - Date.now();
+  assert.ok(Math.abs(afterIn - 5 * MINUTE) < 30_000, `expires in ${afterIn} ms, not about 5 min`);
+  assert.equal(after.expires_at - after.last_used, 5 * MINUTE);
+  t.diagnostic(`expires_at: before now+${(beforeIn / 1000).toFixed(0)} s, after now+${(afterIn / 1000).toFixed(0)} s; config has idle_timeout = "5m"`);
+});
+
+test("an invalid custom idle timeout shows an error beside the field and saves nothing", async (t) => {
+  const configBefore = await readFile(server.config, "utf8");
+  const settingsBefore = (await server.api("/api/settings")).body.settings;
+
+  await withPage("prefs-invalid", server, "/ui/preferences.html", async (page) => {
+    await prefsReady(page);
+    const writes = [];
+    page.on("request", (request) => request.method() !== "GET" && writes.push(request.method()));
+
+    await page.locator("#idle-timeout").selectOption("custom");
+    const custom = page.getByLabel("Custom idle timeout, in minutes");
+    for (const value of ["-5", "abc", "0", "1.5"]) {
+      await custom.fill(value);
+      await page.getByRole("button", { name: "Save" }).click();
+      const error = page.locator("#error-idle_timeout");
+      await error.filter({ hasText: "whole number of minutes" }).waitFor();
+      assert.equal(await custom.getAttribute("aria-invalid"), "true", `"${value}" is marked invalid`);
+      assert.match(await custom.getAttribute("aria-describedby"), /\berror-idle_timeout\b/);
+      assert.match(await page.locator("#save-status").textContent(), /Nothing saved/);
+    }
+    await page.screenshot({ path: join(ARTIFACTS, "preferences-error.png"), fullPage: true });
+    assert.deepEqual(writes, [], "no request was sent");
+  });
+
+  assert.equal(await readFile(server.config, "utf8"), configBefore, "the config file is unchanged");
+  assert.deepEqual((await server.api("/api/settings")).body.settings, settingsBefore, "the settings are unchanged");
+  t.diagnostic("-5, abc, 0, 1.5: each refused beside the field; no request sent; config and settings unchanged");
+});
+
+test("a value the server refuses shows its message beside the field it names", async (t) => {
+  const configBefore = await readFile(server.config, "utf8");
+  await withPage("prefs-refused", server, "/ui/preferences.html", async (page) => {
+    await prefsReady(page);
+    // Critical below constrained: only the server knows the thresholds must rise.
+    await page.getByLabel("Critical").fill("70");
+    const answer = page.waitForResponse((r) => r.request().method() === "PUT");
+    await page.getByRole("button", { name: "Save" }).click();
+    const refused = await answer;
+    assert.equal(refused.status(), 422);
+    const { error } = await refused.json();
+    assert.equal(error.param, "pressure");
+    await page.locator("#error-pressure", { hasText: error.message }).waitFor();
+    assert.equal(await page.getByLabel("Critical").getAttribute("aria-invalid"), "true");
+    assert.equal(await page.locator("#error-form").textContent(), "");
+    t.diagnostic(`422 param "${error.param}" shown beside the thresholds: "${error.message}"`);
+  });
+  assert.equal(await readFile(server.config, "utf8"), configBefore, "the config file is unchanged");
+});
+
+test("an idle timeout outside the list shows as custom, and saving nothing sends nothing", async (t) => {
+  const shown = {};
+  for (const [written, expected] of [["2h", "120"], ["90s", "90s"]]) {
+    const put = await server.api("/api/settings", putJSON({ idle_timeout: written }));
+    assert.equal(put.status, 200, JSON.stringify(put.body));
+    await withPage(`prefs-custom-${written}`, server, "/ui/preferences.html", async (page) => {
+      await prefsReady(page);
+      assert.equal(await page.locator("#idle-timeout").inputValue(), "custom");
+      const custom = page.getByLabel("Custom idle timeout, in minutes");
+      assert.equal(await custom.isVisible(), true);
+      shown[written] = await custom.inputValue();
+      assert.equal(shown[written], expected);
+
+      const writes = [];
+      page.on("request", (request) => request.method() !== "GET" && writes.push(request.method()));
+      await page.getByRole("button", { name: "Save" }).click();
+      await page.locator("#save-status", { hasText: "No changes to save" }).waitFor();
+      assert.deepEqual(writes, []);
+    });
+  }
+  t.diagnostic(`"2h" shown as ${shown["2h"]} minutes, "90s" kept as "${shown["90s"]}"; Save sent nothing`);
+});
+
+test("the memory limit slider shows its figure live and saves a percentage of RAM", async (t) => {
+  t.after(() => server.api("/api/settings", putJSON({ memory_limit: "auto" })));
+  const { body: before } = await server.api("/api/memory/status");
+  const ram = before.system.total;
+  let figure;
+  await withPage("prefs-limit", server, "/ui/preferences.html", async (page) => {
+    await prefsReady(page);
+    const auto = page.getByLabel("Automatic");
+    assert.equal(await auto.isChecked(), true);
+    const slider = page.getByLabel("Pool memory limit, percent of RAM");
+    assert.equal(await slider.isDisabled(), true, "the slider is off while the limit is automatic");
+    await auto.uncheck();
+    await slider.fill("40");
+    figure = await page.locator("#limit-figure").textContent();
+    assert.equal(figure, `${toGB(ram * 0.4).toFixed(1)} GB · 40 % of ${toGB(ram).toFixed(1)} GB`);
+
+    const puts = [];
+    page.on("request", (request) => request.method() === "PUT" && puts.push(request.postDataJSON()));
+    await page.getByRole("button", { name: "Save" }).click();
+    await page.locator("#save-status", { hasText: "Saved" }).waitFor();
+    assert.deepEqual(puts, [{ memory_limit: "40%" }]);
+  });
+  const { body: after } = await server.api("/api/memory/status");
+  assert.ok(Math.abs(after.pool.limit - ram * 0.4) < ram * 0.01, `limit ${after.pool.limit} is not 40 % of ${ram}`);
+  assert.match(await readFile(server.config, "utf8"), /^memory_limit = "40%"$/m);
+  t.diagnostic(`slider figure "${figure}"; pool limit now ${after.pool.limit} bytes of ${ram}`);
+});
