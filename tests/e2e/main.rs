@@ -5,6 +5,8 @@
 
 mod support;
 
+mod app;
+
 mod bad_input;
 mod chat;
 mod concurrency;

@@ -52,6 +52,9 @@ pub struct Options {
     pub config_path: Option<PathBuf>,
     /// Cgroup folders to run the server in (a v1 memory cgroup, a unified-hierarchy one).
     pub cgroups: Vec<PathBuf>,
+    /// Run the desktop app (tray and window) instead of `--headless`; `env` then needs a
+    /// `DISPLAY`.
+    pub desktop: bool,
 }
 
 impl Default for Options {
@@ -65,6 +68,7 @@ impl Default for Options {
             config: None,
             config_path: None,
             cgroups: Vec::new(),
+            desktop: false,
         }
     }
 }
@@ -109,8 +113,10 @@ impl Server {
                 .arg(env!("CARGO_BIN_EXE_headroom"));
             command
         };
+        if !options.desktop {
+            command.arg("--headless");
+        }
         command
-            .arg("--headless")
             .arg("--port")
             .arg("0")
             .arg("--data-dir")
@@ -344,11 +350,16 @@ impl Server {
 
     /// Sends SIGTERM and waits for the exit code.
     pub fn terminate(&mut self, within: Duration) -> Option<i32> {
-        let mut child = self.child.take()?;
         let _ = Command::new("kill")
             .arg("-TERM")
-            .arg(child.id().to_string())
+            .arg(self.pid().to_string())
             .status();
+        self.wait_exit(within, "SIGTERM")
+    }
+
+    /// Waits for the process to exit by itself (after `cause`) and returns its exit code.
+    pub fn wait_exit(&mut self, within: Duration, cause: &str) -> Option<i32> {
+        let mut child = self.child.take()?;
         let deadline = Instant::now() + within;
         loop {
             if let Ok(Some(status)) = child.try_wait() {
@@ -358,7 +369,7 @@ impl Server {
                 let _ = child.kill();
                 let _ = child.wait();
                 panic!(
-                    "headroom did not exit within {within:?} of SIGTERM; stderr:\n{}",
+                    "headroom did not exit within {within:?} of {cause}; stderr:\n{}",
                     self.stderr()
                 );
             }

@@ -25,7 +25,6 @@ const RESTART_REQUIRED: &[&str] = &[
     "parallel",
     "context_size",
     "queue_size",
-    "launch_at_login",
 ];
 
 pub async fn get(State(state): State<AppState>) -> Json<Value> {

@@ -1,0 +1,60 @@
+//! Launch at login: one switch, kept in two places that must agree — the operating system's
+//! login item (tauri-plugin-autostart: a LaunchAgent on macOS, an XDG autostart entry on
+//! Linux) and the `launch_at_login` setting. The tray's checkbox and Preferences both flip it.
+
+use std::sync::Arc;
+
+use headroom_core::config::SettingsStore;
+use headroom_core::pool::{Pool, PoolEvent};
+use tauri::{AppHandle, Manager};
+use tauri_plugin_autostart::ManagerExt;
+
+/// Whether the login item is in place.
+pub fn enabled(app: &AppHandle) -> bool {
+    app.autolaunch().is_enabled().unwrap_or(false)
+}
+
+/// Makes the login item match the setting now, and again whenever Preferences changes it.
+pub fn follow_setting(app: &AppHandle, store: Arc<SettingsStore>, pool: &Pool) {
+    apply(app, store.live().launch_at_login);
+    let mut events = pool.subscribe();
+    let app = app.clone();
+    tauri::async_runtime::spawn(async move {
+        while let Ok(event) = events.recv().await {
+            if let PoolEvent::SettingsChanged { changed, .. } = event {
+                if changed.iter().any(|c| c == "launch_at_login") {
+                    apply(&app, store.live().launch_at_login);
+                }
+            }
+        }
+    });
+}
+
+/// The tray's checkbox: flips the login item and saves the setting.
+pub fn toggle(app: &AppHandle) {
+    let on = !enabled(app);
+    apply(app, on);
+    let store = app.state::<Arc<SettingsStore>>();
+    let (mut file, mut live) = (store.file(), store.live());
+    file.launch_at_login = on;
+    live.launch_at_login = on;
+    if let Err(e) = store.save(file, live) {
+        tracing::warn!("launch at login is {on} now, but the setting could not be saved: {e}");
+    }
+}
+
+fn apply(app: &AppHandle, on: bool) {
+    if enabled(app) != on {
+        let manager = app.autolaunch();
+        let result = if on {
+            manager.enable()
+        } else {
+            manager.disable()
+        };
+        match result {
+            Ok(()) => tracing::info!(on, "launch at login changed"),
+            Err(e) => tracing::warn!(on, "cannot change launch at login: {e}"),
+        }
+    }
+    super::tray::show_launch_at_login(app, enabled(app));
+}

@@ -1,0 +1,254 @@
+//! The desktop app itself, under Xvfb: its window renders the UI with live figures, its tray
+//! icon docks in `trayer`, the tray menu opens with a click and lists the loaded model, and
+//! choosing Stop there unloads it. A second launch hands over to the first; Quit exits cleanly.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+
+use crate::notifications::NotificationRecorder;
+use crate::support::{Options, Server, SMOLLM2};
+
+/// An X server, a session bus and a system tray (`trayer`), as a desktop session has; all
+/// stopped on drop.
+struct Desktop {
+    display: String,
+    xvfb: Child,
+    trayer: Child,
+    bus: NotificationRecorder,
+}
+
+impl Desktop {
+    fn start() -> Self {
+        for tool in ["Xvfb", "trayer", "xdotool", "import"] {
+            assert!(
+                Command::new("sh")
+                    .arg("-c")
+                    .arg(format!("command -v {tool}"))
+                    .stdout(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success()),
+                "{tool} is missing (scripts/test.sh installs xvfb, trayer, xdotool and imagemagick)"
+            );
+        }
+        // A display number of its own, so parallel runs and a developer's X do not collide.
+        let number = 90 + std::process::id() % 100;
+        let display = format!(":{number}");
+        let xvfb = Command::new("Xvfb")
+            .args([&display, "-screen", "0", "1280x800x24", "-nolisten", "tcp"])
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("Xvfb");
+        let socket = PathBuf::from(format!("/tmp/.X11-unix/X{number}"));
+        wait_until("the X server", Duration::from_secs(10), || socket.exists());
+        let bus = NotificationRecorder::start();
+        let trayer = Command::new("trayer")
+            .args([
+                "--edge",
+                "top",
+                "--align",
+                "right",
+                "--widthtype",
+                "request",
+            ])
+            .args([
+                "--height",
+                "32",
+                "--SetDockType",
+                "true",
+                "--transparent",
+                "false",
+            ])
+            .env("DISPLAY", &display)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("trayer");
+        Self {
+            display,
+            xvfb,
+            trayer,
+            bus,
+        }
+    }
+
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("DISPLAY", self.display.clone()),
+            ("DBUS_SESSION_BUS_ADDRESS", self.bus.address.clone()),
+        ]
+    }
+
+    fn xdotool(&self, args: &[&str]) -> String {
+        let out = Command::new("xdotool")
+            .args(args)
+            .env("DISPLAY", &self.display)
+            .output()
+            .expect("xdotool");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The names of the visible windows whose name matches `pattern` (a regex).
+    fn windows_named(&self, pattern: &str) -> Vec<String> {
+        self.xdotool(&["search", "--onlyvisible", "--name", pattern])
+            .lines()
+            .map(|id| self.xdotool(&["getwindowname", id]).trim().to_string())
+            .collect()
+    }
+
+    /// Where the tray icon is: the middle of the icon window that trayer embedded.
+    fn tray_icon(&self) -> Option<(i32, i32)> {
+        self.xdotool(&["search", "--class", "trayer"])
+            .lines()
+            .filter_map(|id| {
+                let geometry = self.xdotool(&["getwindowgeometry", "--shell", id]);
+                let field = |name: &str| -> Option<i32> {
+                    geometry
+                        .lines()
+                        .find_map(|l| l.strip_prefix(&format!("{name}=")))
+                        .and_then(|v| v.trim().parse().ok())
+                };
+                let (x, y, w, h) = (field("X")?, field("Y")?, field("WIDTH")?, field("HEIGHT")?);
+                // trayer's own 10×10 helper window is not the panel.
+                (w >= 16 && h >= 16).then_some((x + w / 2, y + h / 2))
+            })
+            .next()
+    }
+
+    fn screenshot(&self, name: &str) -> PathBuf {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("app-artifacts");
+        std::fs::create_dir_all(&dir).expect("artifacts folder");
+        let path = dir.join(name);
+        let status = Command::new("import")
+            .args(["-window", "root"])
+            .arg(&path)
+            .env("DISPLAY", &self.display)
+            .status()
+            .expect("import (imagemagick)");
+        assert!(status.success(), "screenshot failed");
+        path
+    }
+}
+
+impl Drop for Desktop {
+    fn drop(&mut self) {
+        for child in [&mut self.trayer, &mut self.xvfb] {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[tokio::test]
+async fn the_app_window_and_tray_show_the_pool_and_stop_a_model() {
+    let desktop = Desktop::start();
+    let mut app = Server::start_with(Options {
+        desktop: true,
+        env: desktop.env(),
+        ..Options::default()
+    });
+    let events = app.events().await;
+    let (status, body) = app
+        .call(Method::POST, &format!("/api/memory/models/{SMOLLM2}/load"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    // The window shows the UI; its title carries the page's live figures, so the page has
+    // read the pool and rendered the gauges.
+    wait_until(
+        "the window with the loaded model",
+        Duration::from_secs(30),
+        || {
+            !desktop
+                .windows_named("Headroom — System .* · 1 loaded")
+                .is_empty()
+        },
+    );
+    let title = desktop.windows_named("Headroom — System").join(" | ");
+    println!("window: {title}");
+    assert!(title.contains("Limit"), "{title}");
+    let window = desktop.screenshot("window.png");
+    println!("screenshot: {}", window.display());
+
+    // The tray icon is docked, and its menu lists the model.
+    wait_until("the tray icon in trayer", Duration::from_secs(10), || {
+        desktop.tray_icon().is_some()
+    });
+    wait_until(
+        "a tray menu listing the model",
+        Duration::from_secs(10),
+        || {
+            app.stderr()
+                .lines()
+                .any(|l| l.contains("tray menu rebuilt") && l.contains(&format!("{SMOLLM2} · ")))
+        },
+    );
+    let (x, y) = desktop.tray_icon().expect("tray icon");
+    let before = desktop.xdotool(&["search", "--onlyvisible", "--class", "headroom"]);
+    desktop.xdotool(&["mousemove", &x.to_string(), &y.to_string(), "click", "1"]);
+    // The menu is a new window of the app's.
+    wait_until("the tray menu to open", Duration::from_secs(5), || {
+        desktop
+            .xdotool(&["search", "--onlyvisible", "--class", "headroom"])
+            .lines()
+            .count()
+            > before.lines().count()
+    });
+    let menu = desktop.screenshot("tray-menu.png");
+    println!("screenshot: {}", menu.display());
+    // The first item that can be chosen is the model's Stop (the System, Pool and model lines
+    // above it are information only).
+    desktop.xdotool(&["key", "Down", "Return"]);
+    let unloaded = tokio::time::timeout(
+        Duration::from_secs(15),
+        events.wait_for("the unload", |e| {
+            e["type"] == "unloaded" && e["model"] == SMOLLM2
+        }),
+    )
+    .await
+    .expect("the model unloaded after Stop in the tray menu");
+    assert_eq!(unloaded["reason"], "requested", "{unloaded}");
+    let (_, memory) = app.get("/api/memory/status").await;
+    assert_eq!(
+        memory["models"].as_array().map(Vec::len),
+        Some(0),
+        "{memory}"
+    );
+    assert!(app.stderr().contains("stopped from the tray"));
+    println!(
+        "stopped from the tray: {} MB back",
+        unloaded["reclaimed"].as_u64().unwrap_or(0) / 1_000_000
+    );
+
+    // A second launch hands over to the running app and exits, starting no server.
+    let started = Instant::now();
+    let second = Command::new(env!("CARGO_BIN_EXE_headroom"))
+        .args(["--port", "0", "--data-dir"])
+        .arg(std::env::temp_dir().join(format!("headroom-second-{}", std::process::id())))
+        .envs(desktop.env())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .output()
+        .expect("second launch");
+    println!("second launch exited in {:?}", started.elapsed());
+    assert!(second.status.success(), "{:?}", second.status);
+    assert!(
+        !String::from_utf8_lossy(&second.stdout).contains("Headroom listening"),
+        "the second launch started a server of its own"
+    );
+
+    // Quit, from the tray menu's last item, ends the app cleanly.
+    desktop.xdotool(&["mousemove", &x.to_string(), &y.to_string(), "click", "1"]);
+    std::thread::sleep(Duration::from_millis(700));
+    desktop.xdotool(&["key", "Up", "Return"]);
+    assert_eq!(app.wait_exit(Duration::from_secs(20), "Quit"), Some(0));
+}
