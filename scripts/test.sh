@@ -19,5 +19,9 @@ cargo fmt --all --check
 # same features and share one build of llama.cpp (a different feature set rebuilds it: 10 min).
 log "cargo clippy"
 cargo clippy --locked --workspace --all-targets -- -D warnings
-log "unit and end-to-end tests"
+log "unit and end-to-end tests (the desktop app's under Xvfb)"
 cargo test --locked --workspace --all-targets -- --test-threads=1
+log "the web UI in a real browser (Chromium, playwright-core)"
+cd "$ROOT/tests/browser"
+npm ci --no-audit --no-fund --loglevel=error
+HEADROOM_BIN="$CARGO_TARGET_DIR/debug/headroom" node --test run.mjs
