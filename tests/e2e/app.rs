@@ -116,6 +116,30 @@ impl Desktop {
             .next()
     }
 
+    /// The colour of one screen pixel, as (red, green, blue).
+    fn pixel(&self, x: i32, y: i32) -> (u8, u8, u8) {
+        let out = Command::new("import")
+            .args(["-window", "root", "-crop", &format!("1x1+{x}+{y}"), "txt:-"])
+            .env("DISPLAY", &self.display)
+            .output()
+            .expect("import (imagemagick)");
+        // "0,0: (51400,10280,10280)  #C8C828282828  srgb(200,40,40)": the srgb() figures are
+        // 8-bit whatever the build's quantum depth.
+        let text = String::from_utf8_lossy(&out.stdout);
+        let rgb: Vec<u8> = text
+            .split("srgb(")
+            .nth(1)
+            .and_then(|rest| rest.split(')').next())
+            .map(|list| {
+                list.split(',')
+                    .filter_map(|v| v.trim().parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(rgb.len(), 3, "no colour in {text:?}");
+        (rgb[0], rgb[1], rgb[2])
+    }
+
     fn screenshot(&self, name: &str) -> PathBuf {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("app-artifacts");
         std::fs::create_dir_all(&dir).expect("artifacts folder");
@@ -227,6 +251,34 @@ async fn the_app_window_and_tray_show_the_pool_and_stop_a_model() {
     println!(
         "stopped from the tray: {} MB back",
         unloaded["reclaimed"].as_u64().unwrap_or(0) / 1_000_000
+    );
+
+    // The icon follows the pressure tier: thresholds under what the machine uses make it
+    // critical (red, bars full), the defaults bring it back (green). The pixel sampled lies
+    // between two of the icon's bars, on its background.
+    let between_bars = (x - 4, y);
+    let look = || desktop.pixel(between_bars.0, between_bars.1);
+    let green = look();
+    println!("tray icon at normal: {green:?}");
+    assert!(
+        green.1 > green.0 + 60,
+        "not the normal (green) icon: {green:?}"
+    );
+    app.set_critical_thresholds(true).await;
+    wait_until(
+        "the critical (red) tray icon",
+        Duration::from_secs(10),
+        || {
+            let (r, g, _) = look();
+            r > g + 100
+        },
+    );
+    println!("tray icon at critical: {:?}", look());
+    app.set_critical_thresholds(false).await;
+    wait_until(
+        "the normal tray icon again",
+        Duration::from_secs(10),
+        || look() == green,
     );
 
     // A second launch hands over to the running app and exits, starting no server.

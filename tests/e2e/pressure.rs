@@ -190,24 +190,6 @@ async fn real_memory_pressure_unloads_the_model_and_nothing_is_killed() {
     drop(server);
 }
 
-/// Thresholds under what this machine already uses put it at critical at once; the defaults
-/// bring it back. Both go through the live settings API, as Preferences does.
-async fn set_thresholds(server: &Server, critical_now: bool) {
-    let pressure = if critical_now {
-        json!({"elevated": 1, "constrained": 2, "critical": 3, "emergency": 99.9})
-    } else {
-        json!({"elevated": 75, "constrained": 85, "critical": 90, "emergency": 95})
-    };
-    let (status, body) = server
-        .send_json(
-            Method::PUT,
-            "/api/settings",
-            &json!({ "pressure": pressure }),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-}
-
 #[tokio::test]
 async fn at_critical_new_requests_wait_outside_and_running_ones_finish() {
     let server = Server::start();
@@ -217,7 +199,7 @@ async fn at_critical_new_requests_wait_outside_and_running_ones_finish() {
     let relaxed_margin = memory["pool"]["headroom_margin"].as_u64().expect("margin");
     assert_eq!(memory["pool"]["tier"], "normal", "{memory}");
 
-    set_thresholds(&server, true).await;
+    server.set_critical_thresholds(true).await;
     events
         .wait_for("critical", |e| {
             e["type"] == "pressure" && e["tier"] == "critical"
@@ -257,7 +239,7 @@ async fn at_critical_new_requests_wait_outside_and_running_ones_finish() {
         .await;
     assert_eq!(unloaded["reason"], "pressure", "{unloaded}");
 
-    set_thresholds(&server, false).await;
+    server.set_critical_thresholds(false).await;
     events
         .wait_for("normal", |e| {
             e["type"] == "pressure" && e["tier"] == "normal"

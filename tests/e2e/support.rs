@@ -296,6 +296,24 @@ impl Server {
         (status, retry_after, json)
     }
 
+    /// Pressure thresholds under what this machine already uses (critical at once), or with
+    /// `false` the defaults again; through the live settings API, as Preferences does.
+    pub async fn set_critical_thresholds(&self, critical_now: bool) {
+        let pressure = if critical_now {
+            serde_json::json!({"elevated": 1, "constrained": 2, "critical": 3, "emergency": 99.9})
+        } else {
+            serde_json::json!({"elevated": 75, "constrained": 85, "critical": 90, "emergency": 95})
+        };
+        let (status, body) = self
+            .send_json(
+                reqwest::Method::PUT,
+                "/api/settings",
+                &serde_json::json!({ "pressure": pressure }),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+
     /// Seconds from now until `id`'s idle deadline (`expires_at`), or `None` when it has none.
     pub async fn expires_in(&self, id: &str) -> Option<f64> {
         let model = self.memory_status(id).await.expect("loaded");
