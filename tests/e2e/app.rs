@@ -282,19 +282,37 @@ async fn the_app_window_and_tray_show_the_pool_and_stop_a_model() {
     );
 
     // A second launch hands over to the running app and exits, starting no server.
+    let home = tempfile::tempdir().expect("tmp");
     let started = Instant::now();
-    let second = Command::new(env!("CARGO_BIN_EXE_headroom"))
+    let mut second = Command::new(env!("CARGO_BIN_EXE_headroom"))
         .args(["--port", "0", "--data-dir"])
-        .arg(std::env::temp_dir().join(format!("headroom-second-{}", std::process::id())))
+        .arg(home.path().join("data"))
+        .arg("--config")
+        .arg(home.path().join("config.toml"))
         .envs(desktop.env())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
-        .output()
+        .spawn()
         .expect("second launch");
+    let exited = loop {
+        if let Some(status) = second.try_wait().expect("wait") {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(15) {
+            let _ = second.kill();
+            panic!("the second launch did not hand over and exit within 15 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     println!("second launch exited in {:?}", started.elapsed());
-    assert!(second.status.success(), "{:?}", second.status);
+    assert!(exited.success(), "{exited:?}");
+    let mut printed = String::new();
+    if let Some(mut out) = second.stdout.take() {
+        use std::io::Read as _;
+        let _ = out.read_to_string(&mut printed);
+    }
     assert!(
-        !String::from_utf8_lossy(&second.stdout).contains("Headroom listening"),
+        !printed.contains("Headroom listening"),
         "the second launch started a server of its own"
     );
 

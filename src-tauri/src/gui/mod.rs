@@ -88,7 +88,11 @@ fn open(app: &tauri::AppHandle, page: Page) -> tauri::Result<()> {
         window.show()?;
         return window.set_focus();
     }
-    let url = format!("{}{}", app.state::<Backend>().url, page.path());
+    // A second launch can ask for a window before this one's server is up: it shows once it is.
+    let Some(backend) = app.try_state::<Backend>() else {
+        return Ok(());
+    };
+    let url = format!("{}{}", backend.url, page.path());
     let url = url
         .parse()
         .map_err(|e| tauri::Error::Anyhow(anyhow::anyhow!("bad server address {url}: {e}")))?;

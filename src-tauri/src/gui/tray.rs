@@ -227,10 +227,15 @@ fn rebuild(app: &AppHandle, tray: &TrayIcon, view: TrayView) -> tauri::Result<It
 
 /// Ticks the Launch at login item to match what is in force.
 pub(super) fn show_launch_at_login(app: &AppHandle, on: bool) {
-    let current = app.state::<Current>();
-    let current = current.0.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(items) = current.as_ref() {
-        let _ = items.launch_at_login.set_checked(on);
+    let item = {
+        let current = app.state::<Current>();
+        let current = current.0.lock().unwrap_or_else(|e| e.into_inner());
+        current.as_ref().map(|items| items.launch_at_login.clone())
+    };
+    // Off the main thread `set_checked` waits for the main thread, which may itself be waiting
+    // for the lock to redraw: so never while holding it.
+    if let Some(item) = item {
+        let _ = item.set_checked(on);
     }
 }
 

@@ -103,12 +103,12 @@ pub async fn load(
     Ok(Json(model_json(&status, total, limit)))
 }
 
-/// Every model on disk: size, estimate, whether it is loaded and whether it would fit now.
 /// The timeline: samples of the last ten minutes, marks, and the current generation's peak.
 pub async fn history(State(state): State<AppState>) -> Json<crate::history::Timeline> {
     Json(state.history.timeline())
 }
 
+/// Every model on disk: size, estimate, whether it is loaded and whether it would fit now.
 pub async fn models(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let catalog = state.catalog.clone();
     let files = tokio::task::spawn_blocking(move || catalog.list())

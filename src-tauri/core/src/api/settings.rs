@@ -66,6 +66,20 @@ pub async fn put(
                 .map_err(setting_error)?;
         }
     }
+    // A model pinned now must exist: it loads at once, and would otherwise fail only in the log.
+    if let Some(missing) = live
+        .preload
+        .iter()
+        .filter(|id| !before.preload.contains(id))
+        .find(|id| state.catalog.find(id).is_err())
+    {
+        return Err(invalid(
+            "preload",
+            &format!(
+                "preload: no model '{missing}' in the model folders; pin a model that is on disk"
+            ),
+        ));
+    }
     let changed = changed_keys(&before, &live);
     let restart_required: Vec<String> = changed
         .iter()

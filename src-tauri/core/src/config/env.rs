@@ -9,6 +9,9 @@ pub(super) fn apply(
     settings: &mut Settings,
     vars: impl IntoIterator<Item = (String, String)>,
 ) -> Result<(), SettingError> {
+    // The one-size margin first, so the per-tier variables refine it whatever the order.
+    let mut vars: Vec<(String, String)> = vars.into_iter().collect();
+    vars.sort_by_key(|(key, _)| key != "HEADROOM_HEADROOM_MARGIN");
     for (key, value) in vars {
         match key.as_str() {
             "HEADROOM_PORT" => {

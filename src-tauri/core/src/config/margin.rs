@@ -67,10 +67,12 @@ impl HeadroomMargins {
             }
         };
         let [relaxed, constrained, critical] = self.tiers().map(|(_, v, d)| scale(v, d));
+        // A default that shrank must not fall below a chosen value of the tier beneath it.
+        let constrained = constrained.max(relaxed);
         TierMargins {
             relaxed,
             constrained,
-            critical,
+            critical: critical.max(constrained),
         }
     }
 }
@@ -165,6 +167,18 @@ mod tests {
         assert_eq!(big.critical, 5 * GIB / 2);
         let chosen = HeadroomMargins::flat(ByteSize(3 * GIB)).for_machine(4 * GIB);
         assert_eq!(chosen.relaxed, 3 * GIB);
+        // One tier chosen, the others defaults that shrink: they still grow with the tier.
+        let mixed = HeadroomMargins {
+            relaxed: ByteSize(GIB),
+            ..HeadroomMargins::default()
+        }
+        .for_machine(4 * GIB);
+        assert_eq!(
+            (mixed.relaxed, mixed.constrained, mixed.critical),
+            (GIB, GIB, GIB)
+        );
+        let legacy = HeadroomMargins::flat(ByteSize(2 * GIB)).for_machine(8 * GIB);
+        assert!(legacy.relaxed <= legacy.constrained && legacy.constrained <= legacy.critical);
     }
 
     #[test]

@@ -23,7 +23,7 @@ pub const SAMPLE_EVERY: Duration = Duration::from_secs(2);
 /// How often the watermark is read while a generation runs: the peak between two timeline
 /// samples is what a watermark is for.
 const WATERMARK_EVERY: Duration = Duration::from_millis(250);
-const MAX_SAMPLES: usize = (600 / 2) + 1;
+const MAX_SAMPLES: usize = (SPAN.as_secs() / SAMPLE_EVERY.as_secs()) as usize + 1;
 /// Marks beyond this many in ten minutes are dropped oldest first (a model loading and
 /// unloading in a loop should not grow memory).
 const MAX_MARKS: usize = 500;
@@ -110,10 +110,20 @@ impl History {
         let mut sample = tokio::time::interval(SAMPLE_EVERY);
         sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut watermark = tokio::time::interval(WATERMARK_EVERY);
+        // The branch sleeps between generations; it must not catch up on the ticks it missed.
+        watermark.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tokio::select! {
                 _ = sample.tick() => {
                     let Ok(status) = pool.status().await else { return };
+                    // The pool's own count, in case an event was missed (a lagging receiver).
+                    {
+                        let mut record = self.lock();
+                        record.running = status.models.iter().map(|m| m.in_flight).sum();
+                        if record.running == 0 {
+                            record.watermark.active = false;
+                        }
+                    }
                     let Some(system) = probe.system() else { continue };
                     self.push_sample(Sample {
                         t: now_ms(),
@@ -210,7 +220,11 @@ impl History {
         while record.samples.len() > MAX_SAMPLES {
             record.samples.pop_front();
         }
+        // By time as well as count: after a sleep of the machine, the old samples are gone too.
         let oldest = sample.t.saturating_sub(SPAN.as_millis() as u64);
+        while record.samples.front().is_some_and(|s| s.t < oldest) {
+            record.samples.pop_front();
+        }
         while record.marks.front().is_some_and(|m| m.t < oldest) {
             record.marks.pop_front();
         }

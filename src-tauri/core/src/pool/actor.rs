@@ -19,7 +19,7 @@ use super::{
 };
 use crate::config::{human, IdleTimeout};
 use crate::engine::{Engine, EngineError, Footprint, LoadedModel};
-use crate::memory::{process_rss, release_free_memory, MemoryProbe};
+use crate::memory::{process_rss, release_free_memory, MemoryProbe, SystemMemory};
 use crate::metrics::Metrics;
 use crate::models::ModelFile;
 use crate::pressure::{PressureReport, Tier};
@@ -378,23 +378,9 @@ impl Actor {
     /// Decides whether `file` may load, evicts what must make room, and starts the load.
     fn admit(&mut self, file: ModelFile, estimate: Footprint, waiter: Waiter) {
         let id = file.id.clone();
-        if self.tier >= Tier::Critical {
-            let tier = format!("{:?}", self.tier).to_lowercase();
-            let message = format!(
-                "cannot load '{id}' now: memory pressure is {tier}; retry when it eases, or close apps"
-            );
-            return self.refuse(&id, PoolError::LowMemory { message }, waiter);
-        }
         let system = self.probe.system();
-        if let Some(system) = system {
-            if system.available < self.config.floor {
-                let message = format!(
-                    "cannot load '{id}' now: only {} of memory is available, under the {} floor (memory_floor); retry when memory is freed, or close apps",
-                    human(system.available),
-                    human(self.config.floor)
-                );
-                return self.refuse(&id, PoolError::LowMemory { message }, waiter);
-            }
+        if let Some(message) = self.closed_to_loads(&id, system) {
+            return self.refuse(&id, PoolError::LowMemory { message }, waiter);
         }
         let decision = admission::decide(
             &Ask {
@@ -489,6 +475,25 @@ impl Actor {
             .collect()
     }
 
+    /// Why no load may start now, whatever its size: memory pressure at critical or above, or
+    /// available memory under the floor.
+    fn closed_to_loads(&self, id: &str, system: Option<SystemMemory>) -> Option<String> {
+        if self.tier >= Tier::Critical {
+            let tier = format!("{:?}", self.tier).to_lowercase();
+            return Some(format!(
+                "cannot load '{id}' now: memory pressure is {tier}; retry when it eases, or close apps"
+            ));
+        }
+        let system = system?;
+        (system.available < self.config.floor).then(|| {
+            format!(
+                "cannot load '{id}' now: only {} of memory is available, under the {} floor (memory_floor); retry when memory is freed, or close apps",
+                human(system.available),
+                human(self.config.floor)
+            )
+        })
+    }
+
     fn fit(&self, id: &str, estimate: Footprint) -> Fit {
         // Already loaded or on its way: nothing more to make room for.
         if matches!(
@@ -501,13 +506,21 @@ impl Actor {
                 reason: None,
             };
         }
+        let system = self.probe.system();
+        if let Some(reason) = self.closed_to_loads(id, system) {
+            return Fit {
+                fits: false,
+                would_evict: Vec::new(),
+                reason: Some(reason),
+            };
+        }
         let decision = admission::decide(
             &Ask {
                 model: id,
                 need: estimate.total,
                 limit: self.config.limit,
                 margin: self.config.margins.for_tier(self.tier),
-                system: self.probe.system(),
+                system,
             },
             &self.holders(),
         );

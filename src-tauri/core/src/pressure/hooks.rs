@@ -1,8 +1,10 @@
 //! Unload hooks: work other subsystems want done when memory turns critical, beside the pool's
-//! unloads (giving the allocator's free pages back, dropping caches they keep).
+//! unloads (dropping caches they keep, giving the allocator's free pages back). They register
+//! through `Server::unload_hooks`.
 //!
 //! The monitor runs them off the async runtime when the tier rises to critical or emergency,
-//! and logs what each reports.
+//! and logs what each reports. The built-in hook trims the allocator even when no model was
+//! unloaded: request buffers freed at the end of generations sit in glibc's arenas too.
 
 use std::sync::{Arc, Mutex};
 
@@ -36,10 +38,6 @@ impl UnloadHooks {
         run: impl Fn(Tier) -> String + Send + Sync + 'static,
     ) {
         self.lock().push((name, Arc::new(Box::new(run))));
-    }
-
-    pub fn names(&self) -> Vec<&'static str> {
-        self.lock().iter().map(|(name, _)| *name).collect()
     }
 
     /// Runs every hook on a blocking thread; a hook that panics is logged and the rest still run.

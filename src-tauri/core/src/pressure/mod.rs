@@ -71,8 +71,8 @@ async fn run(
         if pool.pressure(report).await.is_err() {
             return;
         }
-        // Hooks run once on the way up into critical or emergency, after the pool has begun
-        // its unloads.
+        // Hooks run once on the way up into critical or emergency, once the pool has been told
+        // (its unloads finish on their own time).
         if report.tier >= Tier::Critical && report.tier > report.previous {
             hooks.run(report.tier).await;
         }

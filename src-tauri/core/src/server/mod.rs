@@ -23,6 +23,7 @@ pub struct Server {
     address: SocketAddr,
     pool: Pool,
     state: AppState,
+    unload_hooks: crate::pressure::UnloadHooks,
     /// Flipped when shutdown begins; long-lived streams (`/api/events`) end on it, so they
     /// do not hold the graceful shutdown open.
     stopping: tokio::sync::watch::Sender<bool>,
@@ -75,12 +76,13 @@ impl Server {
         let metrics = Metrics::default();
         let pool = Pool::start(engine, config, Arc::clone(&probe), metrics.clone());
         // The monitor runs from the start, before any model loads.
+        let unload_hooks = crate::pressure::UnloadHooks::with_defaults();
         let (thresholds, thresholds_rx) = tokio::sync::watch::channel(settings.pressure);
         crate::pressure::start(
             Arc::clone(&probe),
             pool.clone(),
             thresholds_rx,
-            crate::pressure::UnloadHooks::with_defaults(),
+            unload_hooks.clone(),
         );
         let notifications = crate::notify::start(&pool, settings.notifications);
         for notice in store.notices() {
@@ -119,12 +121,18 @@ impl Server {
             address,
             pool,
             state,
+            unload_hooks,
             stopping,
         })
     }
 
     pub fn address(&self) -> SocketAddr {
         self.address
+    }
+
+    /// Where other subsystems register work to do when memory turns critical.
+    pub fn unload_hooks(&self) -> crate::pressure::UnloadHooks {
+        self.unload_hooks.clone()
     }
 
     /// What the handlers reach: the pool, the probe, the settings. The desktop shell drives

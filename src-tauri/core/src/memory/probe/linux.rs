@@ -60,12 +60,20 @@ impl MemoryProbe for LinuxProbe {
             }
         })?;
         let cgroup = self.own_cgroup();
-        // PSI: the cgroup's own pressure file when there is one (v2), else the system's.
-        let stall = self
+        // PSI: the worse of the own cgroup's (a container stalls on its own limit while the
+        // host is at ease) and the system's (other apps stalling is the machine in trouble).
+        let own = self
             .own_pressure_file()
             .and_then(|file| read_opt(&file))
-            .or_else(|| read_opt(&self.proc_root.join("pressure/memory")))
             .and_then(|text| parse_psi(&text));
+        let system = read_opt(&self.proc_root.join("pressure/memory")).and_then(|t| parse_psi(&t));
+        let stall = match (own, system) {
+            (Some(a), Some(b)) => Some(Stall {
+                some_avg10: a.some_avg10.max(b.some_avg10),
+                full_avg10: a.full_avg10.max(b.full_avg10),
+            }),
+            (a, b) => a.or(b),
+        };
         Ok(with_process(snapshot_from(
             meminfo,
             cgroup.map(|(_, m)| m),
@@ -75,14 +83,18 @@ impl MemoryProbe for LinuxProbe {
 }
 
 impl LinuxProbe {
-    /// The own cgroup's `memory.pressure`: the cgroup v2 one below the root (the root's is the
-    /// system's). With a v1 memory controller the unified (v2) hierarchy still keeps pressure
-    /// figures per cgroup, at `unified/` in hybrid setups.
+    /// The own cgroup's `memory.pressure`: the cgroup v2 one below the root. The root's is
+    /// the system's, except in a cgroup namespace (a container), where the root is the
+    /// container's own cgroup and has a `memory.current` the host's root lacks. With a v1
+    /// memory controller the unified (v2) hierarchy still keeps pressure figures per cgroup, at
+    /// `unified/` in hybrid setups.
     pub fn own_pressure_file(&self) -> Option<PathBuf> {
         let path = parse_unified_path(&read_opt(&self.proc_root.join("self/cgroup"))?)?;
         let path = path.trim_start_matches('/');
         if path.is_empty() {
-            return None;
+            let namespaced = self.cgroup_root.join("memory.current").exists();
+            let file = self.cgroup_root.join("memory.pressure");
+            return (namespaced && file.exists()).then_some(file);
         }
         [
             self.cgroup_root.join(path),

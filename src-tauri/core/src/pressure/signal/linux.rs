@@ -91,11 +91,21 @@ mod tests {
                 cgroup_root.join("unified/job/memory.pressure")
             ]
         );
-        // The root cgroup's pressure is the system's.
+        // The root cgroup's pressure is the system's...
         std::fs::write(proc_root.join("self/cgroup"), "4:memory:/job\n0::/\n").expect("write");
+        std::fs::write(cgroup_root.join("memory.pressure"), "").expect("write");
         assert_eq!(
             pressure_files(&probe),
             vec![proc_root.join("pressure/memory")]
+        );
+        // ...except in a container (a cgroup namespace), where the root is the container's.
+        std::fs::write(cgroup_root.join("memory.current"), "1000").expect("write");
+        assert_eq!(
+            pressure_files(&probe),
+            vec![
+                proc_root.join("pressure/memory"),
+                cgroup_root.join("memory.pressure")
+            ]
         );
     }
 }

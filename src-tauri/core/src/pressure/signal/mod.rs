@@ -16,21 +16,22 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 /// What woke the monitor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// Ordered by what it says about memory: a full stall is the most severe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Wake {
+    Poll,
+    /// The macOS memory-pressure dispatch source fired; the snapshot reads the level it set.
+    OsSignal,
     /// A Linux PSI trigger: some tasks stalled on memory for 150 ms of the last 2 s.
     /// Constrained at least.
     Stall,
     /// Every task stalled on memory for 100 ms of the last 2 s. Critical at least.
     FullStall,
-    /// The macOS memory-pressure dispatch source fired; the snapshot reads the level it set.
-    OsSignal,
-    Poll,
 }
 
-/// The armed sources' firings. Firings that arrive while the monitor is busy are coalesced: one
-/// look after a burst sees the same memory as one look per firing would.
+/// The armed sources' firings. Firings that arrive while the monitor is busy are coalesced into
+/// the most severe: one look after a burst sees the same memory as one look per firing would.
 pub struct Signals {
     rx: mpsc::Receiver<Wake>,
     /// Keeps the channel open where nothing is armed, so `next` waits instead of ending.
@@ -49,13 +50,39 @@ impl Signals {
         Self { rx, _keep_open: tx }
     }
 
-    /// The next firing; pending forever when nothing is armed.
+    /// The next firing, or the most severe of those that came together (one stall fires the
+    /// system's and the cgroup's triggers at once; that is one look, not four); pending forever
+    /// when nothing is armed.
     pub async fn next(&mut self) -> Wake {
-        self.rx.recv().await.unwrap_or(Wake::Poll)
+        let mut wake = self.rx.recv().await.unwrap_or(Wake::Poll);
+        while let Ok(more) = self.rx.try_recv() {
+            wake = wake.max(more);
+        }
+        wake
     }
 }
 
 /// Forwards one firing, dropping it when a wake is already queued (the monitor will look anyway).
 fn forward(tx: &mpsc::Sender<Wake>, wake: Wake) {
     let _ = tx.try_send(wake);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_burst_of_firings_is_one_wake_at_its_most_severe() {
+        let (tx, rx) = mpsc::channel(4);
+        let mut signals = Signals {
+            rx,
+            _keep_open: tx.clone(),
+        };
+        for wake in [Wake::Stall, Wake::FullStall, Wake::Stall] {
+            forward(&tx, wake);
+        }
+        assert_eq!(signals.next().await, Wake::FullStall);
+        forward(&tx, Wake::OsSignal);
+        assert_eq!(signals.next().await, Wake::OsSignal);
+    }
 }
