@@ -13,6 +13,7 @@ mod concurrency;
 mod disconnect;
 mod idle;
 mod lifecycle;
+mod load;
 mod models;
 mod notifications;
 mod pool;
