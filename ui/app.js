@@ -393,12 +393,18 @@ async function showNotices() {
   banner.hidden = notices.length === 0;
 }
 
+/** A history mark's tone, as the live event it came from would have it. */
+function markTone(mark) {
+  if (mark.kind === "tier") return mark.tier === "normal" ? "good" : "warn";
+  return mark.kind === "loaded" ? "good" : "info";
+}
+
 /** Lists what the history remembers, so the page opens with the recent past rather than empty. */
 async function seed() {
   const [status, history] = await Promise.all([getJSON("/api/status"), getJSON("/api/memory/history")]);
   $("address").textContent = status.address;
   for (const mark of [...history.marks].sort((a, b) => a.t - b.t)) {
-    addEvent(mark.text, mark.kind === "tier" ? "warn" : mark.kind === "loaded" ? "good" : "info", mark.t);
+    addEvent(mark.text, markTone(mark), mark.t);
   }
 }
 

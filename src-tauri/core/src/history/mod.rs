@@ -45,6 +45,8 @@ pub struct Mark {
     /// "loaded", "unloaded" or "tier".
     pub kind: &'static str,
     pub model: Option<String>,
+    /// For a "tier" mark, the tier it changed to.
+    pub tier: Option<Tier>,
     /// In plain words, for the mark's tooltip.
     pub text: String,
 }
@@ -155,6 +157,7 @@ impl History {
             t,
             kind,
             model: model.map(String::from),
+            tier: None,
             text,
         };
         match event {
@@ -186,11 +189,14 @@ impl History {
             )),
             PoolEvent::Pressure {
                 tier, used_percent, ..
-            } => record.add_mark(mark(
-                "tier",
-                None,
-                format!("pressure {} ({used_percent:.0}% used)", name_of(tier)),
-            )),
+            } => record.add_mark(Mark {
+                tier: Some(*tier),
+                ..mark(
+                    "tier",
+                    None,
+                    format!("pressure {} ({used_percent:.0}% used)", name_of(tier)),
+                )
+            }),
             PoolEvent::RequestStarted { .. } => {
                 if record.running == 0 {
                     let rss = process_rss().unwrap_or(0);
@@ -331,6 +337,7 @@ mod tests {
             t: 1_000,
             kind: "tier",
             model: None,
+            tier: Some(Tier::Normal),
             text: String::new(),
         });
         for i in 0..(MAX_SAMPLES as u64 + 10) {
