@@ -11,6 +11,7 @@ mod bad_input;
 mod chat;
 mod concurrency;
 mod disconnect;
+mod faults;
 mod idle;
 mod lifecycle;
 mod load;

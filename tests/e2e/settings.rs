@@ -192,6 +192,16 @@ impl TinyFs {
         Self { dir }
     }
 
+    /// Remounts it read-only: every write fails, as on a locked-down or failing volume.
+    fn make_read_only(&self) {
+        let status = std::process::Command::new("mount")
+            .args(["-o", "remount,ro"])
+            .arg(self.dir.path())
+            .status()
+            .expect("mount runs");
+        assert!(status.success(), "cannot remount read-only");
+    }
+
     fn fill(&self) {
         // Fill it to the last byte.
         let _ = std::process::Command::new("dd")
@@ -240,6 +250,32 @@ async fn a_full_disk_fails_the_save_cleanly_and_keeps_the_old_file() {
         .filter(|n| n.ends_with(".tmp"))
         .collect();
     assert!(left.is_empty(), "{left:?}");
+    drop(server);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+#[tokio::test]
+async fn a_read_only_config_folder_fails_the_save_cleanly() {
+    let fs = TinyFs::mount();
+    let config = fs.dir.path().join("config.toml");
+    let server = Server::start_with(Options {
+        config: Some("idle_timeout = \"20m\"\n".into()),
+        config_path: Some(config.clone()),
+        ..Options::default()
+    });
+    fs.make_read_only();
+    let (status, body) = put(&server, json!({"idle_timeout": "30m"})).await;
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(body["error"]["code"], "settings_not_saved");
+    let message = body["error"]["message"].as_str().expect("message");
+    println!("{message}");
+    assert!(message.contains("the file is unchanged"), "{message}");
+    assert_eq!(
+        std::fs::read_to_string(&config).expect("old file"),
+        "idle_timeout = \"20m\"\n"
+    );
+    let (_, now) = server.get("/api/settings").await;
+    assert_eq!(now["settings"]["idle_timeout"], "20m");
     drop(server);
     tokio::time::sleep(Duration::from_millis(100)).await;
 }

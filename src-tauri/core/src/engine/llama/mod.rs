@@ -88,10 +88,21 @@ impl Engine for LlamaEngine {
         let params = LlamaModelParams::default();
         #[cfg(target_os = "macos")]
         let params = params.with_n_gpu_layers(u32::MAX);
+        // llama-cpp-2 asserts that the file exists (a panic, not an error); a file removed
+        // since its header was read is named as such here instead.
+        if !path.exists() {
+            return Err(bad(
+                "the file was removed while it was being loaded".to_string()
+            ));
+        }
         let model = LlamaModel::load_from_file(self.backend, path, &params).map_err(|e| {
-            bad(format!(
-                "llama.cpp could not read it as a GGUF model ({e}); the file may be truncated or corrupt"
-            ))
+            if path.exists() {
+                bad(format!(
+                    "llama.cpp could not read it as a GGUF model ({e}); the file may be truncated or corrupt"
+                ))
+            } else {
+                bad("the file was removed while it was being loaded".to_string())
+            }
         })?;
         let weights_anon = match (before_load, process_memory()) {
             (Some(a), Some(b)) => b.anon.saturating_sub(a.anon),
