@@ -183,3 +183,45 @@ async fn foreign_hosts_and_cross_site_posts_are_refused() {
         .expect("sent");
     assert_eq!(response.status(), 200);
 }
+
+/// The machine's own addresses other than loopback, from `hostname -I`.
+fn non_loopback_addresses() -> Vec<std::net::IpAddr> {
+    let out = std::process::Command::new("hostname")
+        .arg("-I")
+        .output()
+        .expect("hostname");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|a| a.parse().ok())
+        .filter(|a: &std::net::IpAddr| !a.is_loopback())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_server_listens_on_both_loopbacks_and_nowhere_else() {
+    let server = Server::start();
+    let port = server.port;
+    // IPv6 loopback, with its own Host form.
+    let (status, body) = {
+        let response = server
+            .client
+            .get(format!("http://[::1]:{port}/health"))
+            .send()
+            .await
+            .expect("[::1] answers");
+        let status = response.status().as_u16();
+        (status, response.json::<Value>().await.expect("json"))
+    };
+    assert_eq!(status, 200, "{body}");
+    // The machine's other addresses refuse the connection outright.
+    let others = non_loopback_addresses();
+    assert!(!others.is_empty(), "this test needs a non-loopback address");
+    for address in others {
+        let refused = std::net::TcpStream::connect_timeout(
+            &std::net::SocketAddr::new(address, port),
+            std::time::Duration::from_secs(2),
+        );
+        println!("{address}:{port}: {refused:?}");
+        assert!(refused.is_err(), "{address}:{port} accepted a connection");
+    }
+}

@@ -1,11 +1,13 @@
 //! Putting the core together: settings in, a listening server out. The headless binary and the
 //! Tauri app both start Headroom through [`Server::start`], so they run the same backend.
 
+mod loopback;
+
 use std::future::IntoFuture;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
+use loopback::Loopback;
 
 use crate::api::{self, AppState};
 use crate::config::human;
@@ -19,7 +21,7 @@ use crate::pool::{Pool, PoolConfig};
 
 /// A bound, not yet serving, Headroom server.
 pub struct Server {
-    listener: TcpListener,
+    listener: Loopback,
     address: SocketAddr,
     pool: Pool,
     state: AppState,
@@ -93,7 +95,7 @@ impl Server {
         }
         preload(&pool, &catalog, &settings.preload);
 
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, settings.port))
+        let listener = Loopback::bind(settings.port)
             .await
             .map_err(|e| {
                 anyhow::anyhow!(
