@@ -1,10 +1,8 @@
 //! Concurrent requests share one loaded model.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
-use crate::support::{chat_body, file_size, mb, model_path, rss_of, Server, SMOLLM2};
+use crate::support::{chat_body, file_size, mb, model_path, PeakRss, Server, SMOLLM2};
 
 #[tokio::test]
 async fn four_concurrent_requests_share_one_load_of_the_weights() {
@@ -20,18 +18,7 @@ async fn four_concurrent_requests_share_one_load_of_the_weights() {
     let loaded_rss = server.rss();
 
     // Sample the server's RSS while four requests run at once, keeping the peak.
-    let pid = server.pid();
-    let peak = Arc::new(AtomicU64::new(loaded_rss));
-    let sampling = Arc::new(AtomicBool::new(true));
-    let sampler = {
-        let (peak, sampling) = (Arc::clone(&peak), Arc::clone(&sampling));
-        std::thread::spawn(move || {
-            while sampling.load(Ordering::Relaxed) {
-                peak.fetch_max(rss_of(pid), Ordering::Relaxed);
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        })
-    };
+    let sampler = PeakRss::start(server.pid(), loaded_rss);
     let prompts = [
         "Tell me about cats.",
         "Tell me about dogs.",
@@ -44,8 +31,7 @@ async fn four_concurrent_requests_share_one_load_of_the_weights() {
         async move { server.post("/v1/chat/completions", &body).await }
     });
     let results = futures::future::join_all(requests).await;
-    sampling.store(false, Ordering::Relaxed);
-    sampler.join().expect("sampler");
+    let peak = sampler.stop();
 
     for (status, body) in &results {
         assert_eq!(*status, 200, "{body}");
@@ -61,7 +47,6 @@ async fn four_concurrent_requests_share_one_load_of_the_weights() {
     let context = model["memory"]["kv"].as_u64().expect("kv bytes")
         + model["memory"]["compute"].as_u64().expect("compute bytes");
 
-    let peak = peak.load(Ordering::Relaxed);
     let concurrent_growth = peak.saturating_sub(loaded_rss);
     let total_growth = peak.saturating_sub(idle_rss);
     println!(

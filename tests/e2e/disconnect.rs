@@ -35,26 +35,14 @@ async fn a_client_that_disconnects_mid_stream_stops_the_generation_within_a_few_
     );
 
     // The slot is free again: a new request is served at once.
-    let (status, _) = server
-        .post(
-            "/v1/completions",
-            &json!({"model": SMOLLM2, "prompt": "Hi", "max_tokens": 4}),
-        )
-        .await;
-    assert_eq!(status, 200);
+    server.complete_ok(SMOLLM2, 4).await;
 }
 
 #[tokio::test]
 async fn a_client_that_gives_up_on_a_whole_answer_stops_the_generation_too() {
     let server = Server::start();
     // Load first, so the request below is cancelled while generating, not while loading.
-    let (status, _) = server
-        .post(
-            "/v1/completions",
-            &json!({"model": SMOLLM2, "prompt": "Hi", "max_tokens": 1}),
-        )
-        .await;
-    assert_eq!(status, 200);
+    server.complete_ok(SMOLLM2, 1).await;
     let request = server
         .client
         .post(server.url("/v1/completions"))

@@ -7,7 +7,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::support::{model_path, sse_data, Options, Server, GEMMA, SMOLLM2};
+use crate::support::{model_path, read_to_full_length, Options, Server, GEMMA, SMOLLM2};
 
 #[tokio::test]
 async fn sigterm_during_a_load_exits_cleanly() {
@@ -56,12 +56,7 @@ async fn a_model_file_deleted_while_it_loads_leaves_a_true_pool() {
         // The file was open already: the model is whole in memory and answers.
         200 => {
             assert!(loaded.is_some());
-            let (status, answer) = server
-                .post(
-                    "/v1/completions",
-                    &json!({"model": "doomed", "prompt": "Hi", "max_tokens": 2}),
-                )
-                .await;
+            let (status, answer) = server.complete("doomed", 2).await;
             // Requests look the model up on disk first: gone is gone, clearly.
             assert!(status == 200 || status == 404, "{status} {answer}");
         }
@@ -97,11 +92,7 @@ async fn settings_changes_and_a_flush_while_streams_run() {
     let (status, report) = server.call(Method::POST, "/api/memory/flush").await;
     assert_eq!(status, 200, "{report}");
     for stream in [first, second] {
-        let text = stream.text().await.expect("stream");
-        let data = sse_data(&text);
-        assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{text}");
-        let last: Value = serde_json::from_str(&data[data.len() - 2]).expect("last chunk");
-        assert_eq!(last["choices"][0]["finish_reason"], "length", "{text}");
+        read_to_full_length(stream).await;
     }
     let unloaded = events
         .wait_for("the flush's unload", |e| {

@@ -31,11 +31,8 @@ async fn a_model_unloads_after_its_idle_timeout_but_never_during_a_request() {
     // A stream that runs well past the timeout is not cut.
     let started = Instant::now();
     let stream = server.start_counting_stream(300).await;
-    let text = stream.text().await.expect("stream");
+    crate::support::read_to_full_length(stream).await;
     let ran = started.elapsed();
-    let data = crate::support::sse_data(&text);
-    let last: Value = serde_json::from_str(&data[data.len() - 2]).expect("last chunk");
-    assert_eq!(last["choices"][0]["finish_reason"], "length", "{text}");
     assert!(ran > Duration::from_secs(2), "the stream took only {ran:?}");
     let ended = Instant::now();
 

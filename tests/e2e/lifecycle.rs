@@ -87,13 +87,7 @@ async fn the_event_stream_reports_loads_and_does_not_hold_up_shutdown() {
         .await
         .expect("subscribed");
     assert_eq!(events.status(), 200);
-    let (status, _) = server
-        .post(
-            "/v1/completions",
-            &serde_json::json!({"model": crate::support::SMOLLM2, "prompt": "Hi", "max_tokens": 2}),
-        )
-        .await;
-    assert_eq!(status, 200);
+    server.complete_ok(crate::support::SMOLLM2, 2).await;
     let mut seen = String::new();
     while !seen.contains(r#""type":"loaded""#) {
         let chunk = tokio::time::timeout(Duration::from_secs(10), events.chunk())

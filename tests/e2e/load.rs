@@ -3,13 +3,11 @@
 //! without an answer; the server's memory stays bounded. The figures are printed.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::support::{mb, rss_of, sse_data, Options, Server, SMOLLM2};
+use crate::support::{mb, sse_data, Options, PeakRss, Server, SMOLLM2};
 
 const STREAMS: usize = 64;
 const BURST: usize = 1000;
@@ -86,27 +84,10 @@ async fn many_streams_and_a_burst_all_get_an_answer_and_memory_stays_bounded() {
         ..Options::default()
     });
     // Loaded and warm first: the load is not what this measures.
-    let (status, body) = server
-        .post(
-            "/v1/completions",
-            &json!({"model": SMOLLM2, "prompt": "Hi", "max_tokens": 4}),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    server.complete_ok(SMOLLM2, 4).await;
     let loaded_rss = server.rss();
 
-    let pid = server.pid();
-    let peak = Arc::new(AtomicU64::new(loaded_rss));
-    let sampling = Arc::new(AtomicBool::new(true));
-    let sampler = {
-        let (peak, sampling) = (Arc::clone(&peak), Arc::clone(&sampling));
-        std::thread::spawn(move || {
-            while sampling.load(Ordering::Relaxed) {
-                peak.fetch_max(rss_of(pid), Ordering::Relaxed);
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        })
-    };
+    let sampler = PeakRss::start(server.pid(), loaded_rss);
 
     // Each client its own connection pool: 64 + 200 connections really at once.
     let client = reqwest::Client::builder()
@@ -129,9 +110,7 @@ async fn many_streams_and_a_burst_all_get_an_answer_and_memory_stays_bounded() {
     };
     let (streams, burst) = tokio::join!(streams, burst);
     let took = started.elapsed();
-    sampling.store(false, Ordering::Relaxed);
-    sampler.join().expect("sampler");
-    let peak = peak.load(Ordering::Relaxed);
+    let peak = sampler.stop();
 
     println!("{STREAMS} streams: {:?}", tally(&streams));
     println!("{BURST} short requests: {:?}", tally(&burst));
@@ -171,11 +150,5 @@ async fn many_streams_and_a_burst_all_get_an_answer_and_memory_stays_bounded() {
     assert_eq!(model["in_flight"], 0, "{model}");
     assert_eq!(model["stats"]["active"], 0, "{model}");
     assert_eq!(model["stats"]["queued"], 0, "{model}");
-    let (status, body) = server
-        .post(
-            "/v1/completions",
-            &json!({"model": SMOLLM2, "prompt": "Hi", "max_tokens": 2}),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    server.complete_ok(SMOLLM2, 2).await;
 }

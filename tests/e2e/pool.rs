@@ -243,12 +243,7 @@ async fn a_pinned_model_is_never_evicted_nor_stopped() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    let (status, body) = server
-        .post(
-            "/v1/completions",
-            &json!({"model": GEMMA, "prompt": "Hi", "max_tokens": 2}),
-        )
-        .await;
+    let (status, body) = server.complete(GEMMA, 2).await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["error"]["code"], "insufficient_memory");
     let message = body["error"]["message"].as_str().expect("message");
@@ -298,11 +293,7 @@ async fn a_model_serving_a_request_is_not_evicted_and_its_request_completes() {
     assert!(message.contains("busy with 1 request"), "{message}");
 
     // SmolLM2's request runs to its end.
-    let text = stream.text().await.expect("stream body");
-    let data = crate::support::sse_data(&text);
-    assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
-    let last: Value = serde_json::from_str(&data[data.len() - 2]).expect("last chunk");
-    assert_eq!(last["choices"][0]["finish_reason"], "length", "{last}");
+    let last = crate::support::read_to_full_length(stream).await;
     assert_eq!(last["usage"]["completion_tokens"], 200);
     // The server lets go of the request just after the client has read its end.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
@@ -374,12 +365,7 @@ async fn loads_that_would_squeeze_the_machine_are_refused() {
     let nearly_all = (total_ram() - (1 << 20)).to_string();
     // The margin: no load may leave less than this available.
     let server = Server::start_with(Options::with_env("HEADROOM_HEADROOM_MARGIN", &nearly_all));
-    let (status, body) = server
-        .post(
-            "/v1/completions",
-            &json!({"model": SMOLLM2, "prompt": "Hi", "max_tokens": 2}),
-        )
-        .await;
+    let (status, body) = server.complete(SMOLLM2, 2).await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["error"]["code"], "insufficient_memory");
     let message = body["error"]["message"].as_str().expect("message");

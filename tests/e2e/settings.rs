@@ -22,13 +22,7 @@ async fn config_path(server: &Server) -> PathBuf {
 async fn a_new_idle_timeout_applies_to_loaded_models_and_is_saved() {
     let server = Server::start();
     let events = server.events().await;
-    let (status, body) = server
-        .post(
-            "/v1/completions",
-            &json!({"model": SMOLLM2, "prompt": "Hi", "max_tokens": 2}),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    server.complete_ok(SMOLLM2, 2).await;
     let before = server.expires_in(SMOLLM2).await.expect("a deadline");
     assert!((590.0..=600.0).contains(&before), "{before}");
 
@@ -145,13 +139,7 @@ async fn a_config_file_that_cannot_be_used_is_moved_aside() {
     );
     assert!(server.stderr().contains("could not be used"));
     // It still serves.
-    let (status, _) = server
-        .post(
-            "/v1/completions",
-            &json!({"model": SMOLLM2, "prompt": "Hi", "max_tokens": 2}),
-        )
-        .await;
-    assert_eq!(status, 200);
+    server.complete_ok(SMOLLM2, 2).await;
 }
 
 fn set_aside_files(config: &Path) -> Vec<PathBuf> {
@@ -220,8 +208,9 @@ impl Drop for TinyFs {
     }
 }
 
-#[tokio::test]
-async fn a_full_disk_fails_the_save_cleanly_and_keeps_the_old_file() {
+/// A save onto a config folder that `break_it` made unwritable: 500 `settings_not_saved`, the
+/// old file and the settings in force unchanged, no temporary file left behind.
+async fn a_failed_save_changes_nothing(break_it: impl FnOnce(&TinyFs)) {
     let fs = TinyFs::mount();
     let config = fs.dir.path().join("config.toml");
     let server = Server::start_with(Options {
@@ -229,7 +218,7 @@ async fn a_full_disk_fails_the_save_cleanly_and_keeps_the_old_file() {
         config_path: Some(config.clone()),
         ..Options::default()
     });
-    fs.fill();
+    break_it(&fs);
     let (status, body) = put(&server, json!({"idle_timeout": "30m"})).await;
     assert_eq!(status, 500, "{body}");
     assert_eq!(body["error"]["code"], "settings_not_saved");
@@ -242,7 +231,6 @@ async fn a_full_disk_fails_the_save_cleanly_and_keeps_the_old_file() {
     );
     let (_, now) = server.get("/api/settings").await;
     assert_eq!(now["settings"]["idle_timeout"], "20m");
-    // No temporary file is left behind.
     let left: Vec<_> = std::fs::read_dir(fs.dir.path())
         .expect("dir")
         .filter_map(Result::ok)
@@ -255,27 +243,11 @@ async fn a_full_disk_fails_the_save_cleanly_and_keeps_the_old_file() {
 }
 
 #[tokio::test]
+async fn a_full_disk_fails_the_save_cleanly_and_keeps_the_old_file() {
+    a_failed_save_changes_nothing(TinyFs::fill).await;
+}
+
+#[tokio::test]
 async fn a_read_only_config_folder_fails_the_save_cleanly() {
-    let fs = TinyFs::mount();
-    let config = fs.dir.path().join("config.toml");
-    let server = Server::start_with(Options {
-        config: Some("idle_timeout = \"20m\"\n".into()),
-        config_path: Some(config.clone()),
-        ..Options::default()
-    });
-    fs.make_read_only();
-    let (status, body) = put(&server, json!({"idle_timeout": "30m"})).await;
-    assert_eq!(status, 500, "{body}");
-    assert_eq!(body["error"]["code"], "settings_not_saved");
-    let message = body["error"]["message"].as_str().expect("message");
-    println!("{message}");
-    assert!(message.contains("the file is unchanged"), "{message}");
-    assert_eq!(
-        std::fs::read_to_string(&config).expect("old file"),
-        "idle_timeout = \"20m\"\n"
-    );
-    let (_, now) = server.get("/api/settings").await;
-    assert_eq!(now["settings"]["idle_timeout"], "20m");
-    drop(server);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    a_failed_save_changes_nothing(TinyFs::make_read_only).await;
 }

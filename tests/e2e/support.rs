@@ -212,6 +212,22 @@ impl Server {
         json_answer(response).await
     }
 
+    /// A short text completion ("Hi", `max_tokens` tokens): its status and JSON body.
+    pub async fn complete(&self, model: &str, max_tokens: u32) -> (u16, Value) {
+        self.post(
+            "/v1/completions",
+            &serde_json::json!({"model": model, "prompt": "Hi", "max_tokens": max_tokens}),
+        )
+        .await
+    }
+
+    /// A short text completion that must be answered with 200.
+    pub async fn complete_ok(&self, model: &str, max_tokens: u32) -> Value {
+        let (status, body) = self.complete(model, max_tokens).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
     /// Starts a streamed greedy count ("6, 7, 8, ..."), which runs on for as long as
     /// `max_tokens` allows, and returns once the response headers are in.
     pub async fn start_counting_stream(&self, max_tokens: u32) -> reqwest::Response {
@@ -425,6 +441,56 @@ pub fn rss_of(pid: u32) -> u64 {
 }
 
 /// The `data:` payloads of an SSE body, in order.
+/// Reads a stream to its end and checks it ran its full length, uncut: `[DONE]` last, and the
+/// chunk before it finished for `length`. Returns that chunk.
+pub async fn read_to_full_length(stream: reqwest::Response) -> Value {
+    let text = stream.text().await.expect("stream body");
+    let data = sse_data(&text);
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{text}");
+    let last: Value = serde_json::from_str(&data[data.len() - 2]).expect("last chunk");
+    assert_eq!(last["choices"][0]["finish_reason"], "length", "{text}");
+    last
+}
+
+/// The peak resident memory of a process, sampled every 20 ms on a thread of its own.
+pub struct PeakRss {
+    peak: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    sampling: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl PeakRss {
+    /// Starts sampling `pid`, counting from `floor` (what it held before).
+    pub fn start(pid: u32, floor: u64) -> Self {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        use std::sync::Arc;
+        let peak = Arc::new(AtomicU64::new(floor));
+        let sampling = Arc::new(AtomicBool::new(true));
+        let thread = {
+            let (peak, sampling) = (Arc::clone(&peak), Arc::clone(&sampling));
+            std::thread::spawn(move || {
+                while sampling.load(Ordering::Relaxed) {
+                    peak.fetch_max(rss_of(pid), Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            })
+        };
+        Self {
+            peak,
+            sampling,
+            thread,
+        }
+    }
+
+    /// Stops sampling; the peak seen.
+    pub fn stop(self) -> u64 {
+        use std::sync::atomic::Ordering;
+        self.sampling.store(false, Ordering::Relaxed);
+        self.thread.join().expect("sampler");
+        self.peak.load(Ordering::Relaxed)
+    }
+}
+
 pub fn sse_data(body: &str) -> Vec<String> {
     body.split("\n\n")
         .filter(|event| !event.trim().is_empty())
