@@ -148,23 +148,13 @@ mod tests {
 
     /// A snapshot as a probe would give it: `percent` of a 16 GiB machine used.
     fn snapshot(percent: f64, pressure: OsPressure, stall: Option<(f64, f64)>) -> MemorySnapshot {
-        let total = 16u64 << 30;
-        let used = (total as f64 * percent / 100.0) as u64;
         MemorySnapshot {
-            total,
-            used,
-            available: total - used,
-            wired: None,
-            compressed: None,
-            cached_files: 0,
-            swap_used: 0,
             pressure,
             stall: stall.map(|(some_avg10, full_avg10)| Stall {
                 some_avg10,
                 full_avg10,
             }),
-            cgroup_limited: false,
-            process: None,
+            ..MemorySnapshot::with_used_percent(16 << 30, percent)
         }
     }
 

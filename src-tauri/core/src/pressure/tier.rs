@@ -99,21 +99,7 @@ mod tests {
     use crate::memory::Stall;
 
     fn at(percent: f64) -> MemorySnapshot {
-        let total = 1_000_000u64;
-        let used = (total as f64 * percent / 100.0) as u64;
-        MemorySnapshot {
-            total,
-            used,
-            available: total - used,
-            wired: None,
-            compressed: None,
-            cached_files: 0,
-            swap_used: 0,
-            pressure: OsPressure::Unknown,
-            stall: None,
-            cgroup_limited: false,
-            process: None,
-        }
+        MemorySnapshot::with_used_percent(1_000_000, percent)
     }
 
     #[test]

@@ -54,6 +54,28 @@ pub struct MemorySnapshot {
     pub process: Option<ProcessMemory>,
 }
 
+#[cfg(test)]
+impl MemorySnapshot {
+    /// A machine with `total` bytes, `percent` of them used, and nothing else known: the
+    /// starting point of the tests that drive tiers and the monitor.
+    pub fn with_used_percent(total: u64, percent: f64) -> Self {
+        let used = (total as f64 * percent / 100.0) as u64;
+        Self {
+            total,
+            used,
+            available: total - used,
+            wired: None,
+            compressed: None,
+            cached_files: 0,
+            swap_used: 0,
+            pressure: OsPressure::Unknown,
+            stall: None,
+            cgroup_limited: false,
+            process: None,
+        }
+    }
+}
+
 impl MemorySnapshot {
     /// Used memory as a percentage of the effective total.
     pub fn used_percent(&self) -> f64 {
