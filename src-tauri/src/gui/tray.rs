@@ -131,30 +131,24 @@ fn show(app: &AppHandle, view: TrayView) -> tauri::Result<()> {
     };
     let current = app.state::<Current>();
     let mut current = current.0.lock().unwrap_or_else(|e| e.into_inner());
+    let shown = current.as_ref().map(|items| &items.view);
+    if shown == Some(&view) {
+        return Ok(());
+    }
+    if shown.is_none_or(|shown| shown.look != view.look) {
+        tray.set_icon(Some(icon(view.look)?))?;
+    }
+    set_title(&tray, &view)?;
     match current.as_mut() {
         Some(items) if items.view.same_items(&view) => {
-            if items.view == view {
-                return Ok(());
-            }
-            if items.view.look != view.look {
-                tray.set_icon(Some(icon(view.look)?))?;
-            }
             items.system.set_text(&view.system)?;
             items.pool.set_text(&view.pool)?;
             for (item, line) in items.models.iter().zip(&view.models) {
                 item.set_text(&line.text)?;
             }
-            set_title(&tray, &view)?;
             items.view = view;
         }
-        _ => {
-            let look_changed = current.as_ref().is_none_or(|i| i.view.look != view.look);
-            if look_changed {
-                tray.set_icon(Some(icon(view.look)?))?;
-            }
-            set_title(&tray, &view)?;
-            *current = Some(rebuild(app, &tray, view)?);
-        }
+        _ => *current = Some(rebuild(app, &tray, view)?),
     }
     Ok(())
 }

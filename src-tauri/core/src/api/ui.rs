@@ -4,6 +4,7 @@
 //! `HEADROOM_UI_DIR` serves them from a folder instead, read at each request, so the UI can be
 //! worked on without rebuilding the server.
 
+use axum::body::Body;
 use axum::extract::Path;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -45,9 +46,9 @@ fn serve(name: &str) -> Response {
             .into_response();
     };
     // Only names from the list above reach the folder: no path comes from the request.
-    let body = match std::env::var_os("HEADROOM_UI_DIR") {
+    let body: Body = match std::env::var_os("HEADROOM_UI_DIR") {
         Some(dir) => match std::fs::read_to_string(std::path::Path::new(&dir).join(name)) {
-            Ok(text) => text,
+            Ok(text) => text.into(),
             Err(e) => {
                 return ApiError::server(
                     "ui_file_unreadable",
@@ -56,7 +57,7 @@ fn serve(name: &str) -> Response {
                 .into_response()
             }
         },
-        None => (*built_in).to_string(),
+        None => (*built_in).into(),
     };
     (
         [
