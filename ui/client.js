@@ -17,7 +17,7 @@ export async function getJSON(path) {
  * error shape `{error: {message, type, code, param?}}`, even when the server could not be reached.
  */
 export async function send(method, path, body) {
-  const init = { method, headers: { Accept: "application/json" } };
+  const init = { method, headers: withKey({ Accept: "application/json" }) };
   if (body !== undefined) {
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
@@ -36,6 +36,7 @@ export async function send(method, path, body) {
     // Not JSON: only a proxy or a crashed server answers like that; keep its words below.
   }
   if (response.ok) return { ok: true, status: response.status, body: parsed };
+  if (response.status === 401) askForKey();
   if (parsed && parsed.error && typeof parsed.error.message === "string") {
     return { ok: false, status: response.status, body: parsed };
   }
@@ -48,23 +49,98 @@ function failure(status, code, message) {
 
 /**
  * Follows the server's event stream. `onEvent` gets each parsed event; `onConnection(true|false)`
- * tells whether the stream is open. The browser reconnects by itself after a drop, so a
+ * tells whether the stream is open. After a drop it reconnects a second later, so a
  * closed-then-open pair is the only sign of it: re-read the state on every reconnection,
  * since events sent meanwhile are lost.
+ *
+ * This reads the stream with `fetch` rather than `EventSource`, which cannot send the
+ * `Authorization` header a server with an API key asks for.
  */
 export function subscribe(onEvent, onConnection) {
-  const source = new EventSource("/api/events");
-  source.onopen = () => onConnection(true);
-  source.onerror = () => onConnection(false);
-  source.onmessage = (message) => {
-    let event;
-    try {
-      event = JSON.parse(message.data);
-    } catch {
-      return; // One garbled line must not stop the page from following the rest.
+  const follow = async () => {
+    for (;;) {
+      try {
+        const response = await fetch("/api/events", { headers: withKey({ Accept: "text/event-stream" }) });
+        if (response.status === 401) {
+          onConnection(false);
+          askForKey();
+          return;
+        }
+        if (!response.ok || !response.body) throw new Error(`HTTP ${response.status}`);
+        onConnection(true);
+        await readEvents(response.body, onEvent);
+      } catch {
+        // Dropped or refused: the server restarting, or gone. Try again below.
+      }
+      onConnection(false);
+      await new Promise((resolve) => setTimeout(resolve, 1000));
     }
-    onEvent(event);
   };
+  follow();
+}
+
+/** Calls `onEvent` with each `data:` payload of a server-sent event stream, parsed as JSON. */
+async function readEvents(body, onEvent) {
+  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += value;
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      const data = block
+        .split("\n")
+        .filter((line) => line.startsWith("data:"))
+        .map((line) => line.slice(5).replace(/^ /, ""))
+        .join("\n");
+      if (!data) continue; // A keep-alive comment.
+      let event;
+      try {
+        event = JSON.parse(data);
+      } catch {
+        continue; // One garbled event must not stop the page from following the rest.
+      }
+      onEvent(event);
+    }
+  }
+}
+
+// The API key, for a server that has one. The app's windows are handed it before the page
+// loads; in a browser the user types it once. localStorage is per origin (host and port), so no
+// other page, a local one on another port included, can read it.
+const KEY_ITEM = "headroom.apiKey";
+
+function withKey(headers) {
+  const key = localStorage.getItem(KEY_ITEM);
+  if (key) headers.Authorization = `Bearer ${key}`;
+  return headers;
+}
+
+/** Asks for the API key once per page, stores it, and reloads the page with it. */
+function askForKey() {
+  if (document.getElementById("api-key-dialog")) return;
+  const dialog = document.createElement("dialog");
+  dialog.id = "api-key-dialog";
+  const had = localStorage.getItem(KEY_ITEM);
+  dialog.innerHTML = `
+    <form method="dialog">
+      <h2>API key</h2>
+      <p class="key-why"></p>
+      <input name="key" type="password" autocomplete="current-password" required minlength="16" aria-label="API key">
+      <button type="submit" class="primary">Unlock</button>
+    </form>`;
+  dialog.querySelector(".key-why").textContent = had
+    ? "The stored API key was refused. Enter the key set in Headroom's settings."
+    : "This Headroom server needs its API key (HEADROOM_API_KEY or api_key in the config file).";
+  dialog.querySelector("form").addEventListener("submit", () => {
+    localStorage.setItem(KEY_ITEM, dialog.querySelector("input").value.trim());
+    location.reload();
+  });
+  document.body.append(dialog);
+  dialog.showModal();
 }
 
 /**

@@ -22,6 +22,11 @@ pub struct Cli {
     #[arg(long)]
     pub port: Option<u16>,
 
+    /// Listen on this address instead of loopback ("0.0.0.0": every address); needs an API key
+    /// (HEADROOM_API_KEY or `api_key` in the config file) [env: HEADROOM_BIND]
+    #[arg(long, value_name = "ADDRESS")]
+    pub bind: Option<String>,
+
     /// Config file [default: the platform's config folder]/config.toml
     #[arg(long, env = "HEADROOM_CONFIG")]
     pub config: Option<PathBuf>,
@@ -47,6 +52,14 @@ impl Cli {
         settings.apply_env(std::env::vars())?;
         if let Some(port) = self.port {
             settings.port = port;
+        }
+        if let Some(bind) = &self.bind {
+            settings.bind = bind.parse().map_err(|allowed| SettingError {
+                source_name: "--bind".into(),
+                setting: "bind".into(),
+                value: format!("{bind:?}"),
+                allowed,
+            })?;
         }
         let mut models_dirs = self.models_dirs.clone();
         models_dirs.append(&mut settings.models_dirs);

@@ -388,6 +388,39 @@ test("the page says when it lost the server and catches up when it is back", asy
   }
 });
 
+test("a server with an API key asks for it once, then the page works with it", async (t) => {
+  const key = "browser-key-0123456789abcdef";
+  const keyed = await startServer({ env: { HEADROOM_API_KEY: key } });
+  try {
+    assert.equal((await keyed.api("/api/memory/status")).status, 401, "the API is closed without the key");
+    await withPage("api-key", keyed, "/", async (page) => {
+      const dialog = page.locator("#api-key-dialog");
+      await dialog.waitFor({ timeout: 10_000 });
+      assert.match(await dialog.textContent(), /needs its API key/);
+      await page.screenshot({ path: join(ARTIFACTS, "api-key.png") });
+
+      // A wrong key is refused and said so.
+      await dialog.locator("input").fill("not-the-key-0123456789");
+      await dialog.getByRole("button", { name: "Unlock" }).click();
+      await page.locator("#api-key-dialog", { hasText: "was refused" }).waitFor({ timeout: 10_000 });
+
+      await page.locator("#api-key-dialog input").fill(key);
+      await page.locator("#api-key-dialog").getByRole("button", { name: "Unlock" }).click();
+      // The event stream (read with fetch, which can send the key) goes live.
+      await mainReady(page);
+      assert.equal(await page.locator("#api-key-dialog").count(), 0, "no prompt once the key is right");
+      await diskRow(page, SMOL).getByRole("button", { name: "Load" }).click();
+      await loadedRow(page, SMOL).locator("td.state", { hasText: "ready" }).waitFor({ timeout: 20_000 });
+      const { status, body } = await keyed.api("/api/memory/status", { headers: { Authorization: `Bearer ${key}` } });
+      assert.equal(status, 200);
+      assert.ok(body.models.some((m) => m.id === SMOL), "the page's Load, sent with the key, loaded the model");
+      t.diagnostic("prompted for the key, refused a wrong one, then followed events and loaded a model with it");
+    });
+  } finally {
+    await keyed.stop();
+  }
+});
+
 test("a load the server refuses shows its message beside the model", async (t) => {
   await ensureUnloaded(server, GEMMA);
   const tiny = await server.api("/api/settings", putJSON({ memory_limit: 200_000_000 }));

@@ -5,7 +5,7 @@ use std::io::Write;
 
 use serde_json::{json, Value};
 
-use crate::support::{model_path, Options, Server, SMOLLM2};
+use crate::support::{model_path, non_loopback_addresses, Options, Server, SMOLLM2};
 
 fn assert_error(status: u16, body: &Value, want_status: u16, want_code: &str) {
     assert_eq!(status, want_status, "{body}");
@@ -182,19 +182,6 @@ async fn foreign_hosts_and_cross_site_posts_are_refused() {
         .await
         .expect("sent");
     assert_eq!(response.status(), 200);
-}
-
-/// The machine's own addresses other than loopback, from `hostname -I`.
-fn non_loopback_addresses() -> Vec<std::net::IpAddr> {
-    let out = std::process::Command::new("hostname")
-        .arg("-I")
-        .output()
-        .expect("hostname");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .filter_map(|a| a.parse().ok())
-        .filter(|a: &std::net::IpAddr| !a.is_loopback())
-        .collect()
 }
 
 #[tokio::test]

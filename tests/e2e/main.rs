@@ -7,6 +7,7 @@ mod support;
 
 mod app;
 
+mod access;
 mod bad_input;
 mod chat;
 mod concurrency;

@@ -55,6 +55,8 @@ pub struct Options {
     /// Run the desktop app (tray and window) instead of `--headless`; `env` then needs a
     /// `DISPLAY`.
     pub desktop: bool,
+    /// An API key for the server; the test's client then sends it with every request.
+    pub api_key: Option<String>,
 }
 
 impl Default for Options {
@@ -69,6 +71,7 @@ impl Default for Options {
             config_path: None,
             cgroups: Vec::new(),
             desktop: false,
+            api_key: None,
         }
     }
 }
@@ -131,6 +134,8 @@ impl Server {
         command
             .env_remove("HEADROOM_MODELS_DIR")
             .env_remove("HEADROOM_PORT")
+            .env_remove("HEADROOM_BIND")
+            .env_remove("HEADROOM_API_KEY")
             .env("HEADROOM_THREADS", "2")
             .env("HEADROOM_PARALLEL", options.parallel.to_string())
             .env("HEADROOM_CONTEXT_SIZE", options.context_size.to_string())
@@ -140,6 +145,12 @@ impl Server {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr_log).expect("log file"));
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(key) = &options.api_key {
+            command.env("HEADROOM_API_KEY", key);
+            let bearer = format!("Bearer {key}").parse().expect("a header value");
+            headers.insert(reqwest::header::AUTHORIZATION, bearer);
+        }
         let mut child = command.spawn().expect("start headroom");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = mpsc::channel();
@@ -173,6 +184,7 @@ impl Server {
             stderr_log,
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(300))
+                .default_headers(headers)
                 .build()
                 .expect("client"),
         }
@@ -566,4 +578,17 @@ pub fn total_ram() -> u64 {
 
 pub fn mb(bytes: u64) -> f64 {
     bytes as f64 / 1e6
+}
+
+/// The machine's own addresses other than loopback, from `hostname -I`.
+pub fn non_loopback_addresses() -> Vec<std::net::IpAddr> {
+    let out = std::process::Command::new("hostname")
+        .arg("-I")
+        .output()
+        .expect("hostname");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|a| a.parse().ok())
+        .filter(|a: &std::net::IpAddr| !a.is_loopback())
+        .collect()
 }

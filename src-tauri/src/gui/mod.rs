@@ -83,6 +83,16 @@ pub(crate) fn show(app: &tauri::AppHandle, page: Page) {
     }
 }
 
+/// A script that gives the page the API key before its own scripts run, so the app's windows
+/// never ask for it. It checks the origin: the key is only ever stored for Headroom's own page.
+fn hand_over_key(url: &str, key: &str) -> String {
+    let origin = serde_json::Value::from(url.trim_end_matches('/')).to_string();
+    let key = serde_json::Value::from(key).to_string();
+    format!(
+        "if (location.origin === {origin}) {{ try {{ sessionStorage.setItem(\"headroom.apiKey\", {key}); }} catch (e) {{}} }}"
+    )
+}
+
 fn open(app: &tauri::AppHandle, page: Page) -> tauri::Result<()> {
     if let Some(window) = app.get_webview_window(page.label()) {
         window.show()?;
@@ -100,7 +110,11 @@ fn open(app: &tauri::AppHandle, page: Page) -> tauri::Result<()> {
         Page::Main => ("Headroom", 600.0, 720.0),
         Page::Preferences => ("Headroom Preferences", 560.0, 720.0),
     };
-    WebviewWindowBuilder::new(app, page.label(), WebviewUrl::External(url))
+    let mut window = WebviewWindowBuilder::new(app, page.label(), WebviewUrl::External(url));
+    if let Some(key) = backend.core.settings.api_key() {
+        window = window.initialization_script(hand_over_key(&backend.url, &key));
+    }
+    window
         .title(title)
         .inner_size(width, height)
         // The page's title carries live figures ("Headroom — System 41%"); the window shows it,

@@ -2,6 +2,11 @@
 //! still reach loopback: through DNS rebinding (a hostile name that resolves to 127.0.0.1, the
 //! hole Ollama had as CVE-2024-28224) or by posting across sites. So the `Host` must be a
 //! loopback name, and a request that changes state must not come from another site's page.
+//!
+//! With an API key set, every request but the UI's own files and `/health` must carry it, as
+//! `Authorization: Bearer <key>` (llama-server's and OpenAI's way). Listening beyond loopback
+//! requires a key; the `Host` then names whatever address the network uses, so the key, not the
+//! `Host`, is what keeps a rebinding page out.
 
 use axum::extract::{Request, State};
 use axum::http::{header, Method, StatusCode};
@@ -15,8 +20,9 @@ const LOOPBACK_NAMES: [&str; 4] = ["127.0.0.1", "localhost", "[::1]", "::1"];
 
 pub async fn check(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let headers = request.headers();
-    if let Some(host) = headers.get(header::HOST) {
-        let ok = host.to_str().is_ok_and(|h| is_loopback_host(h, state.port));
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    if !state.shared && headers.contains_key(header::HOST) {
+        let ok = host.is_some_and(|h| is_loopback_host(h, state.port));
         if !ok {
             return forbidden(
                 "forbidden_host",
@@ -30,7 +36,9 @@ pub async fn check(State(state): State<AppState>, request: Request, next: Next) 
     );
     if changes_state {
         if let Some(origin) = headers.get(header::ORIGIN) {
-            let ok = origin.to_str().is_ok_and(|o| is_own_origin(o, state.port));
+            let ok = origin
+                .to_str()
+                .is_ok_and(|o| is_own_origin(o, state.port) || is_same_origin(o, host));
             if !ok {
                 return forbidden(
                     "forbidden_origin",
@@ -39,7 +47,40 @@ pub async fn check(State(state): State<AppState>, request: Request, next: Next) 
             }
         }
     }
+    if let Some(key) = state.settings.api_key() {
+        if !is_public(request.uri().path()) && !carries_key(headers, &key) {
+            let mut response = ApiError::bad_request(
+                "invalid_api_key",
+                "this server needs its API key: send `Authorization: Bearer <api_key>`",
+            )
+            .with_status(StatusCode::UNAUTHORIZED)
+            .into_response();
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+            return response;
+        }
+    }
     next.run(request).await
+}
+
+/// What anyone who can connect may fetch: the page (it asks for the key) and a liveness check.
+fn is_public(path: &str) -> bool {
+    path == "/" || path == "/health" || path.starts_with("/ui/")
+}
+
+fn carries_key(headers: &axum::http::HeaderMap, key: &str) -> bool {
+    let Some(given) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    // Constant time, so the time to refuse does not tell how much of a guess was right.
+    use subtle::ConstantTimeEq;
+    bool::from(given.trim().as_bytes().ct_eq(key.as_bytes()))
 }
 
 fn forbidden(code: &'static str, message: &str) -> Response {
@@ -58,6 +99,12 @@ fn is_loopback_host(host: &str, port: u16) -> bool {
     let name_ok = LOOPBACK_NAMES.iter().any(|n| name.eq_ignore_ascii_case(n));
     let port_ok = host_port.is_none_or(|p| p.parse::<u16>() == Ok(port));
     name_ok && port_ok
+}
+
+/// A page served by this server under the name the request came in on (a shared server's
+/// network address).
+fn is_same_origin(origin: &str, host: Option<&str>) -> bool {
+    host.is_some_and(|host| origin.strip_prefix("http://") == Some(host))
 }
 
 /// The UI's own origin (served by this server) or the Tauri window's.
@@ -109,5 +156,30 @@ mod tests {
         assert!(!is_own_origin("https://evil.com", 8080));
         assert!(!is_own_origin("http://localhost:3000", 8080));
         assert!(!is_own_origin("null", 8080));
+        assert!(is_same_origin(
+            "http://192.0.2.2:8080",
+            Some("192.0.2.2:8080")
+        ));
+        assert!(!is_same_origin("http://evil.com", Some("192.0.2.2:8080")));
+        assert!(!is_same_origin("http://evil.com", None));
+    }
+
+    #[test]
+    fn the_key_must_match_exactly() {
+        let mut headers = axum::http::HeaderMap::new();
+        assert!(!carries_key(&headers, "0123456789abcdef"));
+        for (value, ok) in [
+            ("Bearer 0123456789abcdef", true),
+            ("Bearer 0123456789abcde", false),
+            ("Bearer 0123456789abcdefg", false),
+            ("Basic 0123456789abcdef", false),
+            ("0123456789abcdef", false),
+        ] {
+            headers.insert(
+                header::AUTHORIZATION,
+                axum::http::HeaderValue::from_static(value),
+            );
+            assert_eq!(carries_key(&headers, "0123456789abcdef"), ok, "{value}");
+        }
     }
 }

@@ -42,6 +42,8 @@ pub struct AppState {
     pub history: crate::history::History,
     /// The port the server really listens on, for the `Host` check.
     pub port: u16,
+    /// Listening beyond loopback (the `bind` setting): the `Host` check is off, the key is on.
+    pub shared: bool,
     /// True once the server is shutting down.
     pub stopping: tokio::sync::watch::Receiver<bool>,
 }

@@ -20,6 +20,8 @@ use crate::pool::LiveConfig;
 /// Settings that only a restart applies.
 const RESTART_REQUIRED: &[&str] = &[
     "port",
+    "bind",
+    "max_connections",
     "models_dirs",
     "threads",
     "parallel",
@@ -31,9 +33,17 @@ pub async fn get(State(state): State<AppState>) -> Json<Value> {
     Json(view(&state, &[], &[]))
 }
 
+/// What the API shows in place of the API key: the key itself never leaves the server, and a
+/// client that sends the settings back unchanged (this value included) keeps the key.
+const HIDDEN_KEY: &str = "(hidden)";
+
 fn view(state: &AppState, changed: &[String], restart_required: &[String]) -> Value {
+    let mut settings = state.settings.live();
+    if settings.api_key.is_some() {
+        settings.api_key = Some(HIDDEN_KEY.into());
+    }
     json!({
-        "settings": state.settings.live(),
+        "settings": settings,
         "path": state.settings.path(),
         "notices": state.settings.notices(),
         "changed": changed,
@@ -50,6 +60,12 @@ pub async fn put(
             "(body)",
             "the body must be a JSON object of settings",
         ));
+    }
+    let mut patch = patch;
+    if patch.get("api_key").and_then(Value::as_str) == Some(HIDDEN_KEY) {
+        if let Some(fields) = patch.as_object_mut() {
+            fields.remove("api_key");
+        }
     }
     let store = &state.settings;
     let before = store.live();

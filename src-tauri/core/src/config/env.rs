@@ -17,6 +17,21 @@ pub(super) fn apply(
             "HEADROOM_PORT" => {
                 settings.port = parse(&key, "port", &value, "a port number from 0 to 65535")?
             }
+            "HEADROOM_BIND" => {
+                settings.bind = value.parse().map_err(|allowed| SettingError {
+                    source_name: key.clone(),
+                    setting: "bind".into(),
+                    value: format!("{value:?}"),
+                    allowed,
+                })?
+            }
+            // An empty value clears a key set in the file, as `unset` would for a shell.
+            "HEADROOM_API_KEY" => {
+                settings.api_key = Some(value.trim().to_string()).filter(|k| !k.is_empty())
+            }
+            "HEADROOM_MAX_CONNECTIONS" => {
+                settings.max_connections = parse(&key, "max_connections", &value, "a whole number")?
+            }
             "HEADROOM_THREADS" => {
                 settings.threads = Some(parse(&key, "threads", &value, "a whole number")?)
             }

@@ -2,6 +2,7 @@
 //! command-line flags. Every value is checked before anything starts, and a bad one is named
 //! with what is allowed.
 
+mod access;
 mod dirs;
 mod duration;
 mod env;
@@ -15,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::pressure::TierMargins;
 
+pub use access::{api_key_problem, Bind};
 pub use dirs::AppDirs;
 pub use duration::{parse_idle_timeout, IdleTimeout};
 pub use margin::HeadroomMargins;
@@ -28,8 +30,16 @@ pub const DEFAULT_PORT: u16 = 11435;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
-    /// TCP port on 127.0.0.1. 0 picks a free one (the address is logged).
+    /// TCP port. 0 picks a free one (the address is logged).
     pub port: u16,
+    /// Where to listen: "loopback" (127.0.0.1 and [::1]), or one address of this machine,
+    /// which shares the models with the network and so needs `api_key`.
+    pub bind: Bind,
+    /// When set, every request but the UI's files and `/health` must carry
+    /// `Authorization: Bearer <api_key>`.
+    pub api_key: Option<String>,
+    /// Connections served at once; more are answered 503 with `Retry-After` and closed.
+    pub max_connections: u32,
     /// Extra folders to find `.gguf` files in, after the data folder's `models/`.
     pub models_dirs: Vec<PathBuf>,
     /// CPU threads per model; `None` = all cores but one, so the desktop stays responsive.
@@ -87,6 +97,9 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             port: DEFAULT_PORT,
+            bind: Bind::Loopback,
+            api_key: None,
+            max_connections: 512,
             models_dirs: Vec::new(),
             threads: None,
             parallel: 2,
@@ -167,6 +180,23 @@ impl Settings {
             if !(1..=1024).contains(&threads) {
                 return Err(err("threads", threads.to_string(), "from 1 to 1024"));
             }
+        }
+        if let Some(problem) = self.api_key.as_deref().and_then(api_key_problem) {
+            return Err(err("api_key", "(hidden)".into(), &problem));
+        }
+        if self.bind.is_shared() && self.api_key.is_none() {
+            return Err(err(
+                "bind",
+                self.bind.to_string(),
+                "an address beyond loopback shares the models with the network: set api_key too",
+            ));
+        }
+        if !(8..=100_000).contains(&self.max_connections) {
+            return Err(err(
+                "max_connections",
+                self.max_connections.to_string(),
+                "from 8 to 100000",
+            ));
         }
         if !(1..=64).contains(&self.parallel) {
             return Err(err("parallel", self.parallel.to_string(), "from 1 to 64"));
@@ -340,6 +370,9 @@ mod tests {
             ("preload = [\"../x\"]\n", "preload"),
             ("[idle_timeouts]\n\"a/b\" = \"5m\"\n", "idle_timeouts"),
             ("[pressure]\ncritical = 80\n", "pressure"),
+            ("bind = \"0.0.0.0\"\n", "bind"),
+            ("api_key = \"short\"\n", "api_key"),
+            ("max_connections = 1\n", "max_connections"),
         ] {
             let e = Settings::from_toml(text, "cfg.toml").unwrap_err();
             assert_eq!(e.setting, setting, "{text}: {e}");

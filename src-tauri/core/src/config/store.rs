@@ -87,6 +87,14 @@ impl SettingsStore {
             .unwrap_or_else(|e| e.into_inner().clone())
     }
 
+    /// The API key in force, read on every request, so it is not a copy of all the settings.
+    pub fn api_key(&self) -> Option<String> {
+        match self.live.lock() {
+            Ok(live) => live.api_key.clone(),
+            Err(e) => e.into_inner().api_key.clone(),
+        }
+    }
+
     /// Sets what is in force without saving (the environment and flags at start).
     pub fn set_live(&self, settings: Settings) {
         match self.live.lock() {

@@ -1,17 +1,17 @@
 //! Putting the core together: settings in, a listening server out. The headless binary and the
 //! Tauri app both start Headroom through [`Server::start`], so they run the same backend.
 
-mod loopback;
+mod listen;
 
 use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use loopback::Loopback;
+use listen::Listeners;
 
 use crate::api::{self, AppState};
 use crate::config::human;
-use crate::config::{AppDirs, SettingsStore};
+use crate::config::{AppDirs, Bind, SettingsStore};
 use crate::engine::llama::LlamaEngine;
 use crate::engine::{Engine, LoadOptions};
 use crate::memory::{os_probe, MemoryProbe};
@@ -21,7 +21,7 @@ use crate::pool::{Pool, PoolConfig};
 
 /// A bound, not yet serving, Headroom server.
 pub struct Server {
-    listener: Loopback,
+    listener: Listeners,
     address: SocketAddr,
     pool: Pool,
     state: AppState,
@@ -32,8 +32,8 @@ pub struct Server {
 }
 
 impl Server {
-    /// Creates the model folder if needed, starts the engine and the pool, and binds
-    /// 127.0.0.1 on the configured port (0 = any free port).
+    /// Creates the model folder if needed, starts the engine and the pool, and binds the
+    /// configured address (loopback unless set) and port (0 = any free port).
     pub async fn start(store: &Arc<SettingsStore>, dirs: &AppDirs) -> anyhow::Result<Self> {
         let settings = &store.live();
         let own_models = dirs.models();
@@ -95,15 +95,27 @@ impl Server {
         }
         preload(&pool, &catalog, &settings.preload);
 
-        let listener = Loopback::bind(settings.port)
-            .await
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot listen on 127.0.0.1:{}: {e} (is another Headroom running? set another with --port or HEADROOM_PORT)",
-                    settings.port
-                )
-            })?;
-        let address = listener.local_addr()?;
+        raise_open_files_limit(settings.max_connections);
+        let listener = Listeners::bind(
+            settings.bind,
+            settings.port,
+            settings.max_connections as usize,
+        )
+        .await
+        .map_err(|e| {
+            let ip = match settings.bind {
+                Bind::Loopback => std::net::Ipv4Addr::LOCALHOST.into(),
+                Bind::Address(ip) => ip,
+            };
+            anyhow::anyhow!(
+                "cannot listen on {}: {e} (is another Headroom running? set another with --port or HEADROOM_PORT)",
+                SocketAddr::new(ip, settings.port)
+            )
+        })?;
+        if settings.bind.is_shared() {
+            tracing::warn!(bind = %settings.bind, "listening beyond loopback: every request needs the API key");
+        }
+        let address = reachable(listener.local_addr()?);
         let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
         let history = crate::history::History::start(pool.clone(), Arc::clone(&probe));
         let state = AppState {
@@ -116,6 +128,7 @@ impl Server {
             thresholds: Arc::new(thresholds),
             notifications,
             port: address.port(),
+            shared: settings.bind.is_shared(),
             stopping: stopping_rx,
         };
         Ok(Self {
@@ -179,6 +192,36 @@ impl Server {
         pool.shutdown().await;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// The address to print and open windows on: bound to "all addresses" (`0.0.0.0`, `::`), the
+/// server is reached at the loopback of the same family.
+fn reachable(mut address: SocketAddr) -> SocketAddr {
+    match address.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+            address.set_ip(std::net::Ipv4Addr::LOCALHOST.into())
+        }
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            address.set_ip(std::net::Ipv6Addr::LOCALHOST.into())
+        }
+        _ => {}
+    }
+    address
+}
+
+/// Every connection is a file descriptor, and macOS starts apps with a soft limit of 256: raise
+/// it toward the hard limit so `max_connections` (plus model files and the like) can be open.
+fn raise_open_files_limit(max_connections: u32) {
+    let wanted = u64::from(max_connections) + 256;
+    match rlimit::increase_nofile_limit(wanted) {
+        Ok(got) if got < wanted => tracing::warn!(
+            limit = got,
+            max_connections,
+            "the open-files limit is below what max_connections needs; connections beyond it will fail"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read or raise the open-files limit"),
     }
 }
 
