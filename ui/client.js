@@ -108,13 +108,13 @@ async function readEvents(body, onEvent) {
   }
 }
 
-// The API key, for a server that has one. The app's windows are handed it before the page
-// loads; in a browser the user types it once. localStorage is per origin (host and port), so no
+// The API key, for a server that has one. The app's windows are handed it before the page's
+// scripts run (as `window.__HEADROOM_API_KEY__`); in a browser the user types it once. localStorage is per origin (host and port), so no
 // other page, a local one on another port included, can read it.
 const KEY_ITEM = "headroom.apiKey";
 
 function withKey(headers) {
-  const key = localStorage.getItem(KEY_ITEM);
+  const key = window.__HEADROOM_API_KEY__ ?? localStorage.getItem(KEY_ITEM);
   if (key) headers.Authorization = `Bearer ${key}`;
   return headers;
 }

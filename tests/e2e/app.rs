@@ -175,9 +175,11 @@ fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
 #[tokio::test]
 async fn the_app_window_and_tray_show_the_pool_and_stop_a_model() {
     let desktop = Desktop::start();
+    // With an API key, so the window's figures also show the app hands its page the key.
     let mut app = Server::start_with(Options {
         desktop: true,
         env: desktop.env(),
+        api_key: Some("app-window-key-0123456789".into()),
         ..Options::default()
     });
     let events = app.events().await;

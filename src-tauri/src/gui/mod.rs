@@ -84,12 +84,13 @@ pub(crate) fn show(app: &tauri::AppHandle, page: Page) {
 }
 
 /// A script that gives the page the API key before its own scripts run, so the app's windows
-/// never ask for it. It checks the origin: the key is only ever stored for Headroom's own page.
+/// never ask for it. It checks the origin: only Headroom's own page is given the key. (Not
+/// through `localStorage`: WebKitGTK does not let a script store there before the page loads.)
 fn hand_over_key(url: &str, key: &str) -> String {
     let origin = serde_json::Value::from(url.trim_end_matches('/')).to_string();
     let key = serde_json::Value::from(key).to_string();
     format!(
-        "if (location.origin === {origin}) {{ try {{ sessionStorage.setItem(\"headroom.apiKey\", {key}); }} catch (e) {{}} }}"
+        "if (location.origin === {origin}) {{ window.__HEADROOM_API_KEY__ = {key}; }}"
     )
 }
 
