@@ -85,7 +85,8 @@ pub(crate) fn show(app: &tauri::AppHandle, page: Page) {
 
 /// A script that gives the page the API key before its own scripts run, so the app's windows
 /// never ask for it. It checks the origin: only Headroom's own page is given the key. (Not
-/// through `localStorage`: WebKitGTK does not let a script store there before the page loads.)
+/// through `localStorage`: a key stored there by this script did not reach the page in
+/// WebKitGTK, and the app test failed.)
 fn hand_over_key(url: &str, key: &str) -> String {
     let origin = serde_json::Value::from(url.trim_end_matches('/')).to_string();
     let key = serde_json::Value::from(key).to_string();
