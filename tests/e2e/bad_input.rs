@@ -95,12 +95,40 @@ async fn broken_model_files_get_a_clear_error_and_the_server_stays_up() {
     junk.extend((0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8));
     std::fs::write(broken.path().join("junk.gguf"), junk).expect("write");
     std::fs::write(broken.path().join("empty.gguf"), b"").expect("write");
-    // The real model cut short, at the header and in the middle of the tensor data.
+    // The real model cut short: inside the fixed header, inside the metadata (the vocabulary
+    // runs for megabytes), in the tensor data, and one byte short.
     let real = std::fs::read(model_path(SMOLLM2)).expect("model");
-    for (name, len) in [("cut-header", 2_000), ("cut-middle", real.len() / 2)] {
+    let cuts = [
+        ("cut-4", 4),
+        ("cut-10", 10),
+        ("cut-header", 2_000),
+        ("cut-vocab", 300_000),
+        ("cut-middle", real.len() / 2),
+        ("cut-last-byte", real.len() - 1),
+    ];
+    for (name, len) in cuts {
         let mut f =
             std::fs::File::create(broken.path().join(format!("{name}.gguf"))).expect("create");
         f.write_all(&real[..len]).expect("write");
+    }
+    // Headers that claim absurd sizes: reading them as told would allocate exabytes.
+    let header = |version: u32, tensors: u64, kvs: u64, rest: &[u8]| {
+        let mut bytes = b"GGUF".to_vec();
+        bytes.extend(version.to_le_bytes());
+        bytes.extend(tensors.to_le_bytes());
+        bytes.extend(kvs.to_le_bytes());
+        bytes.extend(rest);
+        bytes.extend([0u8; 64]);
+        bytes
+    };
+    let absurd = [
+        ("absurd-tensors", header(3, u64::MAX, 0, &[])),
+        ("absurd-kvs", header(3, 0, 1 << 60, &[])),
+        ("absurd-key", header(3, 1, 1, &(1u64 << 62).to_le_bytes())),
+        ("absurd-version", header(999, 0, 0, &[])),
+    ];
+    for (name, bytes) in &absurd {
+        std::fs::write(broken.path().join(format!("{name}.gguf")), bytes).expect("write");
     }
     std::fs::create_dir(broken.path().join("folder.gguf")).expect("mkdir");
 
@@ -108,7 +136,11 @@ async fn broken_model_files_get_a_clear_error_and_the_server_stays_up() {
         extra_models_dir: Some(broken.path().to_path_buf()),
         ..Default::default()
     });
-    for id in ["junk", "empty", "cut-header", "cut-middle"] {
+    let ids = ["junk", "empty"]
+        .into_iter()
+        .chain(cuts.iter().map(|(name, _)| *name))
+        .chain(absurd.iter().map(|(name, _)| *name));
+    for id in ids {
         let (status, body) = server
             .post(
                 "/v1/chat/completions",
@@ -117,6 +149,7 @@ async fn broken_model_files_get_a_clear_error_and_the_server_stays_up() {
             .await;
         assert_error(status, &body, 500, "model_load_failed");
         let message = body["error"]["message"].as_str().expect("message");
+        println!("{id}: {message}");
         assert!(message.contains(id), "the error names the model: {message}");
     }
     // A directory is not a model at all.

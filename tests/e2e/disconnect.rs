@@ -61,6 +61,86 @@ async fn a_client_that_gives_up_on_a_whole_answer_stops_the_generation_too() {
     );
 }
 
+#[tokio::test]
+async fn many_clients_hanging_up_at_once_leave_no_generation_task_or_connection_behind() {
+    let server = Server::start();
+    server.complete_ok(SMOLLM2, 1).await;
+    let tasks_before = server.metric("headroom_runtime_tasks_alive").await;
+    let connections_before = server.metric("headroom_connections_open").await;
+
+    // Sixteen streamed counts on four slots: four generate, twelve wait in the queue. Each
+    // client has its own connection, as separate programs would.
+    let clients: Vec<_> = (0..16)
+        .map(|_| {
+            let url = server.url("/v1/completions");
+            tokio::spawn(async move {
+                let body = json!({"model": SMOLLM2, "prompt": "1, 2, 3, 4, 5,", "temperature": 0,
+                                  "max_tokens": 1000, "stream": true});
+                let mut response = reqwest::Client::new()
+                    .post(url)
+                    .json(&body)
+                    .send()
+                    .await
+                    .expect("sent");
+                while let Ok(Some(_)) = response.chunk().await {}
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let model = server.model_status(SMOLLM2).await.expect("loaded");
+        if model["stats"]["active"] == 4 && model["stats"]["queued"] == 12 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never 4 running and 12 waiting: {model}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let busy_tasks = server.metric("headroom_runtime_tasks_alive").await;
+    let busy_connections = server.metric("headroom_connections_open").await;
+    // All hang up at once.
+    for client in &clients {
+        client.abort();
+    }
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (stats, tasks, connections) = loop {
+        let model = server.model_status(SMOLLM2).await.expect("loaded");
+        let tasks = server.metric("headroom_runtime_tasks_alive").await;
+        let connections = server.metric("headroom_connections_open").await;
+        let settled = model["stats"]["active"] == 0
+            && model["stats"]["queued"] == 0
+            && model["in_flight"] == 0
+            && tasks <= tasks_before
+            && connections <= connections_before;
+        if settled || Instant::now() > deadline {
+            break (model["stats"].clone(), tasks, connections);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    println!(
+        "16 clients hung up: tasks {tasks_before} → {busy_tasks} busy → {tasks}; connections \
+         {connections_before} → {busy_connections} → {connections}; stats {stats}"
+    );
+    assert_eq!(stats["active"], 0, "{stats}");
+    assert_eq!(stats["queued"], 0, "{stats}");
+    assert!(busy_tasks > tasks_before, "the streams ran as tasks");
+    assert!(
+        tasks <= tasks_before,
+        "tasks left behind: {tasks} alive, {tasks_before} before"
+    );
+    assert!(
+        connections <= connections_before,
+        "connections left open: {connections}"
+    );
+    // None ran on to its 1000 tokens.
+    assert!(stats["cancelled"].as_u64() >= Some(4), "{stats}");
+    assert_eq!(stats["completed"], 1, "only the warm-up completed: {stats}");
+    server.complete_ok(SMOLLM2, 4).await;
+}
+
 /// SmolLM2's generation counters as soon as one generation has been cancelled.
 async fn stats_once_cancelled(server: &Server) -> serde_json::Value {
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -29,6 +29,44 @@ async fn sigterm_during_a_load_exits_cleanly() {
 }
 
 #[tokio::test]
+async fn sigterm_during_a_stream_ends_it_with_an_error_event_and_exits_cleanly() {
+    let mut server = Server::start();
+    // 5000 tokens would run far past the 5 s grace.
+    let mut stream = server.start_counting_stream(5000).await;
+    let mut text = String::new();
+    while text.matches("data: ").count() < 3 {
+        let chunk = stream.chunk().await.expect("read").expect("open");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let pid = server.pid();
+    let reader = tokio::spawn(async move {
+        while let Ok(Some(chunk)) = stream.chunk().await {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        text
+    });
+    let started = std::time::Instant::now();
+    assert_eq!(server.terminate(Duration::from_secs(30)), Some(0));
+    let took = started.elapsed();
+    let text = tokio::time::timeout(Duration::from_secs(5), reader)
+        .await
+        .expect("the stream ended")
+        .expect("reader");
+    let events = crate::support::sse_data(&text);
+    println!(
+        "pid {pid}: exited 0 after {took:?}; the stream's last events: {:?}",
+        &events[events.len().saturating_sub(2)..]
+    );
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"), "{text}");
+    let error = &events[events.len() - 2];
+    assert!(
+        error.contains("\"error\""),
+        "an error event before [DONE]: {error}"
+    );
+    assert!(!server.stderr().contains("panicked"), "{}", server.stderr());
+}
+
+#[tokio::test]
 async fn a_model_file_deleted_while_it_loads_leaves_a_true_pool() {
     let dir = tempfile::tempdir().expect("tmp");
     let doomed = dir.path().join("doomed.gguf");

@@ -201,15 +201,7 @@ async fn under_a_limit_for_one_model_the_least_recently_used_is_evicted() {
     assert_eq!(all[at("unloaded", SMOLLM2)]["reason"], "evicted");
 
     // Prometheus counts it.
-    let metrics = server
-        .client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = server.metrics().await;
     assert!(metrics.contains("headroom_evictions_total 1"), "{metrics}");
     assert!(
         metrics.contains("headroom_model_unloads_total{reason=\"evicted\"} 1"),
@@ -423,15 +415,7 @@ async fn generations_are_measured_and_exported() {
     assert!(record["model_memory"].as_u64().expect("memory") > 100_000_000);
     println!("generation: {record}");
 
-    let metrics = server
-        .client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = server.metrics().await;
     let generated = body["usage"]["completion_tokens"].as_u64().expect("tokens");
     for needle in [
         format!("headroom_generated_tokens_total{{model=\"{SMOLLM2}\"}} {generated}"),

@@ -142,6 +142,84 @@ async fn a_config_file_that_cannot_be_used_is_moved_aside() {
     server.complete_ok(SMOLLM2, 2).await;
 }
 
+#[tokio::test]
+async fn a_server_killed_while_saving_leaves_the_config_file_whole() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let config = dir.path().join("config.toml");
+    // A big file (30 000 per-model timeouts, ~1 MB) makes each save long enough to be killed
+    // in the middle of some.
+    let mut text = String::from("idle_timeout = \"7m\"\n[idle_timeouts]\n");
+    for i in 0..30_000 {
+        text.push_str(&format!("\"model-{i}\" = \"{}m\"\n", i % 50 + 1));
+    }
+    std::fs::write(&config, &text).expect("write");
+    let start = || {
+        Server::start_with(Options {
+            config_path: Some(config.clone()),
+            ..Options::default()
+        })
+    };
+    let temp_files = || {
+        std::fs::read_dir(dir.path())
+            .expect("dir")
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+            .count()
+    };
+    let mut saves = 0;
+    let mut cut_short = 0;
+    let rounds = 5;
+    for round in 0..rounds {
+        let server = start();
+        let (_, settings) = server.get("/api/settings").await;
+        assert_eq!(settings["notices"], json!([]), "round {round}: {settings}");
+        assert_eq!(
+            settings["settings"]["idle_timeouts"]
+                .as_object()
+                .map(|m| m.len()),
+            Some(30_000),
+            "round {round}: the whole file was read"
+        );
+        assert_eq!(temp_files(), 0, "the last round's remains were removed");
+        // Saves back to back, and a SIGKILL as soon as one is under way: its temporary file
+        // is there, being written and synced, and has not yet replaced the config file.
+        let client = server.client.clone();
+        let url = server.url("/api/settings");
+        let saving = tokio::spawn(async move {
+            let mut done = 0;
+            for i in 0.. {
+                let patch = json!({"idle_timeout": format!("{}m", i % 9 + 1)});
+                match client.put(&url).json(&patch).send().await {
+                    Ok(r) if r.status() == 200 => done += 1,
+                    _ => break,
+                }
+            }
+            done
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while temp_files() == 0 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        drop(server); // SIGKILL
+        saves += saving.await.expect("saver");
+        cut_short += temp_files();
+    }
+    let server = start();
+    let (_, settings) = server.get("/api/settings").await;
+    assert_eq!(settings["notices"], json!([]), "{settings}");
+    println!(
+        "{saves} saves over {rounds} kills; {cut_short} kills landed inside a save (its \
+         temporary file left behind), and the config file was whole each time; idle_timeout \
+         now {}",
+        settings["settings"]["idle_timeout"]
+    );
+    // A kill can land just after the rename; most land inside the save.
+    assert!(
+        cut_short * 2 >= rounds,
+        "only {cut_short} of {rounds} kills inside a save"
+    );
+}
+
 fn set_aside_files(config: &Path) -> Vec<PathBuf> {
     let dir = config.parent().expect("folder");
     let name = config

@@ -90,9 +90,7 @@ pub(crate) fn show(app: &tauri::AppHandle, page: Page) {
 fn hand_over_key(url: &str, key: &str) -> String {
     let origin = serde_json::Value::from(url.trim_end_matches('/')).to_string();
     let key = serde_json::Value::from(key).to_string();
-    format!(
-        "if (location.origin === {origin}) {{ window.__HEADROOM_API_KEY__ = {key}; }}"
-    )
+    format!("if (location.origin === {origin}) {{ window.__HEADROOM_API_KEY__ = {key}; }}")
 }
 
 fn open(app: &tauri::AppHandle, page: Page) -> tauri::Result<()> {

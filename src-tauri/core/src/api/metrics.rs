@@ -11,7 +11,13 @@ use super::AppState;
 
 pub async fn prometheus(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let pool = state.pool.status().await?;
-    let text = state.metrics.render(&pool, state.probe.system());
+    let load = crate::metrics::ServerLoad {
+        connections: state.connections.now(),
+        tasks: tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks(),
+    };
+    let text = state.metrics.render(&pool, state.probe.system(), load);
     Ok((
         [(
             header::CONTENT_TYPE,

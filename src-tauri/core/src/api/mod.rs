@@ -44,6 +44,8 @@ pub struct AppState {
     pub port: u16,
     /// Listening beyond loopback (the `bind` setting): the `Host` check is off, the key is on.
     pub shared: bool,
+    /// Connections open now, for `/metrics`.
+    pub connections: crate::server::OpenConnections,
     /// True once the server is shutting down.
     pub stopping: tokio::sync::watch::Receiver<bool>,
 }

@@ -36,6 +36,7 @@ impl SettingsStore {
     /// Reads `path`. A missing file means defaults; one that does not parse or holds a value
     /// that is not allowed is renamed to `<name>.bak-<unix time>` and defaults are used.
     pub fn open(path: &Path) -> Self {
+        remove_interrupted_saves(path);
         let mut notices = Vec::new();
         let file = match Settings::from_file(path) {
             Ok(settings) => settings,
@@ -127,6 +128,32 @@ impl SettingsStore {
     }
 }
 
+/// The temporary files of saves cut short by a crash or a kill (they never replaced the config
+/// file, which is whole); without this each one would stay in the folder for good.
+fn remove_interrupted_saves(path: &Path) {
+    let Some(dir) = path.parent() else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(TEMP_PREFIX) && name.ends_with(TEMP_SUFFIX) {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => {
+                    tracing::info!(file = %name, "removed the remains of an interrupted settings save")
+                }
+                Err(e) => {
+                    tracing::debug!(file = %name, error = %e, "cannot remove an old temporary file")
+                }
+            }
+        }
+    }
+}
+
+const TEMP_PREFIX: &str = ".config-";
+const TEMP_SUFFIX: &str = ".tmp";
+
 fn set_aside_name(path: &Path) -> PathBuf {
     let time = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -147,7 +174,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     };
     std::fs::create_dir_all(dir)?;
     let mut builder = tempfile::Builder::new();
-    builder.prefix(".config-").suffix(".tmp");
+    builder.prefix(TEMP_PREFIX).suffix(TEMP_SUFFIX);
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;

@@ -106,9 +106,14 @@ impl Metrics {
         self.generations.push(record);
     }
 
-    /// The Prometheus text exposition: the counters above, plus the pool and the machine as
-    /// they are now.
-    pub fn render(&self, pool: &PoolStatus, system: Option<SystemMemory>) -> String {
+    /// The Prometheus text exposition: the counters above, plus the pool, the server and the
+    /// machine as they are now.
+    pub fn render(
+        &self,
+        pool: &PoolStatus,
+        system: Option<SystemMemory>,
+        load: ServerLoad,
+    ) -> String {
         let mut registry = Registry::with_prefix("headroom");
         registry.register("model_loads", "Models loaded, by model", self.loads.clone());
         registry.register(
@@ -202,6 +207,16 @@ impl Metrics {
             "The pool memory limit",
             gauge(pool.limit),
         );
+        registry.register(
+            "connections_open",
+            "HTTP connections open now",
+            gauge(load.connections as u64),
+        );
+        registry.register(
+            "runtime_tasks_alive",
+            "Tokio tasks alive: a task left behind by a finished request shows here",
+            gauge(load.tasks as u64),
+        );
         if let Some(system) = system {
             registry.register("system_memory_total_bytes", "RAM", gauge(system.total));
             registry.register(
@@ -219,4 +234,10 @@ impl Metrics {
 
 fn clamp(bytes: u64) -> i64 {
     i64::try_from(bytes).unwrap_or(i64::MAX)
+}
+/// What the server is carrying at the moment of a scrape.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ServerLoad {
+    pub connections: usize,
+    pub tasks: usize,
 }

@@ -59,6 +59,14 @@ impl Listeners {
         })
     }
 
+    /// A count of the connections open now, for the metrics.
+    pub fn open_connections(&self, max: usize) -> OpenConnections {
+        OpenConnections {
+            permits: Arc::clone(&self.permits),
+            max,
+        }
+    }
+
     /// The first address: the one printed and used by the app's windows.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.first.local_addr()
@@ -106,6 +114,19 @@ impl axum::serve::Listener for Listeners {
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
         Listeners::local_addr(self)
+    }
+}
+
+/// How many connections are open: the permits taken.
+#[derive(Clone)]
+pub struct OpenConnections {
+    permits: Arc<Semaphore>,
+    max: usize,
+}
+
+impl OpenConnections {
+    pub fn now(&self) -> usize {
+        self.max.saturating_sub(self.permits.available_permits())
     }
 }
 

@@ -3,6 +3,8 @@
 
 mod listen;
 
+pub use listen::OpenConnections;
+
 use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -129,6 +131,7 @@ impl Server {
             notifications,
             port: address.port(),
             shared: settings.bind.is_shared(),
+            connections: listener.open_connections(settings.max_connections as usize),
             stopping: stopping_rx,
         };
         Ok(Self {
