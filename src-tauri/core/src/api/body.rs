@@ -33,7 +33,14 @@ where
                 ApiError::bad_request("invalid_body", rejection.body_text())
             }
         })?;
-        let mut de = serde_json::Deserializer::from_slice(&bytes);
+        decode(&bytes).map(Self)
+    }
+}
+
+/// Parses a request body as `T`, refusing in OpenAI's error shape with the field at fault named.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    {
+        let mut de = serde_json::Deserializer::from_slice(bytes);
         let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner();
@@ -49,6 +56,6 @@ where
         de.end().map_err(|e| {
             ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
         })?;
-        Ok(Self(value))
+        Ok(value)
     }
 }

@@ -1,12 +1,12 @@
 //! The HTTP API: OpenAI-compatible endpoints under `/v1`, Headroom's own under `/api`, and the
 //! web UI at `/`. Served on loopback only.
 
-mod body;
+pub mod body;
 pub mod error;
 mod guard;
 mod memory;
 mod metrics;
-mod openai;
+pub mod openai;
 mod settings;
 mod status;
 mod ui;

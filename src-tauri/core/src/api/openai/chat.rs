@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::response::Response;
 use serde::Deserialize;
 
-use super::options::GenerationOptions;
+use super::options::{Checked, GenerationOptions};
 use super::run::{start, Kind};
 use crate::api::body::JsonBody;
 use crate::api::error::ApiError;
@@ -86,19 +86,45 @@ fn to_messages(input: Vec<MessageIn>) -> Result<Vec<ChatMessage>, ApiError> {
         .collect()
 }
 
+/// A chat request that passed every check, ready to run.
+#[derive(Debug)]
+pub struct ChatCall {
+    pub model: String,
+    pub messages: Vec<ChatMessage>,
+    pub checked: Checked,
+    pub stream: bool,
+}
+
+impl ChatRequest {
+    pub fn prepare(self) -> Result<ChatCall, ApiError> {
+        Ok(ChatCall {
+            checked: self.options.check(None)?,
+            stream: self.options.stream,
+            messages: to_messages(self.messages)?,
+            model: self.model,
+        })
+    }
+}
+
+/// What the endpoint makes of a body before it looks for the model: the request decoder the
+/// fuzz target drives.
+pub fn decode(body: &[u8]) -> Result<ChatCall, ApiError> {
+    crate::api::body::decode::<ChatRequest>(body)?.prepare()
+}
+
 pub async fn completions(
     State(state): State<AppState>,
     JsonBody(request): JsonBody<ChatRequest>,
 ) -> Result<Response, ApiError> {
-    let checked = request.options.check(None)?;
-    let messages = to_messages(request.messages)?;
+    let call = request.prepare()?;
+    let messages = call.messages;
     let started = start(
         &state,
         Kind::Chat,
-        &request.model,
+        &call.model,
         |model| Ok(model.render_chat(&messages)?),
-        checked,
+        call.checked,
     )
     .await?;
-    Ok(started.respond(request.options.stream).await)
+    Ok(started.respond(call.stream).await)
 }

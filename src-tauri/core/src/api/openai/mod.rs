@@ -3,5 +3,5 @@
 pub mod chat;
 pub mod completions;
 pub mod models;
-mod options;
+pub mod options;
 mod run;
