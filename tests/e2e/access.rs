@@ -115,11 +115,13 @@ async fn the_key_is_never_shown_and_can_be_changed_live() {
     assert_eq!(mode & 0o777, 0o600, "config mode {mode:o}");
 
     // A key too short to be safe is refused and changes nothing.
-    let mut client = reqwest::Client::new().put(server.url("/api/settings"));
-    client = client
+    let response = reqwest::Client::new()
+        .put(server.url("/api/settings"))
         .bearer_auth(new_key)
-        .json(&json!({"api_key": "short"}));
-    let response = client.send().await.expect("answered");
+        .json(&json!({"api_key": "short"}))
+        .send()
+        .await
+        .expect("answered");
     assert_eq!(response.status(), 422);
     let body: Value = response.json().await.expect("json");
     assert!(

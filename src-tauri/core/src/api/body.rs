@@ -39,23 +39,21 @@ where
 
 /// Parses a request body as `T`, refusing in OpenAI's error shape with the field at fault named.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    {
-        let mut de = serde_json::Deserializer::from_slice(bytes);
-        let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            let message = if inner.is_syntax() || inner.is_eof() {
-                format!("the body is not valid JSON: {inner}")
-            } else if path == "." {
-                format!("invalid request: {inner}")
-            } else {
-                format!("invalid value for '{path}': {inner}")
-            };
-            ApiError::bad_request("invalid_json", message)
-        })?;
-        de.end().map_err(|e| {
-            ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
-        })?;
-        Ok(value)
-    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let message = if inner.is_syntax() || inner.is_eof() {
+            format!("the body is not valid JSON: {inner}")
+        } else if path == "." {
+            format!("invalid request: {inner}")
+        } else {
+            format!("invalid value for '{path}': {inner}")
+        };
+        ApiError::bad_request("invalid_json", message)
+    })?;
+    de.end().map_err(|e| {
+        ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
+    })?;
+    Ok(value)
 }

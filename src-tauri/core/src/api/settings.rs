@@ -53,7 +53,7 @@ fn view(state: &AppState, changed: &[String], restart_required: &[String]) -> Va
 
 pub async fn put(
     State(state): State<AppState>,
-    JsonBody(patch): JsonBody<Value>,
+    JsonBody(mut patch): JsonBody<Value>,
 ) -> Result<Json<Value>, ApiError> {
     if !patch.is_object() {
         return Err(invalid(
@@ -61,7 +61,6 @@ pub async fn put(
             "the body must be a JSON object of settings",
         ));
     }
-    let mut patch = patch;
     if patch.get("api_key").and_then(Value::as_str) == Some(HIDDEN_KEY) {
         if let Some(fields) = patch.as_object_mut() {
             fields.remove("api_key");

@@ -21,6 +21,14 @@ pub enum Bind {
 }
 
 impl Bind {
+    /// The address listened on first (for loopback, IPv4; [::1] follows on the same port).
+    pub fn first_ip(&self) -> IpAddr {
+        match self {
+            Bind::Loopback => IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            Bind::Address(ip) => *ip,
+        }
+    }
+
     /// Whether anything beyond this machine can connect.
     pub fn is_shared(&self) -> bool {
         match self {

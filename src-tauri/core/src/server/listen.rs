@@ -9,7 +9,7 @@
 //! where a client cannot tell a busy server from a dead one.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{Ipv6Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -26,19 +26,14 @@ pub struct Listeners {
     /// [::1] beside 127.0.0.1 for `Bind::Loopback`; `None` where the machine has no IPv6
     /// loopback (disabled IPv6) or the port is taken there, and for a single address.
     second: Option<TcpListener>,
-    permits: Arc<Semaphore>,
+    connections: OpenConnections,
 }
 
 impl Listeners {
     /// Binds `bind` on `port` (0: a free one). For loopback, 127.0.0.1 first, then [::1] on the
     /// port it got.
     pub async fn bind(bind: Bind, port: u16, max_connections: usize) -> io::Result<Self> {
-        let permits = Arc::new(Semaphore::new(max_connections));
-        let ip = match bind {
-            Bind::Loopback => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            Bind::Address(ip) => ip,
-        };
-        let first = TcpListener::bind((ip, port)).await?;
+        let first = TcpListener::bind((bind.first_ip(), port)).await?;
         let second = match bind {
             Bind::Address(_) => None,
             Bind::Loopback => {
@@ -55,16 +50,16 @@ impl Listeners {
         Ok(Self {
             first,
             second,
-            permits,
+            connections: OpenConnections {
+                permits: Arc::new(Semaphore::new(max_connections)),
+                max: max_connections,
+            },
         })
     }
 
     /// A count of the connections open now, for the metrics.
-    pub fn open_connections(&self, max: usize) -> OpenConnections {
-        OpenConnections {
-            permits: Arc::clone(&self.permits),
-            max,
-        }
+    pub fn open_connections(&self) -> OpenConnections {
+        self.connections.clone()
     }
 
     /// The first address: the one printed and used by the app's windows.
@@ -90,18 +85,20 @@ impl axum::serve::Listener for Listeners {
     async fn accept(&mut self) -> (Connection, SocketAddr) {
         loop {
             match self.accept_any().await {
-                Ok((stream, address)) => match Arc::clone(&self.permits).try_acquire_owned() {
-                    Ok(permit) => {
-                        let connection = Connection {
-                            stream,
-                            _permit: permit,
-                        };
-                        return (connection, address);
+                Ok((stream, address)) => {
+                    match Arc::clone(&self.connections.permits).try_acquire_owned() {
+                        Ok(permit) => {
+                            let connection = Connection {
+                                stream,
+                                _permit: permit,
+                            };
+                            return (connection, address);
+                        }
+                        Err(_) => {
+                            tokio::spawn(turn_away(stream));
+                        }
                     }
-                    Err(_) => {
-                        tokio::spawn(turn_away(stream));
-                    }
-                },
+                }
                 // Out of file descriptors, or a client gone before the handshake ended: the
                 // next accept may succeed; pausing keeps a persistent error from spinning.
                 Err(e) => {

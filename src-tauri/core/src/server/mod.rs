@@ -13,7 +13,7 @@ use listen::Listeners;
 
 use crate::api::{self, AppState};
 use crate::config::human;
-use crate::config::{AppDirs, Bind, SettingsStore};
+use crate::config::{AppDirs, SettingsStore};
 use crate::engine::llama::LlamaEngine;
 use crate::engine::{Engine, LoadOptions};
 use crate::memory::{os_probe, MemoryProbe};
@@ -105,13 +105,9 @@ impl Server {
         )
         .await
         .map_err(|e| {
-            let ip = match settings.bind {
-                Bind::Loopback => std::net::Ipv4Addr::LOCALHOST.into(),
-                Bind::Address(ip) => ip,
-            };
             anyhow::anyhow!(
                 "cannot listen on {}: {e} (is another Headroom running? set another with --port or HEADROOM_PORT)",
-                SocketAddr::new(ip, settings.port)
+                SocketAddr::new(settings.bind.first_ip(), settings.port)
             )
         })?;
         if settings.bind.is_shared() {
@@ -131,7 +127,7 @@ impl Server {
             notifications,
             port: address.port(),
             shared: settings.bind.is_shared(),
-            connections: listener.open_connections(settings.max_connections as usize),
+            connections: listener.open_connections(),
             stopping: stopping_rx,
         };
         Ok(Self {
