@@ -80,6 +80,53 @@ async fn estimates_are_within_ten_percent_of_measured_memory() {
     }
 }
 
+/// glibc raises its mmap threshold to the size of each mapped block freed; without the
+/// threshold pinned at start, the second load's KV cache and compute buffers came from the heap,
+/// and 23–25 MB of them stayed there after the unload. One slot keeps those buffers in the
+/// range where that happens. Every cycle must give its memory back, not only the first.
+#[tokio::test]
+async fn every_unload_returns_the_memory_not_just_the_first() {
+    let server = Server::start_with(Options {
+        parallel: 1,
+        ..Options::default()
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before_first_load = server.rss();
+    let mut anon_after_first_unload = None;
+    for cycle in 1..=3 {
+        complete(&server, SMOLLM2, "Hello").await;
+        let footprint =
+            bytes(&server.memory_status(SMOLLM2).await.expect("loaded")["memory"]["total"]);
+        let (status, report) = server
+            .call(Method::DELETE, &format!("/api/memory/models/{SMOLLM2}"))
+            .await;
+        assert_eq!(status, 200, "{report}");
+        let left = server.rss().saturating_sub(before_first_load);
+        let returned = 100.0 - left as f64 * 100.0 / footprint as f64;
+        let anon = server.rss_anon();
+        let anon_growth = anon.saturating_sub(*anon_after_first_unload.get_or_insert(anon));
+        println!(
+            "cycle {cycle}: footprint {:.1} MB, {:.1} MB above the first baseline after the unload \
+             ({returned:.1}% returned), anonymous memory {:.1} MB above the first unload's",
+            mb(footprint),
+            mb(left),
+            mb(anon_growth)
+        );
+        // What the first load leaves for good (6.5 MB here, the same after every cycle) is a
+        // larger share of this one-slot footprint than of the usual four-slot one, so the bar
+        // is lower than elsewhere; without the pinned threshold, cycle 2 returned 77.9 %.
+        assert!(
+            returned >= 90.0,
+            "cycle {cycle}: only {returned:.1}% came back"
+        );
+        assert!(
+            anon_growth < 4 << 20,
+            "cycle {cycle}: the heap kept {:.1} MB more than after the first unload",
+            mb(anon_growth)
+        );
+    }
+}
+
 #[tokio::test]
 async fn stopping_a_model_returns_its_memory() {
     let server = Server::start();

@@ -207,6 +207,12 @@ impl Server {
         rss_of(self.pid())
     }
 
+    /// The anonymous part of the resident memory: the heap and the buffers llama.cpp allocates,
+    /// not the mapped model file.
+    pub fn rss_anon(&self) -> u64 {
+        proc_status_bytes(self.pid(), "RssAnon:")
+    }
+
     pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
         self.post_bytes(path, body.to_string().into_bytes()).await
     }
@@ -463,13 +469,18 @@ async fn json_answer(response: reqwest::Response) -> (u16, Value) {
 }
 
 pub fn rss_of(pid: u32) -> u64 {
+    proc_status_bytes(pid, "VmRSS:")
+}
+
+/// A `kB` field of `/proc/<pid>/status`, in bytes.
+fn proc_status_bytes(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map(|kb| kb * 1024)
-        .expect("VmRSS")
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
 
 /// The `data:` payloads of an SSE body, in order.

@@ -11,4 +11,4 @@ pub use mapped::resident_bytes_of_file;
 pub use probe::{os_probe, MemoryProbe, MemorySnapshot, OsPressure, ProbeError, Stall};
 pub use rss::{process_memory, process_rss, ProcessMemory};
 pub use system::SystemMemory;
-pub use trim::release_free_memory;
+pub use trim::{keep_large_blocks_returnable, release_free_memory};

@@ -61,6 +61,7 @@ impl Server {
             "pool memory limit"
         );
 
+        crate::memory::keep_large_blocks_returnable();
         let engine: Arc<dyn Engine> = Arc::new(LlamaEngine::new()?);
         let config = PoolConfig {
             load: LoadOptions {
