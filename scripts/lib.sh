@@ -19,13 +19,17 @@ apt_packages() {
   local wanted=(cmake clang libclang-dev pkg-config)
   # The models come through pip; Debian's pip only if no Python with pip is there already.
   python3 -m pip --version >/dev/null 2>&1 || wanted+=(python3-pip)
-  if [[ "${1:-}" == gui || "${1:-}" == test ]]; then
+  if [[ "${1:-}" == gui || "${1:-}" == test || "${1:-}" == bench ]]; then
     wanted+=(libwebkit2gtk-4.1-dev libayatana-appindicator3-dev librsvg2-dev libxdo-dev libssl-dev)
   fi
   # The tests read desktop notifications on a private session bus with a small recorder.
   if [[ "${1:-}" == test ]]; then
     wanted+=(dbus-daemon python3-dbus python3-gi xvfb trayer xdotool imagemagick chromium)
     command -v npm >/dev/null || wanted+=(nodejs npm)
+  fi
+  # The benchmark closes the app's window as a window manager would (X11 from Python).
+  if [[ "${1:-}" == bench ]]; then
+    wanted+=(dbus-daemon xvfb xdotool python3-xlib)
   fi
   printf '%s\n' "${wanted[@]}"
 }

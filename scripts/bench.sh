@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Benchmarks Headroom beside llama.cpp's own llama-server on this machine, in one run, and
+# prints the table the README carries (metric, Headroom, reference, ratio, goal). Builds what
+# it needs first: the reference llama-server (scripts/bench/reference.sh, ~20 min once), the
+# oha load generator, Headroom in release. Not part of CI: it takes about half an hour.
+#
+#   scripts/bench.sh [ARGS...]     e.g. --runs 3, --only speed,idle, --idle-seconds 10
+#
+# The figures go to $HEADROOM_BENCH_CACHE/results/bench-<date>.json (default cache
+# ~/.cache/headroom/bench); the micro-benchmarks' own report to $CARGO_TARGET_DIR/criterion.
+# The pressure measurement makes memory cgroups, so run it as root; the desktop app's idle
+# figure needs Xvfb (installed here on Debian).
+
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+OHA_VERSION=1.16.0
+cache="${HEADROOM_BENCH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/headroom/bench}"
+models="${HEADROOM_TEST_MODELS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/headroom/test-models}"
+mkdir -p "$cache/results"
+
+install_system_packages bench
+fetch_smollm2 "$models"
+fetch_gemma "$models"
+
+reference="$("$ROOT/scripts/bench/reference.sh" "$cache" | tail -n 1)"
+version_of() { sed -n "s/^$1=//p" "$cache/llama-server.version"; }
+reference_version="llama-server $(version_of llama_cpp_build) (llama.cpp $(version_of llama_cpp_commit), from llama-cpp-python $(version_of llama_cpp_python), $(version_of variant))"
+
+oha="$cache/tools/bin/oha"
+if [[ ! -x "$oha" ]] || [[ "$("$oha" --version)" != *"$OHA_VERSION"* ]]; then
+  log "installing oha $OHA_VERSION (the HTTP load generator)"
+  cargo install oha --version "$OHA_VERSION" --locked --root "$cache/tools"
+fi
+
+cd "$ROOT"
+# Three builds, one at a time: each resolves its own features. The headless-only build goes to
+# the same path as the app's, so it is copied aside first.
+log "building Headroom without the GUI (the backend alone), the app, and the benchmark, in release"
+cargo build --release --locked -p headroom --no-default-features
+cp "$CARGO_TARGET_DIR/release/headroom" "$cache/headroom-headless"
+cargo build --release --locked -p headroom
+cargo build --release --locked -p headroom-bench
+log "micro-benchmarks (criterion)"
+cargo bench --locked -p headroom-core --bench micro -- --noplot >&2
+
+log "Headroom beside $reference_version"
+"$CARGO_TARGET_DIR/release/headroom-bench" \
+  --headroom "$CARGO_TARGET_DIR/release/headroom" \
+  --headless-build "$cache/headroom-headless" \
+  --reference "$reference" \
+  --reference-version "$reference_version" \
+  --headroom-llama "$(version_of headroom_llama_cpp)" \
+  --oha "$oha" \
+  --models-dir "$models" \
+  --scratch "$cache/scratch" \
+  --criterion "$CARGO_TARGET_DIR/criterion" \
+  --json "$cache/results/bench-$(date -u +%Y%m%dT%H%M%SZ).json" \
+  "$@"

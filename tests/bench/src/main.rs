@@ -1,0 +1,202 @@
+//! Headroom beside llama.cpp's own `llama-server`, on the same machine, model, threads and
+//! context, in one run: speed, load and unload, memory returned, concurrency, pressure
+//! reaction and idle footprint. Prints a table (metric, Headroom, reference, ratio, goal) and
+//! writes the figures as JSON. `scripts/bench.sh` builds everything it needs and runs it.
+
+mod client;
+mod oha;
+mod phases;
+mod process;
+mod report;
+mod servers;
+mod stats;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::Context as _;
+use clap::Parser;
+use serde_json::json;
+
+use phases::{Context, MODELS};
+use report::Row;
+
+#[derive(Parser)]
+#[command(about = "Headroom beside llama-server: one run, one table.")]
+struct Args {
+    /// The `headroom` binary (a release build).
+    #[arg(long)]
+    headroom: PathBuf,
+    /// `headroom` built without the `gui` feature (idle figure of the backend alone).
+    #[arg(long)]
+    headless_build: Option<PathBuf>,
+    /// The reference `llama-server` (scripts/bench/reference.sh builds it).
+    #[arg(long)]
+    reference: PathBuf,
+    /// What the reference is, for the output ("llama.cpp b11312 …").
+    #[arg(long, default_value = "llama-server")]
+    reference_version: String,
+    /// What Headroom's llama.cpp is, for the output.
+    #[arg(long, default_value = "")]
+    headroom_llama: String,
+    /// The `oha` load generator.
+    #[arg(long)]
+    oha: PathBuf,
+    /// The folder with SmolLM2-135M and Gemma 3 270M.
+    #[arg(long)]
+    models_dir: PathBuf,
+    /// Large scratch files (on disk, not tmpfs).
+    #[arg(long)]
+    scratch: PathBuf,
+    /// Criterion's output folder, for the micro-benchmark rows.
+    #[arg(long)]
+    criterion: Option<PathBuf>,
+    #[arg(long, default_value_t = 2)]
+    threads: u32,
+    /// Tokens of context per slot, on both servers.
+    #[arg(long, default_value_t = 1024)]
+    context: u32,
+    /// Runs per figure.
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Seconds of idle sampling.
+    #[arg(long, default_value_t = 60)]
+    idle_seconds: u64,
+    /// Only these phases (speed, concurrency, lifecycle, pressure, idle, micro).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Where the JSON goes.
+    #[arg(long)]
+    json: PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let cx = Context {
+        headroom: args.headroom.clone(),
+        headless_build: args.headless_build.clone(),
+        reference: args.reference.clone(),
+        oha: args.oha.clone(),
+        models_dir: args.models_dir.clone(),
+        scratch: args.scratch.clone(),
+        threads: args.threads,
+        context_per_slot: args.context,
+        runs: args.runs,
+        idle_seconds: args.idle_seconds,
+        criterion: args.criterion.clone(),
+    };
+    let wanted = |phase: &str| args.only.is_empty() || args.only.iter().any(|p| p == phase);
+    let mut rows: Vec<Row> = Vec::new();
+    let mut failures = Vec::new();
+    // Each phase adds its rows or its failure; the rest still run.
+    let mut outcome = |phase: String, result: anyhow::Result<()>| {
+        if let Err(e) = result {
+            eprintln!("{phase}: failed: {e:#}");
+            failures.push(format!("{phase}: {e:#}"));
+        }
+    };
+    for model in MODELS {
+        if wanted("speed") {
+            eprintln!("==> speed: {}", model.name);
+            outcome(
+                format!("speed, {}", model.name),
+                phases::speed::run(&cx, model, &mut rows).await,
+            );
+        }
+        if wanted("concurrency") {
+            for clients in [4, 8] {
+                eprintln!("==> {clients} at once: {}", model.name);
+                outcome(
+                    format!("{clients} at once, {}", model.name),
+                    phases::concurrency::run(&cx, model, clients, &mut rows).await,
+                );
+            }
+        }
+        if wanted("lifecycle") {
+            eprintln!("==> load and unload: {}", model.name);
+            outcome(
+                format!("load and unload, {}", model.name),
+                phases::lifecycle::run(&cx, model, &mut rows).await,
+            );
+        }
+    }
+    if wanted("pressure") {
+        eprintln!("==> pressure: {}", MODELS[0].name);
+        outcome(
+            "pressure".into(),
+            phases::pressure::run(&cx, MODELS[0], &mut rows).await,
+        );
+    }
+    if wanted("idle") {
+        eprintln!("==> idle ({} s each)", cx.idle_seconds);
+        outcome("idle".into(), phases::idle::run(&cx, &mut rows).await);
+    }
+    if wanted("micro") {
+        if let Some(dir) = &cx.criterion {
+            outcome("micro".into(), phases::micro::rows(dir, &mut rows));
+        }
+    }
+
+    let machine = machine();
+    println!(
+        "\nHeadroom ({}) ÷ {} · {} threads · {} tokens of context per slot · greedy · {} runs per figure\n{machine}\n",
+        args.headroom_llama, args.reference_version, cx.threads, cx.context_per_slot, cx.runs
+    );
+    println!("{}", report::table(&rows));
+    let output = json!({
+        "date": command_line("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]),
+        "machine": machine,
+        "reference": args.reference_version,
+        "headroom_llama": args.headroom_llama,
+        "threads": cx.threads,
+        "context_per_slot": cx.context_per_slot,
+        "runs": cx.runs,
+        "rows": rows,
+        "failures": failures,
+    });
+    std::fs::write(&args.json, serde_json::to_string_pretty(&output)?)
+        .with_context(|| format!("write {}", args.json.display()))?;
+    println!("figures: {}", args.json.display());
+    if !failures.is_empty() {
+        anyhow::bail!(
+            "{} phase(s) failed:\n{}",
+            failures.len(),
+            failures.join("\n")
+        );
+    }
+    Ok(())
+}
+
+/// "Intel Xeon … · 2 cores · 24 GiB · Linux 6.1": what the figures were measured on.
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let ram = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
+    format!(
+        "{cpu} · {cores} cores · {ram:.0} GiB · Linux {}",
+        command_line("uname", &["-r"])
+    )
+}
+
+fn command_line(program: &str, args: &[&str]) -> String {
+    Command::new(program)
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}

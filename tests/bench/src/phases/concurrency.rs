@@ -1,0 +1,96 @@
+//! Four and eight requests at once on one model: the memory they add over the loaded model, and
+//! the tokens per second they make together, beside llama-server with as many slots.
+
+use anyhow::Context as _;
+
+use super::{counting, mb, Context, Model};
+use crate::client::Endpoint;
+use crate::oha;
+use crate::process::{rss, PeakRss};
+use crate::report::{Goal, Row};
+use crate::servers::Reference;
+use crate::stats::Figure;
+
+const GENERATED: u32 = 64;
+
+struct Measured {
+    extra_mb: Vec<f64>,
+    tokens_per_second: Vec<f64>,
+}
+
+pub async fn run(
+    cx: &Context,
+    model: Model,
+    clients: u32,
+    rows: &mut Vec<Row>,
+) -> anyhow::Result<()> {
+    // One server at a time: the figure is each process's own memory and the machine's cores.
+    let headroom = cx.start_headroom(clients).await?;
+    let (_, loaded) = headroom.load(model.id).await?;
+    // The KV cache of one slot, as Headroom computes it from the model's header.
+    let kv_per_slot = loaded["estimate"]["kv"]
+        .as_f64()
+        .context("the loaded event's estimate.kv")?
+        / f64::from(clients);
+    let ours = measure(cx, model, clients, &headroom.endpoint, headroom.pid()).await?;
+    drop(headroom);
+
+    let (reference, _) =
+        Reference::start(&cx.reference, &cx.model_path(model), cx.shape(clients)).await?;
+    let theirs = measure(cx, model, clients, &reference.endpoint, reference.pid()).await?;
+    drop(reference);
+
+    let budget = f64::from(clients) * mb(kv_per_slot) * 1.1;
+    rows.push(
+        Row::new(format!("{clients} at once: extra RSS"), "MB")
+            .model(model.name)
+            .headroom(Figure::of(&ours.extra_mb))
+            .reference(Figure::of(&theirs.extra_mb))
+            .goal(Goal::AtMost(budget))
+            .note(format!(
+                "over the loaded model; goal {clients} × KV {:.1} MB + 10%",
+                mb(kv_per_slot)
+            )),
+    );
+    rows.push(
+        Row::new(format!("{clients} at once: aggregate generation"), "tok/s")
+            .model(model.name)
+            .headroom(Figure::of(&ours.tokens_per_second))
+            .reference(Figure::of(&theirs.tokens_per_second))
+            .goal(Goal::RatioAtLeast(0.98)),
+    );
+    Ok(())
+}
+
+async fn measure(
+    cx: &Context,
+    model: Model,
+    clients: u32,
+    target: &Endpoint,
+    pid: u32,
+) -> anyhow::Result<Measured> {
+    let body = counting(model, 0, GENERATED);
+    // Warm: the weights are faulted in and one request has run, so the baseline is the model
+    // ready to serve, and what the concurrent requests add is theirs.
+    let generated = target.post("/v1/completions", &body).await?["usage"]["completion_tokens"]
+        .as_f64()
+        .context("usage.completion_tokens")?;
+    let baseline = rss(pid)? as f64;
+    let url = target.url("/v1/completions");
+    let body = body.to_string();
+    let mut measured = Measured {
+        extra_mb: Vec::new(),
+        tokens_per_second: Vec::new(),
+    };
+    for _ in 0..cx.runs {
+        let peak = PeakRss::start(pid);
+        let n = clients as usize;
+        let run = oha::post(&cx.oha, &url, &body, n, n).await?;
+        let peak = peak.stop() as f64;
+        measured.extra_mb.push(mb((peak - baseline).max(0.0)));
+        measured
+            .tokens_per_second
+            .push(f64::from(clients) * generated / run.total);
+    }
+    Ok(measured)
+}

@@ -1,0 +1,202 @@
+//! The rows the benchmark prints and saves: metric, Headroom, reference, ratio, goal.
+
+use serde::Serialize;
+
+use crate::stats::Figure;
+
+/// What a row has to reach. Ratios are Headroom ÷ reference.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(tag = "kind", content = "value", rename_all = "snake_case")]
+pub enum Goal {
+    RatioAtLeast(f64),
+    RatioAtMost(f64),
+    AtMost(f64),
+    AtLeast(f64),
+    /// |Headroom's median| at most this (an error that may be either sign).
+    Within(f64),
+}
+
+impl Goal {
+    /// Whether the medians reach the goal; `None` when the figure it needs is missing.
+    pub fn met(self, headroom: Option<f64>, ratio: Option<f64>) -> Option<bool> {
+        match self {
+            Self::RatioAtLeast(g) => ratio.map(|r| r >= g),
+            Self::RatioAtMost(g) => ratio.map(|r| r <= g),
+            Self::AtMost(g) => headroom.map(|h| h <= g),
+            Self::AtLeast(g) => headroom.map(|h| h >= g),
+            Self::Within(g) => headroom.map(|h| h.abs() <= g),
+        }
+    }
+
+    fn describe(self, unit: &str) -> String {
+        match self {
+            Self::RatioAtLeast(g) => format!("≥ {g}×"),
+            Self::RatioAtMost(g) => format!("≤ {g}×"),
+            Self::AtMost(g) => format!("≤ {} {unit}", number(g)),
+            Self::AtLeast(g) => format!("≥ {} {unit}", number(g)),
+            Self::Within(g) => format!("± {} {unit}", number(g)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub metric: String,
+    pub model: Option<String>,
+    pub unit: String,
+    pub headroom: Option<Figure>,
+    pub reference: Option<Figure>,
+    /// Headroom's median ÷ the reference's.
+    pub ratio: Option<f64>,
+    pub goal: Option<Goal>,
+    pub met: Option<bool>,
+    pub note: Option<String>,
+}
+
+impl Row {
+    pub fn new(metric: impl Into<String>, unit: impl Into<String>) -> Self {
+        Self {
+            metric: metric.into(),
+            model: None,
+            unit: unit.into(),
+            headroom: None,
+            reference: None,
+            ratio: None,
+            goal: None,
+            met: None,
+            note: None,
+        }
+    }
+
+    pub fn model(mut self, model: &str) -> Self {
+        self.model = Some(model.to_string());
+        self
+    }
+
+    pub fn headroom(mut self, figure: Option<Figure>) -> Self {
+        self.headroom = figure;
+        self.settle()
+    }
+
+    pub fn reference(mut self, figure: Option<Figure>) -> Self {
+        self.reference = figure;
+        self.settle()
+    }
+
+    pub fn goal(mut self, goal: Goal) -> Self {
+        self.goal = Some(goal);
+        self.settle()
+    }
+
+    pub fn note(mut self, note: impl Into<String>) -> Self {
+        self.note = Some(note.into());
+        self
+    }
+
+    fn settle(mut self) -> Self {
+        self.ratio = match (self.headroom, self.reference) {
+            (Some(h), Some(r)) if r.median != 0.0 => Some(h.median / r.median),
+            _ => None,
+        };
+        self.met = self
+            .goal
+            .and_then(|g| g.met(self.headroom.map(|h| h.median), self.ratio));
+        self
+    }
+}
+
+/// A number with as many decimals as its size deserves.
+fn number(x: f64) -> String {
+    let a = x.abs();
+    if a >= 100.0 {
+        format!("{x:.0}")
+    } else if a >= 10.0 {
+        format!("{x:.1}")
+    } else if a >= 1.0 {
+        format!("{x:.2}")
+    } else {
+        format!("{x:.3}")
+    }
+}
+
+/// "74.1 (73.0–75.2)": the median, then the range over the runs.
+fn figure(f: Option<Figure>) -> String {
+    match f {
+        None => "—".into(),
+        Some(f) if f.min == f.max => number(f.median),
+        Some(f) => format!("{} ({}–{})", number(f.median), number(f.min), number(f.max)),
+    }
+}
+
+/// The table as Markdown, so the README can carry it as printed.
+pub fn table(rows: &[Row]) -> String {
+    let mut out = String::from(
+        "| Metric | Model | Headroom | Reference | Ratio | Goal | Met |\n| --- | --- | ---: | ---: | ---: | --- | --- |\n",
+    );
+    for row in rows {
+        let metric = match &row.note {
+            Some(note) => format!("{} ({}) — {note}", row.metric, row.unit),
+            None => format!("{} ({})", row.metric, row.unit),
+        };
+        let met = match row.met {
+            Some(true) => "yes",
+            Some(false) => "**no**",
+            None => "",
+        };
+        out.push_str(&format!(
+            "| {metric} | {} | {} | {} | {} | {} | {met} |\n",
+            row.model.as_deref().unwrap_or(""),
+            figure(row.headroom),
+            figure(row.reference),
+            row.ratio.map(|r| format!("{r:.2}×")).unwrap_or_default(),
+            row.goal.map(|g| g.describe(&row.unit)).unwrap_or_default(),
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fig(x: f64) -> Option<Figure> {
+        Figure::of(&[x])
+    }
+
+    #[test]
+    fn the_ratio_is_headroom_over_the_reference_and_the_goal_reads_it() {
+        let row = Row::new("generation", "tok/s")
+            .headroom(fig(97.0))
+            .reference(fig(100.0))
+            .goal(Goal::RatioAtLeast(0.98));
+        assert_eq!(row.ratio, Some(0.97));
+        assert_eq!(row.met, Some(false));
+        let row = row.headroom(fig(99.0));
+        assert_eq!(row.met, Some(true));
+    }
+
+    #[test]
+    fn a_goal_without_its_figure_is_unknown_not_met() {
+        let row = Row::new("TTFT", "ms")
+            .headroom(fig(10.0))
+            .goal(Goal::RatioAtMost(1.05));
+        assert_eq!((row.ratio, row.met), (None, None));
+        let row = Row::new("idle", "MB")
+            .headroom(fig(-31.0))
+            .goal(Goal::Within(30.0));
+        assert_eq!(row.met, Some(false));
+    }
+
+    #[test]
+    fn the_table_shows_median_range_ratio_and_an_unmet_goal() {
+        let row = Row::new("unload", "ms")
+            .model("m")
+            .headroom(Figure::of(&[120.0, 150.0, 130.0]))
+            .goal(Goal::AtMost(100.0));
+        let table = table(&[row]);
+        assert!(
+            table.contains("| unload (ms) | m | 130 (120–150) | — |  | ≤ 100 ms | **no** |"),
+            "{table}"
+        );
+    }
+}

@@ -1,0 +1,75 @@
+//! A figure is the median of several runs with its spread. These machines are noisy: one run
+//! is an anecdote, and the spread says how far to trust the median.
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Figure {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+    pub runs: usize,
+}
+
+impl Figure {
+    /// The median and range of `samples`; `None` when there is no finite sample.
+    pub fn of(samples: &[f64]) -> Option<Self> {
+        let mut sorted: Vec<f64> = samples.iter().copied().filter(|x| x.is_finite()).collect();
+        if sorted.is_empty() {
+            return None;
+        }
+        sorted.sort_by(f64::total_cmp);
+        let n = sorted.len();
+        let median = if n % 2 == 1 {
+            sorted[n / 2]
+        } else {
+            (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+        };
+        Some(Self {
+            median,
+            min: sorted[0],
+            max: sorted[n - 1],
+            runs: n,
+        })
+    }
+
+    /// The same runs seen through `f`, which must be monotonic (a rate from a time, say):
+    /// a decreasing `f` swaps the ends of the range.
+    pub fn map(self, f: impl Fn(f64) -> f64) -> Self {
+        let (a, b) = (f(self.min), f(self.max));
+        Self {
+            median: f(self.median),
+            min: a.min(b),
+            max: a.max(b),
+            runs: self.runs,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn odd_and_even_counts_have_the_middle_as_median() {
+        let odd = Figure::of(&[5.0, 1.0, 3.0]).expect("figure");
+        assert_eq!((odd.median, odd.min, odd.max, odd.runs), (3.0, 1.0, 5.0, 3));
+        let even = Figure::of(&[4.0, 1.0, 2.0, 3.0]).expect("figure");
+        assert_eq!(even.median, 2.5);
+    }
+
+    #[test]
+    fn no_finite_sample_is_no_figure() {
+        assert_eq!(Figure::of(&[]), None);
+        assert_eq!(Figure::of(&[f64::NAN, f64::INFINITY]), None);
+        let one = Figure::of(&[f64::NAN, 2.0]).expect("figure");
+        assert_eq!(one.runs, 1);
+    }
+
+    #[test]
+    fn a_decreasing_map_keeps_min_below_max() {
+        let latency = Figure::of(&[0.5, 1.0, 2.0]).expect("figure");
+        let rate = latency.map(|seconds| 100.0 / seconds);
+        assert_eq!((rate.median, rate.min, rate.max), (100.0, 50.0, 200.0));
+    }
+}
