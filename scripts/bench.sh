@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Benchmarks Headroom beside llama.cpp's own llama-server on this machine, in one run, and
 # prints the table the README carries (metric, Headroom, reference, ratio, goal). Builds what
-# it needs first: the reference llama-server (scripts/bench/reference.sh, ~20 min once), the
-# oha load generator, Headroom in release. Not part of CI: it takes about half an hour.
+# it needs first: the reference llama-server (scripts/bench/reference.sh, ~5 min once), the
+# oha load generator, Headroom in release (about 35 min in all on a fresh machine). Then about
+# 20 min of measuring. Not part of CI.
 #
-#   scripts/bench.sh [ARGS...]     e.g. --runs 3, --only speed,idle, --idle-seconds 10
+#   scripts/bench.sh [ARGS...]     e.g. --runs 5, --only speed,idle, --idle-seconds 10
 #
 # The figures go to $HEADROOM_BENCH_CACHE/results/bench-<date>.json (default cache
 # ~/.cache/headroom/bench); the micro-benchmarks' own report to $CARGO_TARGET_DIR/criterion.

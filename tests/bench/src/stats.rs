@@ -32,18 +32,6 @@ impl Figure {
             runs: n,
         })
     }
-
-    /// The same runs seen through `f`, which must be monotonic (a rate from a time, say):
-    /// a decreasing `f` swaps the ends of the range.
-    pub fn map(self, f: impl Fn(f64) -> f64) -> Self {
-        let (a, b) = (f(self.min), f(self.max));
-        Self {
-            median: f(self.median),
-            min: a.min(b),
-            max: a.max(b),
-            runs: self.runs,
-        }
-    }
 }
 
 #[cfg(test)]
@@ -64,12 +52,5 @@ mod tests {
         assert_eq!(Figure::of(&[f64::NAN, f64::INFINITY]), None);
         let one = Figure::of(&[f64::NAN, 2.0]).expect("figure");
         assert_eq!(one.runs, 1);
-    }
-
-    #[test]
-    fn a_decreasing_map_keeps_min_below_max() {
-        let latency = Figure::of(&[0.5, 1.0, 2.0]).expect("figure");
-        let rate = latency.map(|seconds| 100.0 / seconds);
-        assert_eq!((rate.median, rate.min, rate.max), (100.0, 50.0, 200.0));
     }
 }

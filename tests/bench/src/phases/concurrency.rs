@@ -13,6 +13,7 @@ use crate::stats::Figure;
 
 const GENERATED: u32 = 64;
 
+#[derive(Default)]
 struct Measured {
     extra_mb: Vec<f64>,
     tokens_per_second: Vec<f64>,
@@ -24,7 +25,9 @@ pub async fn run(
     clients: u32,
     rows: &mut Vec<Row>,
 ) -> anyhow::Result<()> {
-    // One server at a time: the figure is each process's own memory and the machine's cores.
+    // Both servers loaded, taking turns run by run, so the machine's drift hits both alike (a
+    // block of runs per server measured it instead). Each figure is still one process's memory,
+    // and the idle server's threads sleep while the other runs.
     let headroom = cx.start_headroom(clients).await?;
     let (_, loaded) = headroom.load(model.id).await?;
     // The KV cache of one slot, as Headroom computes it from the model's header.
@@ -32,13 +35,14 @@ pub async fn run(
         .as_f64()
         .context("the loaded event's estimate.kv")?
         / f64::from(clients);
-    let ours = measure(cx, model, clients, &headroom.endpoint, headroom.pid()).await?;
-    drop(headroom);
-
     let (reference, _) =
         Reference::start(&cx.reference, &cx.model_path(model), cx.shape(clients)).await?;
-    let theirs = measure(cx, model, clients, &reference.endpoint, reference.pid()).await?;
-    drop(reference);
+    let targets = [
+        (&headroom.endpoint, headroom.pid()),
+        (&reference.endpoint, reference.pid()),
+    ];
+    let [ours, theirs] = measure(cx, model, clients, targets).await?;
+    drop((headroom, reference));
 
     let budget = f64::from(clients) * mb(kv_per_slot) * 1.1;
     rows.push(
@@ -66,31 +70,32 @@ async fn measure(
     cx: &Context,
     model: Model,
     clients: u32,
-    target: &Endpoint,
-    pid: u32,
-) -> anyhow::Result<Measured> {
+    targets: [(&Endpoint, u32); 2],
+) -> anyhow::Result<[Measured; 2]> {
     let body = counting(model, 0, GENERATED);
-    // Warm: the weights are faulted in and one request has run, so the baseline is the model
-    // ready to serve, and what the concurrent requests add is theirs.
-    let generated = target.post("/v1/completions", &body).await?["usage"]["completion_tokens"]
-        .as_f64()
-        .context("usage.completion_tokens")?;
-    let baseline = rss(pid)? as f64;
-    let url = target.url("/v1/completions");
+    let mut generated = [0.0; 2];
+    let mut baseline = [0.0; 2];
+    for (i, (target, pid)) in targets.iter().enumerate() {
+        // Warm: the weights are faulted in and one request has run, so the baseline is the
+        // model ready to serve, and what the concurrent requests add is theirs.
+        generated[i] = target.post("/v1/completions", &body).await?["usage"]["completion_tokens"]
+            .as_f64()
+            .context("usage.completion_tokens")?;
+        baseline[i] = rss(*pid)? as f64;
+    }
     let body = body.to_string();
-    let mut measured = Measured {
-        extra_mb: Vec::new(),
-        tokens_per_second: Vec::new(),
-    };
+    let mut measured = [Measured::default(), Measured::default()];
+    let n = clients as usize;
     for _ in 0..cx.runs {
-        let peak = PeakRss::start(pid);
-        let n = clients as usize;
-        let run = oha::post(&cx.oha, &url, &body, n, n).await?;
-        let peak = peak.stop() as f64;
-        measured.extra_mb.push(mb((peak - baseline).max(0.0)));
-        measured
-            .tokens_per_second
-            .push(f64::from(clients) * generated / run.total);
+        for (i, (target, pid)) in targets.iter().enumerate() {
+            let peak = PeakRss::start(*pid);
+            let run = oha::post(&cx.oha, &target.url("/v1/completions"), &body, n, n).await?;
+            let peak = peak.stop() as f64;
+            measured[i].extra_mb.push(mb((peak - baseline[i]).max(0.0)));
+            measured[i]
+                .tokens_per_second
+                .push(f64::from(clients) * generated[i] / run.total);
+        }
     }
     Ok(measured)
 }

@@ -57,10 +57,7 @@ pub async fn run(cx: &Context, model: Model, rows: &mut Vec<Row>) -> anyhow::Res
             samples.add(&short, &long);
         }
     }
-    let mut whole = Vec::new();
-    for target in targets {
-        whole.push(non_streamed(cx, model, target).await?);
-    }
+    let whole = non_streamed(cx, model, targets).await?;
 
     let [h, r] = &samples;
     rows.push(
@@ -110,22 +107,42 @@ pub async fn run(cx: &Context, model: Model, rows: &mut Vec<Row>) -> anyhow::Res
     Ok(())
 }
 
-/// Rates from whole (non-streamed) requests: tokens over the request's latency. The token
-/// counts come from one request beforehand, which also warms the path.
-async fn non_streamed(cx: &Context, model: Model, target: &Endpoint) -> anyhow::Result<Whole> {
-    let url = target.url("/v1/completions");
+/// Rates from whole (non-streamed) requests: tokens over each request's latency. The servers
+/// take turns, one request each per run, as in the streamed figures: a block of runs on one
+/// server and then a block on the other measured this machine's drift between the two blocks
+/// (llama-server 151 tok/s whole against 134 streamed in the same run).
+async fn non_streamed(
+    cx: &Context,
+    model: Model,
+    targets: [&Endpoint; 2],
+) -> anyhow::Result<[Whole; 2]> {
     let generate = counting(model, 0, GENERATED);
-    let generated = target.post("/v1/completions", &generate).await?["usage"]["completion_tokens"]
-        .as_f64()
-        .context("usage.completion_tokens")?;
-    let run = oha::post(&cx.oha, &url, &generate.to_string(), cx.runs, 1).await?;
-    let generation = Some(run.latency.map(|seconds| generated / seconds));
-
     let read = long_prompt(model, 0);
-    let prompt_tokens = target.post("/v1/completions", &read).await?["usage"]["prompt_tokens"]
-        .as_f64()
-        .context("usage.prompt_tokens")?;
-    let run = oha::post(&cx.oha, &url, &read.to_string(), cx.runs, 1).await?;
-    let prompt = Some(run.latency.map(|seconds| prompt_tokens / seconds));
-    Ok(Whole { generation, prompt })
+    let mut generated = [0.0; 2];
+    let mut prompt_tokens = [0.0; 2];
+    // The token counts come from one request each beforehand, which also warms the path.
+    for (i, target) in targets.iter().enumerate() {
+        generated[i] = target.post("/v1/completions", &generate).await?["usage"]
+            ["completion_tokens"]
+            .as_f64()
+            .context("usage.completion_tokens")?;
+        prompt_tokens[i] = target.post("/v1/completions", &read).await?["usage"]["prompt_tokens"]
+            .as_f64()
+            .context("usage.prompt_tokens")?;
+    }
+    let (generate, read) = (generate.to_string(), read.to_string());
+    let mut rates: [[Vec<f64>; 2]; 2] = Default::default();
+    for _ in 0..cx.runs {
+        for (i, target) in targets.iter().enumerate() {
+            let url = target.url("/v1/completions");
+            let run = oha::post(&cx.oha, &url, &generate, 1, 1).await?;
+            rates[i][0].push(generated[i] / run.latency.median);
+            let run = oha::post(&cx.oha, &url, &read, 1, 1).await?;
+            rates[i][1].push(prompt_tokens[i] / run.latency.median);
+        }
+    }
+    Ok(rates.map(|[generation, prompt]| Whole {
+        generation: Figure::of(&generation),
+        prompt: Figure::of(&prompt),
+    }))
 }
