@@ -108,15 +108,7 @@ impl Endpoint {
         let (mut first, mut last, mut usage) = (None, None, None);
         while let Some(chunk) = response.chunk().await.context("stream")? {
             let now = started.elapsed();
-            buffer.push_str(&String::from_utf8_lossy(&chunk));
-            while let Some(end) = buffer.find("\n\n") {
-                let event: String = buffer.drain(..end + 2).collect();
-                let Some(data) = sse_data(&event) else {
-                    continue;
-                };
-                let Ok(data) = serde_json::from_str::<Value>(&data) else {
-                    continue;
-                };
+            for data in take_events(&mut buffer, &chunk) {
                 if let Some(error) = data.get("error") {
                     bail!("the stream carried an error: {error}");
                 }
@@ -159,19 +151,27 @@ impl Endpoint {
             let mut buffer = String::new();
             while let Ok(Some(chunk)) = response.chunk().await {
                 let now = Instant::now();
-                buffer.push_str(&String::from_utf8_lossy(&chunk));
-                while let Some(end) = buffer.find("\n\n") {
-                    let event: String = buffer.drain(..end + 2).collect();
-                    if let Some(value) =
-                        sse_data(&event).and_then(|d| serde_json::from_str(&d).ok())
-                    {
-                        sink.push(now, value);
-                    }
+                for event in take_events(&mut buffer, &chunk) {
+                    sink.push(now, event);
                 }
             }
         });
         Ok(log)
     }
+}
+
+/// Appends `chunk` to `buffer` and takes out every whole server-sent event in it, as the JSON
+/// its `data:` lines carry; comments, keep-alives and data that is not JSON are skipped.
+fn take_events(buffer: &mut String, chunk: &[u8]) -> Vec<Value> {
+    buffer.push_str(&String::from_utf8_lossy(chunk));
+    let mut events = Vec::new();
+    while let Some(end) = buffer.find("\n\n") {
+        let event: String = buffer.drain(..end + 2).collect();
+        if let Some(value) = sse_data(&event).and_then(|d| serde_json::from_str(&d).ok()) {
+            events.push(value);
+        }
+    }
+    events
 }
 
 /// The `data:` lines of one server-sent event, joined; `None` for a comment or keep-alive.
@@ -245,6 +245,18 @@ mod tests {
             sse_data("event: x\ndata:a\ndata: b\n").as_deref(),
             Some("a\nb")
         );
+    }
+
+    #[test]
+    fn events_split_across_chunks_come_out_whole() {
+        let mut buffer = String::new();
+        assert!(take_events(&mut buffer, b"data: {\"a\"").is_empty());
+        let events = take_events(
+            &mut buffer,
+            b":1}\n\n: keep-alive\n\ndata: [DONE]\n\ndata: {",
+        );
+        assert_eq!(events, vec![json!({"a": 1})]);
+        assert_eq!(buffer, "data: {");
     }
 
     #[test]

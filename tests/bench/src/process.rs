@@ -1,7 +1,7 @@
 //! What the benchmark reads about a process from outside it, the way `ps` and `top` would:
 //! resident memory and CPU time from /proc, so Headroom and llama-server are measured alike.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -11,21 +11,19 @@ use anyhow::{anyhow, Context};
 
 /// Resident memory in bytes (`VmRSS`).
 pub fn rss(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .with_context(|| format!("process {pid} is gone"))?;
-    parse_vm_rss(&status).ok_or_else(|| anyhow!("no VmRSS for process {pid}"))
+    status_bytes(pid, "VmRSS:")
 }
 
 /// Resident anonymous memory in bytes (`RssAnon`): the process's private part, without the
 /// file pages of its binary and libraries.
 pub fn rss_anon(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .with_context(|| format!("process {pid} is gone"))?;
-    status_field(&status, "RssAnon:").ok_or_else(|| anyhow!("no RssAnon for process {pid}"))
+    status_bytes(pid, "RssAnon:")
 }
 
-fn parse_vm_rss(status: &str) -> Option<u64> {
-    status_field(status, "VmRSS:")
+fn status_bytes(pid: u32, name: &str) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("process {pid} is gone"))?;
+    status_field(&status, name).ok_or_else(|| anyhow!("no {name} for process {pid}"))
 }
 
 /// A "Name:  1234 kB" line of /proc/<pid>/status, in bytes.
@@ -35,6 +33,15 @@ fn status_field(status: &str, name: &str) -> Option<u64> {
         .find_map(|l| l.strip_prefix(name))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map(|kb| kb * 1024)
+}
+
+/// A shell prefix that moves the shell into each of `cgroups` (`echo $$ > …/cgroup.procs`);
+/// what it then `exec`s starts inside them, with the same pid.
+pub fn join_cgroups(cgroups: &[PathBuf]) -> String {
+    cgroups
+        .iter()
+        .map(|c| format!("echo $$ > '{}/cgroup.procs' && ", c.display()))
+        .collect()
 }
 
 /// User plus system CPU time so far, in seconds.
@@ -136,10 +143,10 @@ mod tests {
     #[test]
     fn reads_rss_and_cpu_ticks_from_proc_text() {
         assert_eq!(
-            parse_vm_rss("Name:\tx\nVmRSS:\t   2048 kB\n"),
+            status_field("Name:\tx\nVmRSS:\t   2048 kB\n", "VmRSS:"),
             Some(2 * 1024 * 1024)
         );
-        assert_eq!(parse_vm_rss("Name:\tx\n"), None);
+        assert_eq!(status_field("Name:\tx\n", "VmRSS:"), None);
         let stat = "42 (a (b) c) S 1 42 42 0 -1 4194560 100 0 0 0 7 5 0 0 20 0 1 0";
         assert_eq!(parse_cpu_ticks(stat), Some(12));
         assert_eq!(parse_cpu_ticks("42 (x) S 1"), None);

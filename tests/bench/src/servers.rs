@@ -9,7 +9,7 @@ use anyhow::{bail, Context};
 use serde_json::{json, Value};
 
 use crate::client::{Endpoint, EventLog};
-use crate::process::Guarded;
+use crate::process::{join_cgroups, Guarded};
 
 /// How both servers are set up for one measurement.
 #[derive(Debug, Clone, Copy)]
@@ -42,11 +42,7 @@ pub struct HeadroomLaunch<'a> {
 impl Headroom {
     pub async fn start(launch: HeadroomLaunch<'_>) -> anyhow::Result<Self> {
         let home = tempfile::tempdir().context("temporary folder")?;
-        let join: String = launch
-            .cgroups
-            .iter()
-            .map(|c| format!("echo $$ > '{}/cgroup.procs' && ", c.display()))
-            .collect();
+        let join = join_cgroups(launch.cgroups);
         // The shell joins the cgroups, then becomes the server (same pid).
         let mut command = Command::new("sh");
         command
@@ -185,8 +181,9 @@ impl Reference {
             .args(["-np", &shape.slots.to_string()])
             // `-c` is the whole context, shared by the slots.
             .args(["-c", &(shape.context_per_slot * shape.slots).to_string()])
-            // As Headroom: no warm-up decode at load, no prompt cache across requests (Headroom
-            // keeps none; with it, llama-server's repeated prompts would measure the cache).
+            // No warm-up decode at load: its load time then leaves out what Headroom's includes
+            // (a one-token warm-up), which errs in its favour. No prompt cache across requests:
+            // Headroom keeps none, and with it llama-server's repeated prompts would measure it.
             .args(["--no-warmup", "--no-cache-prompt", "-cram", "0"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())

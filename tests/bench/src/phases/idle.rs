@@ -86,15 +86,16 @@ async fn sample(pid: u32, seconds: u64) -> anyhow::Result<(Vec<f64>, Vec<f64>)> 
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (mut rss_mb, mut cpu) = (Vec::new(), Vec::new());
     let end = Instant::now() + Duration::from_secs(seconds);
-    let mut window = (Instant::now(), tree_cpu(pid)?);
+    let mut window = (Instant::now(), tree_sum(pid, cpu_seconds)?);
     while Instant::now() < end {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        rss_mb.push(mb(tree_rss(pid)? as f64));
+        rss_mb.push(mb(tree_sum(pid, rss)? as f64));
         let now = Instant::now();
         if now - window.0 >= WINDOW {
-            let used = tree_cpu(pid)? - window.1;
-            cpu.push(100.0 * used / (now - window.0).as_secs_f64());
-            window = (now, tree_cpu(pid)?);
+            // One reading ends this window and starts the next, so no CPU time falls between.
+            let used = tree_sum(pid, cpu_seconds)?;
+            cpu.push(100.0 * (used - window.1) / (now - window.0).as_secs_f64());
+            window = (now, used);
         }
     }
     Ok((rss_mb, cpu))
@@ -134,24 +135,14 @@ fn tree(pid: u32) -> Vec<u32> {
     found
 }
 
-fn tree_rss(pid: u32) -> anyhow::Result<u64> {
-    let mut total = rss(pid)?;
-    total += tree(pid)
-        .iter()
-        .skip(1)
-        .filter_map(|p| rss(*p).ok())
-        .sum::<u64>();
-    Ok(total)
-}
-
-fn tree_cpu(pid: u32) -> anyhow::Result<f64> {
-    let mut total = cpu_seconds(pid)?;
-    total += tree(pid)
-        .iter()
-        .skip(1)
-        .filter_map(|p| cpu_seconds(*p).ok())
-        .sum::<f64>();
-    Ok(total)
+/// `read` of `pid` plus `read` of every process below it that is still there to read: the
+/// root must answer, a helper that exits in between counts as nothing.
+fn tree_sum<T: std::iter::Sum<T> + std::ops::Add<Output = T>>(
+    pid: u32,
+    read: impl Fn(u32) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let below: T = tree(pid).iter().skip(1).filter_map(|p| read(*p).ok()).sum();
+    Ok(read(pid)? + below)
 }
 
 /// Starts the desktop app under a private Xvfb and session bus, closes its window as a window

@@ -89,10 +89,9 @@ pub async fn run(cx: &Context, model: Model, rows: &mut Vec<Row>) -> anyhow::Res
             .note("reference: process start to /health ready"),
     );
     let warm = model.compared("load, warm", "ms", &ours.warm_ms, &theirs.warm_ms);
-    rows.push(if model.id.starts_with("SmolLM2") {
-        warm.goal(Goal::AtMost(100.0))
-    } else {
-        warm
+    rows.push(match model.warm_load_goal_ms {
+        Some(goal) => warm.goal(Goal::AtMost(goal)),
+        None => warm,
     });
     rows.push(
         Row::new("unload: Stop to unloaded event", "ms")

@@ -40,16 +40,20 @@ pub struct Model {
     pub id: &'static str,
     /// The short name the table shows.
     pub name: &'static str,
+    /// The goal for a warm load, where it sets one.
+    pub warm_load_goal_ms: Option<f64>,
 }
 
 pub const MODELS: [Model; 2] = [
     Model {
         id: "SmolLM2-135M-Instruct.Q4_1",
         name: "SmolLM2-135M",
+        warm_load_goal_ms: Some(100.0),
     },
     Model {
         id: "gemma-3-270m-q4_k_m",
         name: "Gemma 3 270M",
+        warm_load_goal_ms: None,
     },
 ];
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 
 use super::{Context, Model};
-use crate::process::{drop_page_cache, Guarded};
+use crate::process::{drop_page_cache, join_cgroups, Guarded};
 use crate::report::Row;
 use crate::servers::{Headroom, HeadroomLaunch};
 use crate::stats::Figure;
@@ -169,7 +169,13 @@ pub async fn run(cx: &Context, model: Model, rows: &mut Vec<Row>) -> anyhow::Res
         Row::new("pressure: first stall to unloaded event", "ms")
             .model(model.name)
             .headroom(Figure::of(&from_stall))
-            .note("PSI's trigger window is 2 s here"),
+            // In the other runs the cgroup's own stall counter had not moved by the time of
+            // the unload, so there is no start to count from.
+            .note(format!(
+                "PSI's trigger window is 2 s here; stalls seen in {} of {} runs",
+                from_stall.len(),
+                cx.runs
+            )),
     );
     Ok(())
 }
@@ -213,9 +219,8 @@ fn thrash(cgroup: &MemoryCgroup, file: &Path) -> anyhow::Result<Thrash> {
     let child = Command::new("sh")
         .arg("-c")
         .arg(format!(
-            "echo $$ > '{}/cgroup.procs' && echo $$ > '{}/cgroup.procs' && exec sh -c 'while true; do cat \"$0\" > /dev/null; done' '{}'",
-            cgroup.limited.display(),
-            cgroup.unified.display(),
+            "{}exec sh -c 'while true; do cat \"$0\" > /dev/null; done' '{}'",
+            join_cgroups(&cgroup.folders()),
             file.display()
         ))
         .stdout(Stdio::null())

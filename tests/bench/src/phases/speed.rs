@@ -131,18 +131,19 @@ async fn non_streamed(
             .context("usage.prompt_tokens")?;
     }
     let (generate, read) = (generate.to_string(), read.to_string());
-    let mut rates: [[Vec<f64>; 2]; 2] = Default::default();
+    let mut generation: [Vec<f64>; 2] = Default::default();
+    let mut prompt: [Vec<f64>; 2] = Default::default();
     for _ in 0..cx.runs {
         for (i, target) in targets.iter().enumerate() {
             let url = target.url("/v1/completions");
             let run = oha::post(&cx.oha, &url, &generate, 1, 1).await?;
-            rates[i][0].push(generated[i] / run.latency.median);
+            generation[i].push(generated[i] / run.latency.median);
             let run = oha::post(&cx.oha, &url, &read, 1, 1).await?;
-            rates[i][1].push(prompt_tokens[i] / run.latency.median);
+            prompt[i].push(prompt_tokens[i] / run.latency.median);
         }
     }
-    Ok(rates.map(|[generation, prompt]| Whole {
-        generation: Figure::of(&generation),
-        prompt: Figure::of(&prompt),
+    Ok([0, 1].map(|i| Whole {
+        generation: Figure::of(&generation[i]),
+        prompt: Figure::of(&prompt[i]),
     }))
 }
