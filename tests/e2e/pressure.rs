@@ -2,6 +2,7 @@
 //! cgroup makes the kernel stall, and the pressure monitor unloads the model before anything
 //! is OOM-killed.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::Duration;
@@ -64,19 +65,42 @@ impl Drop for MemoryCgroup {
     }
 }
 
+/// Readers at once. One reader's reclaim stalls the machine ~30 ms per 2 s window here, under
+/// the triggers' thresholds (150 ms some, 100 ms full): the test then passed only when the
+/// server's own memory squeezed the cache enough, and on a fresh machine it once did not.
+/// Three stall 170–290 ms (some) and 100–210 ms (full) per window from the first one.
+const READERS: usize = 3;
+
+/// Readers of a file, in a process group of their own inside the cgroup; dropping it kills
+/// the group (the loops and their `cat`s), so no read outlives the test.
+struct Thrash(Child);
+
+impl Drop for Thrash {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.0.id())])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
 /// Reads a file over and over from inside the cgroup: its page cache fills the cgroup, and the
 /// kernel has to reclaim under the limit, which is what memory pressure is.
-fn thrash(cgroup: &MemoryCgroup, file: &Path) -> Child {
-    Command::new("sh")
+fn thrash(cgroup: &MemoryCgroup, file: &Path) -> Thrash {
+    let readers: Vec<String> = (1..=READERS).map(|i| i.to_string()).collect();
+    let child = Command::new("sh")
         .arg("-c")
         .arg(format!(
-            "echo $$ > '{}/cgroup.procs' && echo $$ > '{}/cgroup.procs' && while true; do cat '{}' > /dev/null; done",
+            "echo $$ > '{}/cgroup.procs' && echo $$ > '{}/cgroup.procs' && for i in {}; do (while true; do cat '{}' > /dev/null; done) & done; wait",
             cgroup.path.display(),
             cgroup.unified.display(),
+            readers.join(" "),
             file.display()
         ))
+        .process_group(0)
         .spawn()
-        .expect("start the thrash")
+        .expect("start the thrash");
+    Thrash(child)
 }
 
 #[tokio::test]
@@ -113,7 +137,7 @@ async fn real_memory_pressure_unloads_the_model_and_nothing_is_killed() {
     let (_, memory) = server.get("/api/memory/status").await;
     assert_eq!(memory["system"]["cgroup_limited"], true, "{memory}");
 
-    let mut thrasher = thrash(&cgroup, &big);
+    let thrasher = thrash(&cgroup, &big);
     let unloaded = tokio::time::timeout(
         Duration::from_secs(60),
         events.wait_for("pressure unload", |e| {
@@ -121,8 +145,7 @@ async fn real_memory_pressure_unloads_the_model_and_nothing_is_killed() {
         }),
     )
     .await;
-    let _ = thrasher.kill();
-    let _ = thrasher.wait();
+    drop(thrasher);
     let unloaded = unloaded.expect("an unload within 60 s of the thrash");
     let pressure: Vec<Value> = events
         .all()

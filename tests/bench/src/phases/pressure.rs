@@ -1,5 +1,5 @@
 //! Reaction to real memory pressure: Headroom runs in a memory cgroup with a model loaded, a
-//! reader thrashes the page cache inside the same cgroup until the kernel stalls, and the
+//! few readers thrash the page cache inside the same cgroup until the kernel stalls, and the
 //! pressure monitor unloads the model. Two times per run: from the PSI event Headroom received
 //! to memory freed (Headroom's own clock, in its `unloaded` event), and from the first stall the
 //! kernel counted for the cgroup to the `unloaded` event reaching the benchmark.
@@ -22,6 +22,11 @@ use crate::stats::Figure;
 const LIMIT: u64 = 700 << 20;
 /// The file the thrash reads, larger than the limit.
 const THRASH_MB: u64 = 1500;
+/// Readers at once. One stalls the machine ~30 ms per 2 s window here, under Headroom's
+/// triggers (150 ms some, 100 ms full) unless the server's own memory squeezes the cache, so
+/// the cgroup's stall counter often had not moved by the unload; three stall 170–290 ms (some)
+/// and 100–210 ms (full) per window from the first one.
+const READERS: usize = 3;
 
 /// A v1 memory cgroup (the limit) and a unified-hierarchy cgroup beside it (its own pressure
 /// figures: systemd's hybrid layout mounts both). Removed on drop.
@@ -200,7 +205,7 @@ fn thrash_file(scratch: &Path) -> anyhow::Result<PathBuf> {
     Ok(big)
 }
 
-/// A process group reading a file in a loop; dropping it kills the loop and its `cat`.
+/// A process group reading a file in loops; dropping it kills the loops and their `cat`s.
 struct Thrash(Guarded);
 
 impl Drop for Thrash {
@@ -216,11 +221,13 @@ impl Drop for Thrash {
 /// the kernel has to reclaim under the limit, which is what memory pressure is.
 fn thrash(cgroup: &MemoryCgroup, file: &Path) -> anyhow::Result<Thrash> {
     use std::os::unix::process::CommandExt;
+    let readers: Vec<String> = (1..=READERS).map(|i| i.to_string()).collect();
     let child = Command::new("sh")
         .arg("-c")
         .arg(format!(
-            "{}exec sh -c 'while true; do cat \"$0\" > /dev/null; done' '{}'",
+            "{}exec sh -c 'for i in {}; do (while true; do cat \"$0\" > /dev/null; done) & done; wait' '{}'",
             join_cgroups(&cgroup.folders()),
+            readers.join(" "),
             file.display()
         ))
         .stdout(Stdio::null())
