@@ -1,78 +1,36 @@
 //! `headroom`: the menu-bar app, or with `--headless` the same backend without a display.
 
-mod cli;
 #[cfg(feature = "gui")]
 mod gui;
-mod shutdown;
+
+use std::process::ExitCode;
 
 use clap::Parser;
-use std::sync::Arc;
 
-use headroom_core::config::{AppDirs, SettingsStore};
-use headroom_core::server::Server;
+use headroom_app::cli::Cli;
 
-use cli::Cli;
-
-fn main() -> std::process::ExitCode {
-    init_logging();
+fn main() -> ExitCode {
+    headroom_app::init_logging();
     let cli = Cli::parse();
-    let (store, dirs) = match cli.settings() {
-        Ok(found) => found,
-        Err(e) => {
-            eprintln!("headroom: {e}");
-            return std::process::ExitCode::from(2);
-        }
-    };
-    let result = if cli.headless || !gui_possible() {
-        run_headless(&store, &dirs)
-    } else {
-        run_app(store, dirs)
-    };
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("headroom: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
+    #[cfg(feature = "gui")]
+    if !cli.headless && gui_possible() {
+        return headroom_app::run_with_settings(&cli, gui::run);
     }
-}
-
-fn run_headless(store: &Arc<SettingsStore>, dirs: &AppDirs) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let server = Server::start(store, dirs).await?;
-        announce(&server, dirs);
-        server.serve(shutdown::signal(), shutdown::GRACE).await
+    #[cfg(not(feature = "gui"))]
+    if !cli.headless {
+        tracing::info!("built without the desktop app (feature `gui`); running headless");
+    }
+    #[cfg(all(unix, feature = "gui"))]
+    hand_over_to_server();
+    headroom_app::run_with_settings(&cli, |store, dirs| {
+        headroom_app::run_headless(&store, &dirs)
     })
-}
-
-/// The one line scripts and tests read to find the server.
-fn announce(server: &Server, dirs: &AppDirs) {
-    let address = server.address();
-    tracing::info!(%address, models = %dirs.models().display(), config = %dirs.config_file.display(), "Headroom is serving");
-    println!("Headroom listening on http://{address}");
-}
-
-#[cfg(feature = "gui")]
-fn run_app(store: Arc<SettingsStore>, dirs: AppDirs) -> anyhow::Result<()> {
-    gui::run(store, dirs)
-}
-
-#[cfg(not(feature = "gui"))]
-fn run_app(store: Arc<SettingsStore>, dirs: AppDirs) -> anyhow::Result<()> {
-    tracing::info!("built without the desktop app (feature `gui`); running headless");
-    run_headless(&store, &dirs)
 }
 
 /// Whether a window can be shown. On Linux without X11 or Wayland the app falls back to
 /// headless and says so, rather than failing to open a display.
+#[cfg(feature = "gui")]
 fn gui_possible() -> bool {
-    if !cfg!(feature = "gui") {
-        return false;
-    }
     if cfg!(target_os = "linux") {
         let has_display = ["DISPLAY", "WAYLAND_DISPLAY"]
             .iter()
@@ -85,14 +43,26 @@ fn gui_possible() -> bool {
     true
 }
 
-fn init_logging() {
-    use tracing_subscriber::EnvFilter;
-    // llama.cpp reports every tensor at info level; its warnings are what matter day to day.
-    let filter = EnvFilter::try_from_env("HEADROOM_LOG")
-        .or_else(|_| EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| EnvFilter::new("info,llama-cpp-2=warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+/// Becomes `headroom-server`, the same backend linked without Tauri, when it is installed
+/// beside this binary: same flags, same environment, same process id. Returns only if it is
+/// not there or cannot be started; this process then serves.
+///
+/// The backend never calls WebKit or GTK, but this binary links them, and the loader maps and
+/// relocates them at start: on Linux that alone keeps ~45 MB resident (WebKit, its speech
+/// voices, ICU, GTK) in an idle server that has no use for it, against ~11 MB in all without.
+#[cfg(all(unix, feature = "gui"))]
+fn hand_over_to_server() {
+    use std::os::unix::process::CommandExt;
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let server = exe.with_file_name(headroom_app::SERVER_BINARY);
+    if !server.is_file() {
+        tracing::info!(missing = %server.display(), "no headless backend binary beside the app; serving from the app binary");
+        return;
+    }
+    let error = std::process::Command::new(&server)
+        .args(std::env::args_os().skip(1))
+        .exec();
+    tracing::warn!(server = %server.display(), %error, "could not start the headless backend binary; serving from the app binary");
 }

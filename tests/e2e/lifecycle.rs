@@ -115,3 +115,31 @@ async fn the_event_stream_reports_loads_and_does_not_hold_up_shutdown() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn headless_runs_the_backend_without_webkit_in_the_same_process() {
+    let server = Server::start();
+    let (status, _) = server.get("/health").await;
+    assert_eq!(status, 200);
+    // The app binary handed over to the backend binary: same process, other executable.
+    let pid = server.pid();
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).expect("exe");
+    assert_eq!(
+        exe.file_name().and_then(|n| n.to_str()),
+        Some("headroom-server"),
+        "{}",
+        exe.display()
+    );
+    // No WebKit, GTK or Tauri pages sit in the idle server's memory.
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("maps");
+    let gui: Vec<&str> = maps
+        .lines()
+        .filter(|l| l.contains("webkit") || l.contains("gtk") || l.contains("javascriptcore"))
+        .collect();
+    assert!(gui.is_empty(), "{gui:#?}");
+    println!(
+        "idle headless server: {:.1} MB resident, {} mappings",
+        server.rss() as f64 / 1e6,
+        maps.lines().count()
+    );
+}

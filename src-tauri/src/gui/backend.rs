@@ -43,7 +43,7 @@ impl Backend {
                             return Err(e);
                         }
                     };
-                    crate::announce(&server, &dirs);
+                    headroom_app::announce(&server, &dirs);
                     let _ = ready_tx.send(Ok((
                         format!("http://{}/", server.address()),
                         server.state(),
@@ -51,10 +51,10 @@ impl Backend {
                     let stop = async move {
                         tokio::select! {
                             _ = stop_rx => {},
-                            () = crate::shutdown::signal() => {},
+                            () = headroom_app::shutdown::signal() => {},
                         }
                     };
-                    let result = server.serve(stop, crate::shutdown::GRACE).await;
+                    let result = server.serve(stop, headroom_app::shutdown::GRACE).await;
                     let _ = stopped_tx.send(());
                     result
                 })

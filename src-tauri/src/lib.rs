@@ -1,0 +1,73 @@
+//! What the two binaries share: `headroom` (the menu-bar app, or with `--headless` the backend
+//! without a display) and `headroom-server` (the backend alone, which `headroom --headless`
+//! hands over to). The Tauri shell is the app binary's own module, not part of this library,
+//! so `headroom-server` links neither Tauri nor WebKit.
+
+pub mod cli;
+pub mod shutdown;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use headroom_core::config::{AppDirs, SettingsStore};
+use headroom_core::server::Server;
+
+use cli::Cli;
+
+/// The headless backend's binary, installed beside the app's.
+pub const SERVER_BINARY: &str = "headroom-server";
+
+/// Reads the settings the flags point at, then runs `run` with them; what either fails with
+/// is printed, and becomes the exit code.
+pub fn run_with_settings(
+    cli: &Cli,
+    run: impl FnOnce(Arc<SettingsStore>, AppDirs) -> anyhow::Result<()>,
+) -> ExitCode {
+    let (store, dirs) = match cli.settings() {
+        Ok(found) => found,
+        Err(e) => {
+            eprintln!("headroom: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(store, dirs) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("headroom: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Serves until SIGTERM or Ctrl-C, on a runtime of its own.
+pub fn run_headless(store: &Arc<SettingsStore>, dirs: &AppDirs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let server = Server::start(store, dirs).await?;
+        announce(&server, dirs);
+        server.serve(shutdown::signal(), shutdown::GRACE).await
+    })
+}
+
+/// The one line scripts and tests read to find the server.
+pub fn announce(server: &Server, dirs: &AppDirs) {
+    let address = server.address();
+    tracing::info!(%address, models = %dirs.models().display(), config = %dirs.config_file.display(), "Headroom is serving");
+    println!("Headroom listening on http://{address}");
+}
+
+/// Log lines go to stderr; `HEADROOM_LOG` (or `RUST_LOG`) filters them.
+pub fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    // llama.cpp reports every tensor at info level; its warnings are what matter day to day.
+    let filter = EnvFilter::try_from_env("HEADROOM_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new("info,llama-cpp-2=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
