@@ -11,7 +11,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::notifications::NotificationRecorder;
-use crate::support::{Options, Server, SMOLLM2};
+use crate::support::{join_cgroups, Options, Server, SMOLLM2};
 
 /// A v1 memory cgroup of its own (the limit), and a cgroup in the unified hierarchy beside it
 /// (its own pressure figures: this machine mounts both, systemd's hybrid layout); removed on
@@ -91,9 +91,8 @@ fn thrash(cgroup: &MemoryCgroup, file: &Path) -> Thrash {
     let child = Command::new("sh")
         .arg("-c")
         .arg(format!(
-            "echo $$ > '{}/cgroup.procs' && echo $$ > '{}/cgroup.procs' && for i in {}; do (while true; do cat '{}' > /dev/null; done) & done; wait",
-            cgroup.path.display(),
-            cgroup.unified.display(),
+            "{}for i in {}; do (while true; do cat '{}' > /dev/null; done) & done; wait",
+            join_cgroups(&cgroup.folders()),
             readers.join(" "),
             file.display()
         ))

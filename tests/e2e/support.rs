@@ -104,11 +104,7 @@ impl Server {
             Command::new(env!("CARGO_BIN_EXE_headroom"))
         } else {
             // The shell joins the cgroups, then becomes the server (same pid).
-            let join: String = options
-                .cgroups
-                .iter()
-                .map(|c| format!("echo $$ > '{}/cgroup.procs' && ", c.display()))
-                .collect();
+            let join = join_cgroups(&options.cgroups);
             let mut command = Command::new("sh");
             command
                 .arg("-c")
@@ -466,6 +462,15 @@ async fn json_answer(response: reqwest::Response) -> (u16, Value) {
     let json =
         serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"));
     (status, json)
+}
+
+/// A shell prefix that moves the shell into each of `cgroups` (`echo $$ > …/cgroup.procs`);
+/// what it then runs or `exec`s starts inside them.
+pub fn join_cgroups(cgroups: &[PathBuf]) -> String {
+    cgroups
+        .iter()
+        .map(|c| format!("echo $$ > '{}/cgroup.procs' && ", c.display()))
+        .collect()
 }
 
 pub fn rss_of(pid: u32) -> u64 {
