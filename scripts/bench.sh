@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Benchmarks Headroom beside llama.cpp's own llama-server on this machine, in one run, and
 # prints the table the README carries (metric, Headroom, reference, ratio, goal). Builds what
-# it needs first: the reference llama-server (scripts/bench/reference.sh, ~5 min once), the
-# oha load generator, Headroom in release (about 35 min in all on a fresh machine). Then about
-# 20 min of measuring. Not part of CI.
+# it needs first: the reference llama-server and llama-bench on both llama.cpp builds
+# (scripts/bench/reference.sh, ~10 min once), the oha load generator, Headroom in release (about
+# 40 min in all on a fresh machine). Then about 25 min of measuring. Not part of CI.
 #
 #   scripts/bench.sh [ARGS...]     e.g. --runs 5, --only speed,idle, --idle-seconds 10
 #
@@ -23,7 +23,9 @@ install_system_packages bench
 fetch_smollm2 "$models"
 fetch_gemma "$models"
 
-reference="$("$ROOT/scripts/bench/reference.sh" "$cache" | tail -n 1)"
+{ read -r reference; read -r reference_llama_bench; read -r headroom_llama_bench; } \
+  < <("$ROOT/scripts/bench/reference.sh" "$cache" | tail -n 3)
+[[ -x "$headroom_llama_bench" ]] || die "scripts/bench/reference.sh did not build everything"
 version_of() { sed -n "s/^$1=//p" "$cache/llama-server.version"; }
 reference_version="llama-server $(version_of llama_cpp_build) (llama.cpp $(version_of llama_cpp_commit), from llama-cpp-python $(version_of llama_cpp_python), $(version_of variant))"
 
@@ -51,6 +53,8 @@ log "Headroom beside $reference_version"
   --reference "$reference" \
   --reference-version "$reference_version" \
   --headroom-llama "$(version_of headroom_llama_cpp)" \
+  --headroom-llama-bench "$headroom_llama_bench" \
+  --reference-llama-bench "$reference_llama_bench" \
   --oha "$oha" \
   --models-dir "$models" \
   --scratch "$cache/scratch" \

@@ -4,6 +4,7 @@
 //! writes the figures as JSON. `scripts/bench.sh` builds everything it needs and runs it.
 
 mod client;
+mod llama_bench;
 mod oha;
 mod phases;
 mod process;
@@ -39,6 +40,13 @@ struct Args {
     /// What Headroom's llama.cpp is, for the output.
     #[arg(long, default_value = "")]
     headroom_llama: String,
+    /// `llama-bench` on the llama.cpp Headroom links (scripts/bench/reference.sh builds it):
+    /// with the next, the speed phase also measures the two llama.cpp builds without a server.
+    #[arg(long, requires = "reference_llama_bench")]
+    headroom_llama_bench: Option<PathBuf>,
+    /// `llama-bench` on the reference's llama.cpp.
+    #[arg(long, requires = "headroom_llama_bench")]
+    reference_llama_bench: Option<PathBuf>,
     /// The `oha` load generator.
     #[arg(long)]
     oha: PathBuf,
@@ -86,6 +94,14 @@ async fn main() -> anyhow::Result<()> {
         runs: args.runs,
         idle_seconds: args.idle_seconds,
         criterion: args.criterion.clone(),
+        llama_bench: args
+            .headroom_llama_bench
+            .clone()
+            .zip(args.reference_llama_bench.clone())
+            .map(|(headroom, reference)| llama_bench::Builds {
+                headroom,
+                reference,
+            }),
     };
     let wanted = |phase: &str| args.only.is_empty() || args.only.iter().any(|p| p == phase);
     let mut rows: Vec<Row> = Vec::new();

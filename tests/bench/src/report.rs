@@ -48,6 +48,9 @@ pub struct Row {
     pub reference: Option<Figure>,
     /// Headroom's median ÷ the reference's.
     pub ratio: Option<f64>,
+    /// Headroom ÷ the reference run by run, where the two took turns: its range says how far
+    /// this machine resolves the ratio at all.
+    pub ratios: Option<Figure>,
     pub goal: Option<Goal>,
     pub met: Option<bool>,
     pub note: Option<String>,
@@ -62,6 +65,7 @@ impl Row {
             headroom: None,
             reference: None,
             ratio: None,
+            ratios: None,
             goal: None,
             met: None,
             note: None,
@@ -81,6 +85,16 @@ impl Row {
     pub fn reference(mut self, figure: Option<Figure>) -> Self {
         self.reference = figure;
         self.settle()
+    }
+
+    /// Adds the run-by-run ratios of samples taken in turns (same index, same run; a run
+    /// without a figure is NaN and drops out).
+    pub fn in_turns(mut self, headroom: &[f64], reference: &[f64]) -> Self {
+        if headroom.len() == reference.len() {
+            let ratios: Vec<f64> = headroom.iter().zip(reference).map(|(h, r)| h / r).collect();
+            self.ratios = Figure::of(&ratios);
+        }
+        self
     }
 
     pub fn goal(mut self, goal: Goal) -> Self {
@@ -128,6 +142,15 @@ fn figure(f: Option<Figure>) -> String {
     }
 }
 
+/// "0.97× (0.88–1.10)": the ratio of the medians, then the range of the run-by-run ratios.
+fn ratio(ratio: Option<f64>, ratios: Option<Figure>) -> String {
+    match (ratio, ratios) {
+        (None, _) => String::new(),
+        (Some(r), Some(f)) if f.runs > 1 => format!("{r:.2}× ({:.2}–{:.2})", f.min, f.max),
+        (Some(r), _) => format!("{r:.2}×"),
+    }
+}
+
 /// The table as Markdown, so the README can carry it as printed.
 pub fn table(rows: &[Row]) -> String {
     let mut out = String::from(
@@ -148,7 +171,7 @@ pub fn table(rows: &[Row]) -> String {
             row.model.as_deref().unwrap_or(""),
             figure(row.headroom),
             figure(row.reference),
-            row.ratio.map(|r| format!("{r:.2}×")).unwrap_or_default(),
+            ratio(row.ratio, row.ratios),
             row.goal.map(|g| g.describe(&row.unit)).unwrap_or_default(),
         ));
     }
@@ -173,6 +196,20 @@ mod tests {
         assert_eq!(row.met, Some(false));
         let row = row.headroom(fig(99.0));
         assert_eq!(row.met, Some(true));
+    }
+
+    #[test]
+    fn ratios_in_turns_pair_runs_and_drop_the_runs_without_a_figure() {
+        let (h, r) = ([90.0, 110.0, f64::NAN, 100.0], [100.0, 100.0, 100.0, 80.0]);
+        let row = Row::new("generation", "tok/s")
+            .headroom(Figure::of(&h))
+            .reference(Figure::of(&r))
+            .in_turns(&h, &r);
+        let ratios = row.ratios.expect("ratios");
+        assert_eq!((ratios.min, ratios.max, ratios.runs), (0.9, 1.25, 3));
+        assert!(table(&[row]).contains("| 1.00× (0.90–1.25) |"));
+        let unpaired = Row::new("x", "ms").in_turns(&[1.0], &[1.0, 2.0]);
+        assert_eq!(unpaired.ratios, None);
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub struct Context {
     pub runs: usize,
     pub idle_seconds: u64,
     pub criterion: Option<PathBuf>,
+    /// llama.cpp's own benchmark on both llama.cpp builds, when built.
+    pub llama_bench: Option<crate::llama_bench::Builds>,
 }
 
 /// A model the benchmark runs, by its id (its file name without `.gguf`).

@@ -1,14 +1,16 @@
 //! Generation and prompt speed, and time to first token, over HTTP: both servers loaded side by
 //! side with one slot each, measured in turns, so drift in the machine's speed hits both alike.
+//! With llama-bench built on both llama.cpp builds, each run also decodes without a server on
+//! each, so a gap between the servers can be split into the llama.cpp builds' and the servers'.
 
 use anyhow::Context as _;
 
 use super::{counting, long_prompt, Context, Model};
 use crate::client::{Endpoint, StreamTiming};
+use crate::llama_bench;
 use crate::oha;
 use crate::report::{Goal, Row};
 use crate::servers::Reference;
-use crate::stats::Figure;
 
 /// Tokens each generation request asks for.
 const GENERATED: u32 = 128;
@@ -19,21 +21,38 @@ struct Samples {
     ttft_ms: Vec<f64>,
     prompt: Vec<f64>,
     ttft_long_ms: Vec<f64>,
+    /// llama-bench's rate on this server's llama.cpp build, no server.
+    alone: Vec<f64>,
+    /// The streamed generation rate over `alone` in the same run, in percent.
+    served: Vec<f64>,
 }
 
 impl Samples {
+    /// A run without a rate adds NaN, not nothing: the servers' samples stay in step, run by
+    /// run, for the ratios in turns (NaN drops out of every figure).
     fn add(&mut self, short: &StreamTiming, long: &StreamTiming) {
-        self.generation.extend(short.generation_rate());
+        self.generation
+            .push(short.generation_rate().unwrap_or(f64::NAN));
         self.ttft_ms.push(short.first_piece.as_secs_f64() * 1e3);
-        self.prompt.extend(long.prompt_rate());
+        self.prompt.push(long.prompt_rate().unwrap_or(f64::NAN));
         self.ttft_long_ms.push(long.first_piece.as_secs_f64() * 1e3);
+    }
+
+    fn add_alone(&mut self, alone: f64, short: &StreamTiming) {
+        self.alone.push(alone);
+        self.served.push(
+            short
+                .generation_rate()
+                .map_or(f64::NAN, |rate| 100.0 * rate / alone),
+        );
     }
 }
 
-/// The non-streamed figures: `oha` sends the same request `runs` times.
+/// The non-streamed rates, per server (Headroom, the reference) and run: `oha` sends one
+/// request per server per run.
 struct Whole {
-    generation: Option<Figure>,
-    prompt: Option<Figure>,
+    generation: [Vec<f64>; 2],
+    prompt: [Vec<f64>; 2],
 }
 
 pub async fn run(cx: &Context, model: Model, rows: &mut Vec<Row>) -> anyhow::Result<()> {
@@ -48,61 +67,102 @@ pub async fn run(cx: &Context, model: Model, rows: &mut Vec<Row>) -> anyhow::Res
         target.stream_completion(&counting(model, 999, 8)).await?;
     }
     let mut samples = [Samples::default(), Samples::default()];
+    let alone = cx.llama_bench.as_ref().map(|b| [&b.headroom, &b.reference]);
     for run in 0..cx.runs {
+        let mut shorts = Vec::with_capacity(2);
         for (target, samples) in targets.iter().zip(samples.iter_mut()) {
             let short = target
                 .stream_completion(&counting(model, run, GENERATED))
                 .await?;
             let long = target.stream_completion(&long_prompt(model, run)).await?;
             samples.add(&short, &long);
+            shorts.push(short);
+        }
+        // The servers sit idle (their threads asleep) while llama-bench runs.
+        for ((binary, samples), short) in alone.iter().flatten().zip(&mut samples).zip(&shorts) {
+            let rate =
+                llama_bench::generation_rate(binary, &cx.model_path(model), cx.threads, GENERATED)
+                    .await?;
+            samples.add_alone(rate, short);
         }
     }
     let whole = non_streamed(cx, model, targets).await?;
 
     let [h, r] = &samples;
     rows.push(
-        model
-            .compared(
-                "generation, streamed",
+        in_turns(
+            model,
+            "generation, streamed",
+            "tok/s",
+            &h.generation,
+            &r.generation,
+        )
+        .goal(Goal::RatioAtLeast(0.98)),
+    );
+    rows.push(
+        in_turns(
+            model,
+            "generation, not streamed",
+            "tok/s",
+            &whole.generation[0],
+            &whole.generation[1],
+        )
+        .goal(Goal::RatioAtLeast(0.98))
+        .note(format!("{GENERATED} tokens, whole request")),
+    );
+    if alone.is_some() {
+        rows.push(
+            in_turns(
+                model,
+                "generation, llama.cpp alone",
                 "tok/s",
-                &h.generation,
-                &r.generation,
+                &h.alone,
+                &r.alone,
             )
-            .goal(Goal::RatioAtLeast(0.98)),
-    );
-    rows.push(
-        Row::new("generation, not streamed", "tok/s")
-            .model(model.name)
-            .headroom(whole[0].generation)
-            .reference(whole[1].generation)
+            .note(format!(
+                "llama-bench, {GENERATED} tokens, no server: \
+                 Headroom's llama.cpp build ÷ the reference's"
+            )),
+        );
+        rows.push(
+            in_turns(
+                model,
+                "generation, streamed ÷ llama.cpp alone",
+                "%",
+                &h.served,
+                &r.served,
+            )
             .goal(Goal::RatioAtLeast(0.98))
-            .note(format!("{GENERATED} tokens, whole request")),
-    );
+            .note(
+                "each server's rate over its own llama.cpp build's in the same run: \
+                 what serving costs, with the builds taken out",
+            ),
+        );
+    }
     rows.push(
-        model
-            .compared("prompt, streamed", "tok/s", &h.prompt, &r.prompt)
+        in_turns(model, "prompt, streamed", "tok/s", &h.prompt, &r.prompt)
             .note("to the first token"),
     );
+    rows.push(in_turns(
+        model,
+        "prompt, not streamed",
+        "tok/s",
+        &whole.prompt[0],
+        &whole.prompt[1],
+    ));
     rows.push(
-        Row::new("prompt, not streamed", "tok/s")
-            .model(model.name)
-            .headroom(whole[0].prompt)
-            .reference(whole[1].prompt),
-    );
-    rows.push(
-        model
-            .compared("TTFT, short prompt", "ms", &h.ttft_ms, &r.ttft_ms)
+        in_turns(model, "TTFT, short prompt", "ms", &h.ttft_ms, &r.ttft_ms)
             .goal(Goal::RatioAtMost(1.05)),
     );
     rows.push(
-        model
-            .compared(
-                "TTFT, ~500-token prompt",
-                "ms",
-                &h.ttft_long_ms,
-                &r.ttft_long_ms,
-            )
-            .goal(Goal::RatioAtMost(1.05)),
+        in_turns(
+            model,
+            "TTFT, ~500-token prompt",
+            "ms",
+            &h.ttft_long_ms,
+            &r.ttft_long_ms,
+        )
+        .goal(Goal::RatioAtMost(1.05)),
     );
     Ok(())
 }
@@ -115,7 +175,7 @@ async fn non_streamed(
     cx: &Context,
     model: Model,
     targets: [&Endpoint; 2],
-) -> anyhow::Result<[Whole; 2]> {
+) -> anyhow::Result<Whole> {
     let generate = counting(model, 0, GENERATED);
     let read = long_prompt(model, 0);
     let mut generated = [0.0; 2];
@@ -142,8 +202,12 @@ async fn non_streamed(
             prompt[i].push(prompt_tokens[i] / run.latency.median);
         }
     }
-    Ok([0, 1].map(|i| Whole {
-        generation: Figure::of(&generation[i]),
-        prompt: Figure::of(&prompt[i]),
-    }))
+    Ok(Whole { generation, prompt })
+}
+
+/// A row of samples the two servers took in turns, run by run, with the ratios per run.
+fn in_turns(model: Model, metric: &str, unit: &str, headroom: &[f64], reference: &[f64]) -> Row {
+    model
+        .compared(metric, unit, headroom, reference)
+        .in_turns(headroom, reference)
 }
