@@ -5,6 +5,7 @@
 //! costs.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use serde_json::Value;
@@ -43,6 +44,30 @@ pub async fn generation_rate(
         );
     }
     parse(&String::from_utf8_lossy(&output.stdout), tokens)
+}
+
+/// Wall time of a whole llama-bench process that loads the model, makes its context, decodes
+/// one token and exits: an upper bound on what loading takes in that llama.cpp build alone.
+pub async fn load_time(binary: &Path, model: &Path, threads: u32) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let output = Command::new(binary)
+        .arg("-m")
+        .arg(model)
+        .args(["-p", "0", "-n", "1", "-r", "1", "--no-warmup"])
+        .args(["-t", &threads.to_string(), "-o", "jsonl"])
+        .output()
+        .await
+        .with_context(|| format!("run {}", binary.display()))?;
+    let took = started.elapsed();
+    if !output.status.success() {
+        bail!(
+            "{} failed ({}): {}",
+            binary.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(took)
 }
 
 /// The generation test's rate from llama-bench's JSON lines (one object per test).

@@ -5,6 +5,7 @@
 use anyhow::Context as _;
 
 use super::{counting, mb, Context, Model};
+use crate::llama_bench;
 use crate::process::{drop_page_cache, rss};
 use crate::report::{Goal, Row};
 use crate::servers::Reference;
@@ -83,6 +84,21 @@ pub async fn run(cx: &Context, model: Model, rows: &mut Vec<Row>) -> anyhow::Res
         }
     }
 
+    // The same file, warm, loaded by each llama.cpp build with no server: what of a warm load
+    // is the library's. The two builds take turns.
+    let mut alone: [Vec<f64>; 2] = Default::default();
+    if let Some(builds) = &cx.llama_bench {
+        for _ in 0..cx.runs {
+            for (binary, times) in [&builds.headroom, &builds.reference]
+                .into_iter()
+                .zip(&mut alone)
+            {
+                let took = llama_bench::load_time(binary, &file, cx.threads).await?;
+                times.push(took.as_secs_f64() * 1e3);
+            }
+        }
+    }
+
     rows.push(
         model
             .compared("load, cold", "ms", &ours.cold_ms, &theirs.cold_ms)
@@ -93,6 +109,17 @@ pub async fn run(cx: &Context, model: Model, rows: &mut Vec<Row>) -> anyhow::Res
         Some(goal) => warm.goal(Goal::AtMost(goal)),
         None => warm,
     });
+    if cx.llama_bench.is_some() {
+        rows.push(
+            model
+                .compared("load, warm: llama.cpp alone", "ms", &alone[0], &alone[1])
+                .in_turns(&alone[0], &alone[1])
+                .note(
+                    "a whole llama-bench process (start, load, context, one token, exit): \
+                     Headroom's llama.cpp build ÷ the reference's",
+                ),
+        );
+    }
     rows.push(
         Row::new("unload: Stop to unloaded event", "ms")
             .model(model.name)
