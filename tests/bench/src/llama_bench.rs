@@ -27,34 +27,39 @@ pub async fn generation_rate(
     threads: u32,
     tokens: u32,
 ) -> anyhow::Result<f64> {
-    let output = Command::new(binary)
-        .arg("-m")
-        .arg(model)
-        .args(["-p", "0", "-n", &tokens.to_string()])
-        .args(["-t", &threads.to_string(), "-r", "1", "-o", "jsonl"])
-        .output()
-        .await
-        .with_context(|| format!("run {}", binary.display()))?;
-    if !output.status.success() {
-        bail!(
-            "{} failed ({}): {}",
-            binary.display(),
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    parse(&String::from_utf8_lossy(&output.stdout), tokens)
+    let (tokens_arg, threads_arg) = (tokens.to_string(), threads.to_string());
+    let args = ["-p", "0", "-n", &tokens_arg, "-r", "1", "-t", &threads_arg];
+    let (stdout, _) = run(binary, model, &args).await?;
+    parse(&stdout, tokens)
 }
 
 /// Wall time of a whole llama-bench process that loads the model, makes its context, decodes
 /// one token and exits: an upper bound on what loading takes in that llama.cpp build alone.
 pub async fn load_time(binary: &Path, model: &Path, threads: u32) -> anyhow::Result<Duration> {
+    let threads_arg = threads.to_string();
+    let args = [
+        "-p",
+        "0",
+        "-n",
+        "1",
+        "-r",
+        "1",
+        "--no-warmup",
+        "-t",
+        &threads_arg,
+    ];
+    let (_, took) = run(binary, model, &args).await?;
+    Ok(took)
+}
+
+/// Runs llama-bench on `model` with `args`: its JSON lines, and how long the whole process took.
+async fn run(binary: &Path, model: &Path, args: &[&str]) -> anyhow::Result<(String, Duration)> {
     let started = Instant::now();
     let output = Command::new(binary)
         .arg("-m")
         .arg(model)
-        .args(["-p", "0", "-n", "1", "-r", "1", "--no-warmup"])
-        .args(["-t", &threads.to_string(), "-o", "jsonl"])
+        .args(args)
+        .args(["-o", "jsonl"])
         .output()
         .await
         .with_context(|| format!("run {}", binary.display()))?;
@@ -67,7 +72,7 @@ pub async fn load_time(binary: &Path, model: &Path, threads: u32) -> anyhow::Res
             String::from_utf8_lossy(&output.stderr)
         );
     }
-    Ok(took)
+    Ok((String::from_utf8_lossy(&output.stdout).into_owned(), took))
 }
 
 /// The generation test's rate from llama-bench's JSON lines (one object per test).

@@ -61,6 +61,7 @@ pub async fn run(
             .model(model.name)
             .headroom(Figure::of(&ours.tokens_per_second))
             .reference(Figure::of(&theirs.tokens_per_second))
+            .in_turns(&ours.tokens_per_second, &theirs.tokens_per_second)
             .goal(Goal::RatioAtLeast(0.98)),
     );
     Ok(())
