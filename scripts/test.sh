@@ -20,6 +20,10 @@ cargo fmt --all --check
 log "cargo clippy"
 cargo clippy --locked --workspace --all-targets -- -D warnings
 log "unit and end-to-end tests (the desktop app's under Xvfb)"
+# The machine's memory as the tests start: the pressure monitor under test reacts to it.
+cg=$(sed -n 's/^[0-9]*:memory:\(.*\)/\1/p' /proc/self/cgroup)
+log "memory cgroup ${cg:-none}, limit $(cat "/sys/fs/cgroup/memory$cg/memory.limit_in_bytes" 2>/dev/null || echo unknown)"
+log "memory: $(grep -E '^Mem(Total|Free|Available):' /proc/meminfo | tr -s ' ' | paste -sd ' '); $(tr '\n' ' ' < /proc/pressure/memory 2>/dev/null || true)"
 cargo test --locked --workspace --all-targets -- --test-threads=1
 log "the web UI in a real browser (Chromium, playwright-core)"
 cd "$ROOT/tests/browser"

@@ -61,13 +61,17 @@ pub fn announce(server: &Server, dirs: &AppDirs) {
 
 /// Log lines go to stderr; `HEADROOM_LOG` (or `RUST_LOG`) filters them.
 pub fn init_logging() {
+    use std::io::IsTerminal;
+
     use tracing_subscriber::EnvFilter;
     // llama.cpp reports every tensor at info level; its warnings are what matter day to day.
     let filter = EnvFilter::try_from_env("HEADROOM_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new("info,llama-cpp-2=warn"));
+    // Colours only on a terminal: a log redirected to a file stays plain text.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }

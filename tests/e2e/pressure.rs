@@ -189,6 +189,10 @@ async fn real_memory_pressure_unloads_the_model_and_nothing_is_killed() {
         std::fs::read_to_string("/proc/pressure/memory").unwrap_or_default(),
     );
     assert_eq!(lines("trigger armed"), 2, "{log}");
+    // What the monitor saw at each change, free memory included.
+    for line in log.lines().filter(|l| l.contains("tier changed")) {
+        println!("{line}");
+    }
 
     // The user is told what happened, what was done and what to do.
     let n = recorder.wait_for("Memory is", Duration::from_secs(10));

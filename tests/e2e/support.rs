@@ -452,8 +452,23 @@ impl Drop for Server {
             let _ = child.kill();
             let _ = child.wait();
         }
+        // A failing test shows what the server said: on CI that log is the only witness (its
+        // folder goes with the test).
+        if std::thread::panicking() {
+            let log = self.stderr();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(LOG_TAIL)..];
+            eprintln!(
+                "--- the server's last {} log lines ---\n{}",
+                tail.len(),
+                tail.join("\n")
+            );
+        }
     }
 }
+
+/// How much of the server's log a failing test prints.
+const LOG_TAIL: usize = 60;
 
 /// The status and the JSON body of an answer that must be JSON.
 async fn json_answer(response: reqwest::Response) -> (u16, Value) {
