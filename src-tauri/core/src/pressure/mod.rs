@@ -25,6 +25,7 @@ use crate::config::PressureThresholds;
 use crate::memory::{MemoryProbe, MemorySnapshot};
 use crate::pool::Pool;
 use signal::Signals;
+use tier::stalls_are_pressure;
 
 /// How often the probe is read when no event comes.
 pub const POLL: Duration = Duration::from_secs(1);
@@ -97,11 +98,20 @@ impl Looks {
     ) -> Option<PressureReport> {
         let previous = self.tracker.current();
         // The kernel's trigger means tasks are stalling on memory right now: act at least at
-        // the tier the trigger stands for, for this look.
+        // the tier the trigger stands for, for this look, if memory is short.
         let floor = match wake {
             Wake::FullStall => Tier::Critical,
             Wake::Stall => Tier::Constrained,
             Wake::OsSignal | Wake::Poll => Tier::Normal,
+        };
+        let floor = if floor > Tier::Normal && !stalls_are_pressure(snapshot) {
+            tracing::info!(
+                ?wake, free = ?snapshot.free, total = snapshot.total,
+                "memory stall with plenty of memory free: not pressure"
+            );
+            Tier::Normal
+        } else {
+            floor
         };
         let changed = self.tracker.update(snapshot, limits, floor);
         let tier = self.tracker.current();
@@ -112,6 +122,10 @@ impl Looks {
             tracing::info!(
                 ?previous, ?tier, ?wake,
                 used_percent = snapshot.used_percent(),
+                available = snapshot.available,
+                total = snapshot.total,
+                free = ?snapshot.free,
+                cgroup_limited = snapshot.cgroup_limited,
                 stall = ?snapshot.stall,
                 "memory pressure tier changed"
             );
@@ -232,5 +246,32 @@ mod tests {
                 assert!((r.used_percent - snap.used_percent()).abs() < 1e-9);
             }
         }
+    }
+
+    #[test]
+    fn stalls_with_plenty_of_memory_free_are_not_pressure() {
+        let limits = PressureThresholds::default();
+        let mut looks = Looks::default();
+        let start = Instant::now();
+        // 30% of a 16 GiB machine used, 60% free outright: the trigger fires, the averages
+        // would say critical, and nothing is reported.
+        let plenty = MemorySnapshot {
+            free: Some((16 << 30) / 10 * 6),
+            ..snapshot(30.0, OsPressure::Normal, Some((40.0, 30.0)))
+        };
+        for wake in [Wake::Stall, Wake::FullStall, Wake::Poll] {
+            assert_eq!(
+                looks.look(wake, &plenty, &limits, start).map(|r| r.tier),
+                None
+            );
+        }
+        // The same stalls with free memory run down to 5%: the kernel is reclaiming for want
+        // of memory, and they count.
+        let short = MemorySnapshot {
+            free: Some((16 << 30) / 20),
+            ..plenty
+        };
+        let report = looks.look(Wake::FullStall, &short, &limits, start);
+        assert_eq!(report.map(|r| r.tier), Some(Tier::Critical));
     }
 }

@@ -22,6 +22,19 @@ pub const HYSTERESIS_POINTS: f64 = 3.0;
 /// least; with all tasks stalled, critical at least.
 pub const STALL_SOME_CONSTRAINED: f64 = 10.0;
 pub const STALL_FULL_CRITICAL: f64 = 10.0;
+/// Stalls are pressure only while free memory is under this share of the total.
+pub const STALL_SHORT_FREE_PERCENT: f64 = 10.0;
+
+/// Whether stalls on memory now mean the machine is short of it. The kernel reclaims for want
+/// of memory only when free memory runs down to its watermarks (a cgroup: to its limit), so
+/// with plenty free a stall is something else: a read of file pages the kernel dropped earlier,
+/// or proactive reclaim (DAMON, a VM's balloon) paging out cold cache. Unloading a model then
+/// relieves nothing, and refusing requests would be a false alarm. Where free memory is not
+/// read, stalls count.
+pub fn stalls_are_pressure(s: &MemorySnapshot) -> bool {
+    s.free
+        .is_none_or(|free| (free as f64) < s.total as f64 * STALL_SHORT_FREE_PERCENT / 100.0)
+}
 
 /// The tier the snapshot alone says, with each used-percent threshold lowered by `lowered`.
 pub fn classify(s: &MemorySnapshot, t: &PressureThresholds, lowered: f64) -> Tier {
@@ -43,7 +56,7 @@ pub fn classify(s: &MemorySnapshot, t: &PressureThresholds, lowered: f64) -> Tie
         OsPressure::Warn => Tier::Constrained,
         OsPressure::Normal | OsPressure::Unknown => Tier::Normal,
     };
-    let by_stall = match s.stall {
+    let by_stall = match s.stall.filter(|_| stalls_are_pressure(s)) {
         Some(stall) if stall.full_avg10 >= STALL_FULL_CRITICAL => Tier::Critical,
         Some(stall) if stall.some_avg10 >= STALL_SOME_CONSTRAINED => Tier::Constrained,
         _ => Tier::Normal,
@@ -150,6 +163,12 @@ mod tests {
             full_avg10: 15.0,
         });
         assert_eq!(classify(&s, &t, 0.0), Tier::Critical);
+        // Free memory short (5% of the total): stalls count; plenty free (50%): they do not,
+        // and use alone decides.
+        s.free = Some(50_000);
+        assert_eq!(classify(&s, &t, 0.0), Tier::Critical);
+        s.free = Some(500_000);
+        assert_eq!(classify(&s, &t, 0.0), Tier::Normal);
         // The OS level never lowers what use says.
         let mut s = at(96.0);
         s.pressure = OsPressure::Normal;

@@ -29,6 +29,8 @@ impl Default for LinuxProbe {
 pub struct Meminfo {
     pub total: u64,
     pub available: u64,
+    /// `MemFree`: not even cache.
+    pub free: u64,
     pub cached: u64,
     pub swap_total: u64,
     pub swap_free: u64,
@@ -152,6 +154,7 @@ pub fn snapshot_from(
         wired: None,
         compressed: None,
         cached_files: host.cached,
+        free: Some(host.free.min(host.total)),
         swap_used,
         pressure: OsPressure::Unknown,
         stall,
@@ -165,6 +168,9 @@ pub fn snapshot_from(
             snapshot.used = used;
             // The host may be shorter still than the cgroup's own room.
             snapshot.available = (limit - used).min(host.available);
+            // Cache counts here: the cgroup reclaims once its usage, cache and all, meets the
+            // limit.
+            snapshot.free = Some(limit.saturating_sub(cgroup.usage).min(host.free));
             snapshot.cgroup_limited = true;
         }
     }
@@ -187,6 +193,8 @@ pub fn parse_meminfo(text: &str) -> Option<Meminfo> {
     Some(Meminfo {
         total: field("MemTotal")?,
         available: field("MemAvailable")?,
+        // Absent (never on a real kernel): nothing free, so stalls keep counting.
+        free: field("MemFree").unwrap_or(0),
         cached: field("Cached").unwrap_or(0),
         swap_total: field("SwapTotal").unwrap_or(0),
         swap_free: field("SwapFree").unwrap_or(0),
@@ -280,6 +288,7 @@ mod tests {
         assert_eq!(m.total, 24_608_932 * 1024);
         assert_eq!(m.available, 20_000_000 * 1024);
         assert_eq!(m.cached, 6_000_000 * 1024);
+        assert_eq!(m.free, 1_000_000 * 1024);
         assert_eq!(m.swap_total - m.swap_free, 1_048_574 * 1024);
         assert_eq!(parse_meminfo("MemTotal: 1 kB\n"), None);
     }
@@ -336,6 +345,7 @@ mod tests {
         assert_eq!(s.total, host.total);
         assert_eq!(s.available, host.available);
         assert_eq!(s.used, host.total - host.available);
+        assert_eq!(s.free, Some(host.free));
         assert_eq!(s.swap_used, 1_048_574 * 1024);
     }
 
@@ -359,6 +369,8 @@ mod tests {
         assert!(s.cgroup_limited);
         assert_eq!((s.total, s.used, s.available), (2 * GIB, GIB, GIB));
         assert_eq!(s.used_percent(), 50.0);
+        // Free is the room under the limit, cache included: the cgroup reclaims at the limit.
+        assert_eq!(s.free, Some(GIB / 2));
         // The host shorter than the cgroup: the host's figure wins.
         let tight_host = Meminfo {
             available: GIB / 4,

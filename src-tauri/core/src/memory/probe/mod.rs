@@ -45,6 +45,10 @@ pub struct MemorySnapshot {
     pub compressed: Option<u64>,
     /// File cache the kernel can drop.
     pub cached_files: u64,
+    /// Memory nothing holds, not even the file cache: what the kernel hands out before it has
+    /// to reclaim (Linux `MemFree`, or a limited cgroup's room under its limit, the smaller).
+    /// `None` where not read (macOS, whose pressure level needs no such check).
+    pub free: Option<u64>,
     pub swap_used: u64,
     pub pressure: OsPressure,
     pub stall: Option<Stall>,
@@ -67,6 +71,7 @@ impl MemorySnapshot {
             wired: None,
             compressed: None,
             cached_files: 0,
+            free: None,
             swap_used: 0,
             pressure: OsPressure::Unknown,
             stall: None,
