@@ -146,7 +146,7 @@ fn warm_up(model: &LlamaModel, ctx: &mut LlamaContext<'_>) -> Result<(), EngineE
 /// A generation occupying one KV sequence.
 struct Slot {
     job: Job,
-    sampler: LlamaSampler,
+    picker: Picker,
     /// Prompt tokens already decoded.
     prompt_done: usize,
     /// Next position in this sequence.
@@ -162,11 +162,11 @@ struct Slot {
 
 impl Slot {
     fn new(job: Job) -> Self {
-        let sampler = sampler_for(&job.request.sampling);
+        let picker = Picker::for_request(&job.request.sampling);
         let stop = StopMatcher::new(job.request.stop.clone());
         Self {
             job,
-            sampler,
+            picker,
             prompt_done: 0,
             pos: 0,
             last: None,
@@ -191,22 +191,52 @@ impl Slot {
     }
 }
 
-/// Always a chain, even of one sampler: `llama_sampler_sample` keeps the candidate array (12
-/// bytes per vocabulary entry, 3 MB for Gemma) in a chain and reuses it, while a lone sampler
-/// gets a new one for every token, which with the mmap threshold pinned at 1 MiB
-/// (`memory::keep_large_blocks_returnable`) is a fresh mapping and 768 page faults per token.
-fn sampler_for(params: &SamplingParams) -> LlamaSampler {
-    let mut chain = Vec::new();
-    if params.is_greedy() {
-        chain.push(LlamaSampler::greedy());
-    } else {
+/// How a slot picks its next token from the logits of its last step.
+enum Picker {
+    /// The most likely token, read straight from the logits. llama.cpp's greedy sampler picks
+    /// the same token, but only after copying every logit into a candidate array (12 bytes per
+    /// vocabulary entry: 3 MB for Gemma's 262k) and scanning that; with several slots that is
+    /// several arrays per step, made on this thread while the other compute threads wait for
+    /// the next decode.
+    Greedy,
+    /// llama.cpp's samplers. Always a chain, even of one: `llama_sampler_sample` keeps the
+    /// candidate array in a chain and reuses it, while a lone sampler gets a new one for every
+    /// token, which with the mmap threshold pinned at 1 MiB
+    /// (`memory::keep_large_blocks_returnable`) is a fresh mapping and its page faults.
+    Chain(LlamaSampler),
+}
+
+impl Picker {
+    fn for_request(params: &SamplingParams) -> Self {
+        if params.is_greedy() {
+            return Self::Greedy;
+        }
+        let mut chain = Vec::new();
         if params.top_p < 1.0 {
             chain.push(LlamaSampler::top_p(params.top_p.max(0.0), 1));
         }
         chain.push(LlamaSampler::temp(params.temperature));
         chain.push(LlamaSampler::dist(params.seed));
+        Self::Chain(LlamaSampler::chain_simple(chain))
     }
-    LlamaSampler::chain_simple(chain)
+
+    fn pick(&mut self, ctx: &LlamaContext<'_>, at: i32) -> LlamaToken {
+        match self {
+            Self::Greedy => LlamaToken(most_likely(ctx.get_logits_ith(at))),
+            Self::Chain(sampler) => sampler.sample(ctx, at),
+        }
+    }
+}
+
+/// The index of the largest logit; the first of equals, as llama.cpp's greedy sampler has it.
+fn most_likely(logits: &[f32]) -> i32 {
+    let mut best = (0, f32::NEG_INFINITY);
+    for (i, &logit) in logits.iter().enumerate() {
+        if logit > best.1 {
+            best = (i, logit);
+        }
+    }
+    i32::try_from(best.0).unwrap_or(0)
 }
 
 struct Worker<'m> {
@@ -385,7 +415,7 @@ impl Worker<'_> {
         let per_slot = self.context_per_slot;
         let slot = self.slots[i].as_mut()?;
         let at = slot.logits_at.take()?;
-        let token = slot.sampler.sample(&self.ctx, at);
+        let token = slot.picker.pick(&self.ctx, at);
         self.shared.generated_tokens.fetch_add(1, Ordering::Relaxed);
         if model.vocab().is_eog(token) {
             return Some(End::Finished(FinishReason::Stop));
@@ -465,4 +495,17 @@ fn send_text(slot: &mut Slot, text: String) {
     // The slot is only scheduled while its channel has room (EVENTS_PER_STEP), so this fits;
     // a client that vanished in between is noticed before the next step.
     let _ = slot.job.events.try_send(GenerationEvent::Text(text));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::most_likely;
+
+    #[test]
+    fn the_most_likely_token_is_the_first_of_the_largest_logits() {
+        assert_eq!(most_likely(&[0.5, 2.0, -1.0, 2.0]), 1);
+        assert_eq!(most_likely(&[f32::NAN, -3.0, f32::NAN]), 1);
+        assert_eq!(most_likely(&[f32::NEG_INFINITY; 3]), 0);
+        assert_eq!(most_likely(&[]), 0);
+    }
 }
