@@ -102,14 +102,12 @@ fn thrash(cgroup: &MemoryCgroup, file: &Path) -> Thrash {
     Thrash(child)
 }
 
-#[tokio::test]
-async fn real_memory_pressure_unloads_the_model_and_nothing_is_killed() {
-    let cgroup = MemoryCgroup::create(700 << 20);
-    // On disk, not tmpfs: file pages the kernel can drop and read back.
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tmp");
-    let big = dir.path().join("big");
+/// A 1.5 GB file in `dir`, on disk, not tmpfs: file pages the kernel can drop and read back.
+/// Written with direct I/O, so none of it is cached yet and the reads inside a cgroup are
+/// charged to it.
+fn uncached_file(dir: &Path) -> PathBuf {
+    let big = dir.join("big");
     let status = Command::new("dd")
-        // Direct I/O: none of it is cached yet, so the reads inside the cgroup are charged to it.
         .args([
             "if=/dev/zero",
             "bs=1M",
@@ -121,6 +119,14 @@ async fn real_memory_pressure_unloads_the_model_and_nothing_is_killed() {
         .status()
         .expect("dd");
     assert!(status.success());
+    big
+}
+
+#[tokio::test]
+async fn real_memory_pressure_unloads_the_model_and_nothing_is_killed() {
+    let cgroup = MemoryCgroup::create(700 << 20);
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tmp");
+    let big = uncached_file(dir.path());
 
     let recorder = NotificationRecorder::start();
     let server = Server::start_with(Options {
@@ -267,4 +273,65 @@ async fn at_critical_new_requests_wait_outside_and_running_ones_finish() {
         .await;
     let (status, answer) = server.post("/v1/completions", &body).await;
     assert_eq!(status, 200, "{answer}");
+}
+
+/// The other side: a cgroup thrashing against its own limit stalls the machine's PSI figures
+/// too, and the trigger on them fires in a server outside it; but that server has most of the
+/// machine's memory free, so the stall is not a shortage it could relieve. Nothing is unloaded
+/// or refused.
+#[tokio::test]
+async fn stalls_elsewhere_with_memory_free_unload_nothing_and_refuse_nothing() {
+    // Free memory outright, not just cache that could be dropped: the premise of the test.
+    let _ = Command::new("sync").status();
+    std::fs::write("/proc/sys/vm/drop_caches", "1").expect("drop the page cache (as root)");
+    let cgroup = MemoryCgroup::create(700 << 20);
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tmp");
+    let big = uncached_file(dir.path());
+    let server = Server::start();
+    let events = server.events().await;
+    let (status, body) = server
+        .call(Method::POST, &format!("/api/memory/models/{SMOLLM2}/load"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    let thrasher = thrash(&cgroup, &big);
+    let mut waited = Duration::ZERO;
+    while !server.stderr().contains("memory pressure trigger fired") {
+        assert!(
+            waited < Duration::from_secs(60),
+            "no stall reached the server's trigger within 60 s; its log:\n{}",
+            server.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        waited += Duration::from_millis(200);
+    }
+    // The monitor looks at once on the trigger; a request after that look, still in the
+    // thrash, is answered.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let body = json!({"model": SMOLLM2, "prompt": "Hi", "max_tokens": 4});
+    let (status, answer) = server.post("/v1/completions", &body).await;
+    drop(thrasher);
+    assert_eq!(status, 200, "{answer}");
+    println!("trigger fired after {waited:?} of thrash; the model stayed and answered");
+
+    let log = server.stderr();
+    for line in log.lines().filter(|l| l.contains("trigger fired")) {
+        println!("{line}");
+    }
+    let acted: Vec<Value> = events
+        .all()
+        .into_iter()
+        .filter(|e| {
+            e["type"] == "unloaded"
+                || (e["type"] == "pressure"
+                    && !matches!(e["tier"].as_str(), Some("normal" | "elevated")))
+        })
+        .collect();
+    assert!(acted.is_empty(), "{acted:?}");
+    assert!(server.memory_status(SMOLLM2).await.is_some(), "unloaded");
+    // And the monitor said why it let the stall pass.
+    assert!(
+        log.contains("with plenty of memory free: not pressure"),
+        "{log}"
+    );
 }
