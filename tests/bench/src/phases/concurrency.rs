@@ -57,11 +57,13 @@ pub async fn run(
             )),
     );
     rows.push(
-        Row::new(format!("{clients} at once: aggregate generation"), "tok/s")
-            .model(model.name)
-            .headroom(Figure::of(&ours.tokens_per_second))
-            .reference(Figure::of(&theirs.tokens_per_second))
-            .in_turns(&ours.tokens_per_second, &theirs.tokens_per_second)
+        model
+            .compared_in_turns(
+                &format!("{clients} at once: aggregate generation"),
+                "tok/s",
+                &ours.tokens_per_second,
+                &theirs.tokens_per_second,
+            )
             .goal(Goal::RatioAtLeast(0.98)),
     );
     Ok(())

@@ -112,8 +112,7 @@ pub async fn run(cx: &Context, model: Model, rows: &mut Vec<Row>) -> anyhow::Res
     if cx.llama_bench.is_some() {
         rows.push(
             model
-                .compared("load, warm: llama.cpp alone", "ms", &alone[0], &alone[1])
-                .in_turns(&alone[0], &alone[1])
+                .compared_in_turns("load, warm: llama.cpp alone", "ms", &alone[0], &alone[1])
                 .note(
                     "a whole llama-bench process (start, load, context, one token, exit): \
                      Headroom's llama.cpp build ÷ the reference's",

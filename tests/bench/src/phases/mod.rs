@@ -67,6 +67,18 @@ impl Model {
             .headroom(Figure::of(headroom))
             .reference(Figure::of(reference))
     }
+
+    /// The same, for runs the two servers took in turns: with the ratios run by run.
+    pub fn compared_in_turns(
+        self,
+        metric: &str,
+        unit: &str,
+        headroom: &[f64],
+        reference: &[f64],
+    ) -> Row {
+        self.compared(metric, unit, headroom, reference)
+            .in_turns(headroom, reference)
+    }
 }
 
 impl Context {

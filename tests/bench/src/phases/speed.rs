@@ -90,79 +90,75 @@ pub async fn run(cx: &Context, model: Model, rows: &mut Vec<Row>) -> anyhow::Res
 
     let [h, r] = &samples;
     rows.push(
-        in_turns(
-            model,
-            "generation, streamed",
-            "tok/s",
-            &h.generation,
-            &r.generation,
-        )
-        .goal(Goal::RatioAtLeast(0.98)),
+        model
+            .compared_in_turns(
+                "generation, streamed",
+                "tok/s",
+                &h.generation,
+                &r.generation,
+            )
+            .goal(Goal::RatioAtLeast(0.98)),
     );
     rows.push(
-        in_turns(
-            model,
-            "generation, not streamed",
-            "tok/s",
-            &whole.generation[0],
-            &whole.generation[1],
-        )
-        .goal(Goal::RatioAtLeast(0.98))
-        .note(format!("{GENERATED} tokens, whole request")),
+        model
+            .compared_in_turns(
+                "generation, not streamed",
+                "tok/s",
+                &whole.generation[0],
+                &whole.generation[1],
+            )
+            .goal(Goal::RatioAtLeast(0.98))
+            .note(format!("{GENERATED} tokens, whole request")),
     );
     if alone.is_some() {
         rows.push(
-            in_turns(
-                model,
-                "generation, llama.cpp alone",
-                "tok/s",
-                &h.alone,
-                &r.alone,
-            )
-            .note(format!(
-                "llama-bench, {GENERATED} tokens, no server: \
+            model
+                .compared_in_turns("generation, llama.cpp alone", "tok/s", &h.alone, &r.alone)
+                .note(format!(
+                    "llama-bench, {GENERATED} tokens, no server: \
                  Headroom's llama.cpp build ÷ the reference's"
-            )),
+                )),
         );
         rows.push(
-            in_turns(
-                model,
-                "generation, streamed ÷ llama.cpp alone",
-                "%",
-                &h.served,
-                &r.served,
-            )
-            .goal(Goal::RatioAtLeast(0.98))
-            .note(
-                "each server's rate over its own llama.cpp build's in the same run: \
+            model
+                .compared_in_turns(
+                    "generation, streamed ÷ llama.cpp alone",
+                    "%",
+                    &h.served,
+                    &r.served,
+                )
+                .goal(Goal::RatioAtLeast(0.98))
+                .note(
+                    "each server's rate over its own llama.cpp build's in the same run: \
                  what serving costs, with the builds taken out",
-            ),
+                ),
         );
     }
     rows.push(
-        in_turns(model, "prompt, streamed", "tok/s", &h.prompt, &r.prompt)
+        model
+            .compared_in_turns("prompt, streamed", "tok/s", &h.prompt, &r.prompt)
             .note("to the first token"),
     );
-    rows.push(in_turns(
-        model,
+    rows.push(model.compared_in_turns(
         "prompt, not streamed",
         "tok/s",
         &whole.prompt[0],
         &whole.prompt[1],
     ));
     rows.push(
-        in_turns(model, "TTFT, short prompt", "ms", &h.ttft_ms, &r.ttft_ms)
+        model
+            .compared_in_turns("TTFT, short prompt", "ms", &h.ttft_ms, &r.ttft_ms)
             .goal(Goal::RatioAtMost(1.05)),
     );
     rows.push(
-        in_turns(
-            model,
-            "TTFT, ~500-token prompt",
-            "ms",
-            &h.ttft_long_ms,
-            &r.ttft_long_ms,
-        )
-        .goal(Goal::RatioAtMost(1.05)),
+        model
+            .compared_in_turns(
+                "TTFT, ~500-token prompt",
+                "ms",
+                &h.ttft_long_ms,
+                &r.ttft_long_ms,
+            )
+            .goal(Goal::RatioAtMost(1.05)),
     );
     Ok(())
 }
@@ -203,11 +199,4 @@ async fn non_streamed(
         }
     }
     Ok(Whole { generation, prompt })
-}
-
-/// A row of samples the two servers took in turns, run by run, with the ratios per run.
-fn in_turns(model: Model, metric: &str, unit: &str, headroom: &[f64], reference: &[f64]) -> Row {
-    model
-        .compared(metric, unit, headroom, reference)
-        .in_turns(headroom, reference)
 }
