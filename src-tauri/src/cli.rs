@@ -18,7 +18,7 @@ pub struct Cli {
     #[arg(long)]
     pub headless: bool,
 
-    /// Port on 127.0.0.1 (0 = any free port) [env: HEADROOM_PORT] [default: 11435]
+    /// Port on loopback, 127.0.0.1 and [::1] (0 = any free port) [env: HEADROOM_PORT] [default: 11435]
     #[arg(long)]
     pub port: Option<u16>,
 

@@ -10,7 +10,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use headroom_core::config::{AppDirs, SettingsStore};
+use headroom_core::engine::Engine;
 use headroom_core::server::Server;
+use headroom_llama::LlamaEngine;
 
 use cli::Cli;
 
@@ -46,10 +48,15 @@ pub fn run_headless(store: &Arc<SettingsStore>, dirs: &AppDirs) -> anyhow::Resul
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let server = Server::start(store, dirs).await?;
+        let server = Server::start(store, dirs, engine).await?;
         announce(&server, dirs);
         server.serve(shutdown::signal(), shutdown::GRACE).await
     })
+}
+
+/// The engine the binaries serve models with: llama.cpp, for GGUF files.
+pub fn engine() -> anyhow::Result<Arc<dyn Engine>> {
+    Ok(Arc::new(LlamaEngine::new()?))
 }
 
 /// The one line scripts and tests read to find the server.

@@ -36,7 +36,7 @@ impl Backend {
                     .enable_all()
                     .build()?;
                 runtime.block_on(async move {
-                    let server = match Server::start(&store, &dirs).await {
+                    let server = match Server::start(&store, &dirs, headroom_app::engine).await {
                         Ok(server) => server,
                         Err(e) => {
                             let _ = ready_tx.send(Err(format!("{e:#}")));

@@ -2,10 +2,9 @@
 //! login item (tauri-plugin-autostart: a LaunchAgent on macOS, an XDG autostart entry on
 //! Linux) and the `launch_at_login` setting. The tray's checkbox and Preferences both flip it.
 
-use std::sync::Arc;
-
-use headroom_core::config::SettingsStore;
-use headroom_core::pool::{Pool, PoolEvent};
+use headroom_core::api::AppState;
+use headroom_core::config::SettingsChanged;
+use headroom_core::events::Event;
 use tauri::{AppHandle, Manager};
 use tauri_plugin_autostart::ManagerExt;
 use tokio::sync::broadcast::error::RecvError;
@@ -16,14 +15,15 @@ pub fn enabled(app: &AppHandle) -> bool {
 }
 
 /// Makes the login item match the setting now, and again whenever Preferences changes it.
-pub fn follow_setting(app: &AppHandle, store: Arc<SettingsStore>, pool: &Pool) {
+pub fn follow_setting(app: &AppHandle, core: &AppState) {
+    let store = std::sync::Arc::clone(&core.settings);
     apply(app, store.live().launch_at_login);
-    let mut events = pool.subscribe();
+    let mut events = core.bus.subscribe();
     let app = app.clone();
     tauri::async_runtime::spawn(async move {
         loop {
             match events.recv().await {
-                Ok(PoolEvent::SettingsChanged { changed, .. })
+                Ok(Event::Settings(SettingsChanged { changed, .. }))
                     if changed.iter().any(|c| c == "launch_at_login") =>
                 {
                     apply(&app, store.live().launch_at_login)
@@ -37,17 +37,21 @@ pub fn follow_setting(app: &AppHandle, store: Arc<SettingsStore>, pool: &Pool) {
     });
 }
 
-/// The tray's checkbox: flips the login item and saves the setting.
+/// The tray's checkbox: flips the login item, and saves and announces the setting the way
+/// Preferences does.
 pub fn toggle(app: &AppHandle) {
     let on = !enabled(app);
     apply(app, on);
-    let store = app.state::<Arc<SettingsStore>>();
-    let (mut file, mut live) = (store.file(), store.live());
-    file.launch_at_login = on;
-    live.launch_at_login = on;
-    if let Err(e) = store.save(file, live) {
-        tracing::warn!("launch at login is {on} now, but the setting could not be saved: {e}");
-    }
+    let live = app.state::<super::backend::Backend>().core.live.clone();
+    tauri::async_runtime::spawn(async move {
+        let store = live.store();
+        let (mut file, mut settings) = (store.file(), store.live());
+        file.launch_at_login = on;
+        settings.launch_at_login = on;
+        if let Err(e) = live.apply(file, settings).await {
+            tracing::warn!("launch at login is {on} now, but the setting could not be saved: {e}");
+        }
+    });
 }
 
 fn apply(app: &AppHandle, on: bool) {

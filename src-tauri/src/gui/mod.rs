@@ -52,9 +52,8 @@ pub fn run(store: Arc<SettingsStore>, dirs: AppDirs) -> anyhow::Result<()> {
             let backend = Backend::start(Arc::clone(&store), dirs)?;
             let core = backend.core.clone();
             app.manage(backend);
-            app.manage(Arc::clone(&store));
             tray::build(app.handle(), core.clone())?;
-            login::follow_setting(app.handle(), store, &core.pool);
+            login::follow_setting(app.handle(), &core);
             show(app.handle(), Page::Main);
             backend::quit_when_server_stops(app.handle());
             Ok(())

@@ -88,7 +88,7 @@ fn on_menu(app: &AppHandle, pool: &headroom_core::pool::Pool, id: &str) {
 
 /// Keeps the tray in step with the pool until the pool shuts down.
 async fn feed(app: AppHandle, core: AppState) {
-    let mut events = core.pool.subscribe();
+    let mut events = core.bus.subscribe();
     let mut refresh = tokio::time::interval(REFRESH);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut status = None;

@@ -1,10 +1,10 @@
 //! What the tray menu says, computed from the pool's status and the machine's memory. Pure, so
 //! the wording is tested without a display; `tray.rs` turns it into menu items.
 
-use headroom_core::config::human;
 use headroom_core::memory::SystemMemory;
 use headroom_core::pool::{ModelState, ModelStatus, PoolStatus};
-use headroom_core::pressure::Tier;
+use headroom_core::vocab::human;
+use headroom_core::vocab::Tier;
 
 /// The tray icon's three looks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,7 +109,7 @@ fn activity(m: &ModelStatus, now_ms: u64) -> String {
 mod tests {
     use super::*;
     use headroom_core::engine::Footprint;
-    use headroom_core::pressure::TierMargins;
+    use headroom_core::vocab::TierMargins;
 
     fn model(id: &str, state: ModelState, pinned: bool, expires_at: Option<u64>) -> ModelStatus {
         ModelStatus {

@@ -3,7 +3,7 @@
 //! than the input could justify.
 #![no_main]
 
-use headroom_core::models::gguf::parse_summary;
+use headroom_llama::gguf::parse_summary;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -2,7 +2,7 @@
 //! text that parses back to the same value (the settings file stores it that way).
 #![no_main]
 
-use headroom_core::config::{parse_idle_timeout, IdleTimeout};
+use headroom_core::vocab::{parse_idle_timeout, IdleTimeout};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -4,9 +4,9 @@
 pub mod body;
 pub mod error;
 mod guard;
-mod memory;
-mod metrics;
+mod manage;
 pub mod openai;
+mod prometheus;
 mod settings;
 mod status;
 mod ui;
@@ -33,10 +33,10 @@ pub struct AppState {
     pub probe: Arc<dyn MemoryProbe>,
     /// The config file and the settings in force.
     pub settings: Arc<SettingsStore>,
-    /// Switched by the `notifications` setting.
-    pub notifications: crate::notify::Notifications,
-    /// The pressure monitor's thresholds, changed live.
-    pub thresholds: Arc<tokio::sync::watch::Sender<crate::config::PressureThresholds>>,
+    /// Applies changed settings to the running server.
+    pub live: crate::live::Live,
+    /// Every change, for `/api/events`.
+    pub bus: crate::events::Bus,
     pub metrics: Metrics,
     /// The last ten minutes of memory, for the timeline.
     pub history: crate::history::History,
@@ -45,7 +45,7 @@ pub struct AppState {
     /// Listening beyond loopback (the `bind` setting): the `Host` check is off, the key is on.
     pub shared: bool,
     /// Connections open now, for `/metrics`.
-    pub connections: crate::server::OpenConnections,
+    pub connections: crate::listen::OpenConnections,
     /// True once the server is shutting down.
     pub stopping: tokio::sync::watch::Receiver<bool>,
 }
@@ -58,15 +58,15 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/completions", post(openai::completions::completions))
         .route("/api/status", get(status::status))
         .route("/api/events", get(status::events))
-        .route("/api/models", get(memory::models))
+        .route("/api/models", get(manage::models))
         .route("/api/settings", get(settings::get).put(settings::put))
-        .route("/api/memory/status", get(memory::status))
-        .route("/api/memory/flush", post(memory::flush))
-        .route("/api/memory/history", get(memory::history))
-        .route("/api/memory/models/{id}", delete(memory::unload))
-        .route("/api/memory/models/{id}/load", post(memory::load))
-        .route("/api/metrics/generations", get(metrics::generations))
-        .route("/metrics", get(metrics::prometheus))
+        .route("/api/memory/status", get(manage::status))
+        .route("/api/memory/flush", post(manage::flush))
+        .route("/api/memory/history", get(manage::history))
+        .route("/api/memory/models/{id}", delete(manage::unload))
+        .route("/api/memory/models/{id}/load", post(manage::load))
+        .route("/api/metrics/generations", get(prometheus::generations))
+        .route("/metrics", get(prometheus::prometheus))
         .route("/", get(ui::index))
         .route("/ui/{file}", get(ui::file))
         .fallback(|| async { ApiError::not_found("not_found", "no such endpoint") })

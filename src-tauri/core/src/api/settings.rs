@@ -15,19 +15,7 @@ use super::body::JsonBody;
 use super::error::ApiError;
 use super::AppState;
 use crate::config::{SettingError, Settings};
-use crate::pool::LiveConfig;
-
-/// Settings that only a restart applies.
-const RESTART_REQUIRED: &[&str] = &[
-    "port",
-    "bind",
-    "max_connections",
-    "models_dirs",
-    "threads",
-    "parallel",
-    "context_size",
-    "queue_size",
-];
+use crate::live::ApplyError;
 
 pub async fn get(State(state): State<AppState>) -> Json<Value> {
     Json(view(&state, &[], &[]))
@@ -95,47 +83,11 @@ pub async fn put(
             ),
         ));
     }
-    let changed = changed_keys(&before, &live);
-    let restart_required: Vec<String> = changed
-        .iter()
-        .filter(|k| RESTART_REQUIRED.contains(&k.as_str()))
-        .cloned()
-        .collect();
-    // Saved first: if the disk is full, nothing changes anywhere.
-    let store_for_save = std::sync::Arc::clone(store);
-    let to_save = (file, live.clone());
-    tokio::task::spawn_blocking(move || store_for_save.save(to_save.0, to_save.1))
-        .await
-        .map_err(|e| ApiError::server("settings_not_saved", e.to_string()))?
-        .map_err(|e| ApiError::server("settings_not_saved", e.to_string()))?;
-    tracing::info!(?changed, ?restart_required, "settings changed");
-
-    let limit = live.memory_limit.resolve(total_ram.unwrap_or(u64::MAX));
-    let (margins, floor) = live.margins_for(total_ram.unwrap_or(u64::MAX));
-    state
-        .pool
-        .reconfigure(LiveConfig {
-            limit,
-            margins,
-            floor,
-            pinned: live.preload.iter().cloned().collect(),
-            idle_timeout: live.idle_timeout,
-            idle_timeouts: live.idle_timeouts.clone(),
-            changed: changed.clone(),
-            restart_required: restart_required.clone(),
-        })
-        .await?;
-    state.thresholds.send_replace(live.pressure);
-    state.notifications.set_enabled(live.notifications);
-    // Newly pinned models load now.
-    let newly_pinned: Vec<String> = live
-        .preload
-        .iter()
-        .filter(|id| !before.preload.contains(id))
-        .cloned()
-        .collect();
-    crate::server::preload(&state.pool, &state.catalog, &newly_pinned);
-    Ok(Json(view(&state, &changed, &restart_required)))
+    let event = state.live.apply(file, live).await.map_err(|e| match e {
+        ApplyError::NotSaved(e) => ApiError::server("settings_not_saved", e.to_string()),
+        ApplyError::Pool(e) => ApiError::from(e),
+    })?;
+    Ok(Json(view(&state, &event.changed, &event.restart_required)))
 }
 
 /// `base` with the merge patch applied, read back as settings (unknown keys and wrong types are
@@ -149,18 +101,6 @@ fn patched(base: &Settings, patch: &Value) -> Result<Settings, ApiError> {
         let field = e.path().to_string();
         invalid(&field, &e.inner().to_string())
     })
-}
-
-fn changed_keys(before: &Settings, after: &Settings) -> Vec<String> {
-    let (Ok(Value::Object(a)), Ok(Value::Object(b))) =
-        (serde_json::to_value(before), serde_json::to_value(after))
-    else {
-        return Vec::new();
-    };
-    b.iter()
-        .filter(|(k, v)| a.get(*k) != Some(v))
-        .map(|(k, _)| k.clone())
-        .collect()
 }
 
 fn setting_error(e: SettingError) -> ApiError {

@@ -36,7 +36,7 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
 pub async fn events(
     State(state): State<AppState>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let receiver = state.pool.subscribe();
+    let receiver = state.bus.subscribe();
     let stream = futures::stream::unfold(
         (receiver, state.stopping),
         |(mut receiver, mut stopping)| async move {

@@ -61,18 +61,20 @@ pub(super) fn apply(
                     "a size such as \"2GiB\"",
                 )?)
             }
-            "HEADROOM_HEADROOM_GB_RELAXED"
-            | "HEADROOM_HEADROOM_GB_CONSTRAINED"
-            | "HEADROOM_HEADROOM_GB_CRITICAL" => {
+            "HEADROOM_HEADROOM_MARGIN_RELAXED"
+            | "HEADROOM_HEADROOM_MARGIN_CONSTRAINED"
+            | "HEADROOM_HEADROOM_MARGIN_CRITICAL" => {
                 let tier = key
-                    .trim_start_matches("HEADROOM_HEADROOM_GB_")
+                    .trim_start_matches("HEADROOM_HEADROOM_MARGIN_")
                     .to_lowercase();
-                let size = super::margin::parse_gb(&value).ok_or_else(|| SettingError {
-                    source_name: key.clone(),
-                    setting: format!("headroom_margin.{tier}"),
-                    value: format!("{value:?}"),
-                    allowed: "GiB as a number such as 1.5, or a size such as \"1536MiB\"".into(),
-                })?;
+                let size =
+                    super::headroom_margin::parse_gb(&value).ok_or_else(|| SettingError {
+                        source_name: key.clone(),
+                        setting: format!("headroom_margin.{tier}"),
+                        value: format!("{value:?}"),
+                        allowed: "GiB as a number such as 1.5, or a size such as \"1536MiB\""
+                            .into(),
+                    })?;
                 let m = &mut settings.headroom_margin;
                 match tier.as_str() {
                     "relaxed" => m.relaxed = size,
@@ -96,7 +98,8 @@ pub(super) fn apply(
                         "not negative; write \"never\" to keep models loaded".into(),
                     ));
                 }
-                settings.idle_timeout = super::parse_idle_timeout(&value).map_err(invalid)?;
+                settings.idle_timeout =
+                    crate::vocab::parse_idle_timeout(&value).map_err(invalid)?;
             }
             "HEADROOM_NOTIFICATIONS" => {
                 settings.notifications = parse_bool(&key, "notifications", &value)?
@@ -217,15 +220,15 @@ mod tests {
         .expect("applies");
         assert!(!s.notifications);
         s.apply_env(vars(&[
-            ("HEADROOM_HEADROOM_GB_RELAXED", "1"),
-            ("HEADROOM_HEADROOM_GB_CRITICAL", "3.5"),
+            ("HEADROOM_HEADROOM_MARGIN_RELAXED", "1"),
+            ("HEADROOM_HEADROOM_MARGIN_CRITICAL", "3.5"),
         ]))
         .expect("applies");
         assert_eq!(s.headroom_margin.relaxed.0, 1 << 30);
         assert_eq!(s.headroom_margin.constrained.0, 2 << 30);
         assert_eq!(s.headroom_margin.critical.0, 7 << 29);
         let e = Settings::default()
-            .apply_env(vars(&[("HEADROOM_HEADROOM_GB_CONSTRAINED", "0.5")]))
+            .apply_env(vars(&[("HEADROOM_HEADROOM_MARGIN_CONSTRAINED", "0.5")]))
             .unwrap_err();
         assert_eq!(e.setting, "headroom_margin.constrained");
         assert_eq!(s.pressure.critical, 88.0);

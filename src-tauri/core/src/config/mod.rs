@@ -4,23 +4,19 @@
 
 mod access;
 mod dirs;
-mod duration;
 mod env;
-mod margin;
-mod size;
+mod headroom_margin;
 mod store;
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::pressure::TierMargins;
+use crate::vocab::{human, ByteSize, IdleTimeout, MemoryLimit, PressureThresholds, TierMargins};
 
 pub use access::{api_key_problem, Bind};
 pub use dirs::AppDirs;
-pub use duration::{parse_idle_timeout, IdleTimeout};
-pub use margin::HeadroomMargins;
-pub use size::{human, parse_bytes, ByteSize, MemoryLimit};
+pub use headroom_margin::HeadroomMargins;
 pub use store::{write_atomically, SaveError, SettingsStore};
 
 /// The default port; 11434 is Ollama's, so the two can run side by side.
@@ -54,7 +50,7 @@ pub struct Settings {
     /// it, the quarter kept between 4 and 8 GiB), a percentage of RAM, or a size.
     pub memory_limit: MemoryLimit,
     /// Memory a load must leave available to the rest of the machine, per pressure tier.
-    #[serde(deserialize_with = "margin::deserialize")]
+    #[serde(deserialize_with = "headroom_margin::deserialize")]
     pub headroom_margin: HeadroomMargins,
     /// Below this much available memory, requests that would need a load are turned away.
     pub memory_floor: ByteSize,
@@ -70,27 +66,6 @@ pub struct Settings {
     pub notifications: bool,
     /// Start the app when the user logs in.
     pub launch_at_login: bool,
-}
-
-/// Percent of the effective RAM in use at which each pressure tier begins.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct PressureThresholds {
-    pub elevated: f64,
-    pub constrained: f64,
-    pub critical: f64,
-    pub emergency: f64,
-}
-
-impl Default for PressureThresholds {
-    fn default() -> Self {
-        Self {
-            elevated: 75.0,
-            constrained: 85.0,
-            critical: 90.0,
-            emergency: 95.0,
-        }
-    }
 }
 
 impl Default for Settings {
@@ -116,6 +91,14 @@ impl Default for Settings {
             launch_at_login: false,
         }
     }
+}
+
+/// Settings changed live; `restart_required` lists those that apply at the next start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename = "settings_changed")]
+pub struct SettingsChanged {
+    pub changed: Vec<String>,
+    pub restart_required: Vec<String>,
 }
 
 /// A setting that cannot be used, and why.

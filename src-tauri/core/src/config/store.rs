@@ -112,7 +112,7 @@ impl SettingsStore {
             source: std::io::Error::other(e.to_string()),
         })?;
         let header = "# Headroom settings. Written by Headroom; edits by hand are kept.\n\
-                      # Every setting and its default: see the README.\n\n";
+                      # Every setting and its default: see docs/configuration.md.\n\n";
         write_atomically(&self.path, format!("{header}{text}").as_bytes()).map_err(|source| {
             SaveError {
                 path: self.path.display().to_string(),
@@ -193,7 +193,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{IdleTimeout, MemoryLimit};
+    use crate::vocab::{IdleTimeout, MemoryLimit};
 
     #[test]
     fn settings_round_trip_through_the_file() {

@@ -4,7 +4,6 @@
 //! [`LoadedModel`], so llama.cpp today and MLX on Apple Silicon later sit side by side without
 //! the pool knowing which one it holds.
 
-pub mod llama;
 pub mod sampling;
 pub mod stop;
 pub mod template;

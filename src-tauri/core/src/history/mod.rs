@@ -12,9 +12,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use tokio::sync::broadcast::error::RecvError;
 
+use crate::events::{Bus, Event};
 use crate::memory::{process_rss, MemoryProbe};
 use crate::pool::{Pool, PoolEvent};
-use crate::pressure::Tier;
+use crate::pressure::TierChanged;
+use crate::vocab::{human, Tier};
 
 /// How far back the timeline reaches.
 pub const SPAN: Duration = Duration::from_secs(600);
@@ -90,9 +92,9 @@ pub struct History {
 
 impl History {
     /// Starts recording; it stops when the pool does.
-    pub fn start(pool: Pool, probe: Arc<dyn MemoryProbe>) -> Self {
+    pub fn start(pool: Pool, bus: &Bus, probe: Arc<dyn MemoryProbe>) -> Self {
         let history = Self::default();
-        tokio::spawn(history.clone().record(pool, probe));
+        tokio::spawn(history.clone().record(pool, bus.subscribe(), probe));
         history
     }
 
@@ -107,8 +109,12 @@ impl History {
         }
     }
 
-    async fn record(self, pool: Pool, probe: Arc<dyn MemoryProbe>) {
-        let mut events = pool.subscribe();
+    async fn record(
+        self,
+        pool: Pool,
+        mut events: tokio::sync::broadcast::Receiver<Event>,
+        probe: Arc<dyn MemoryProbe>,
+    ) {
         let mut sample = tokio::time::interval(SAMPLE_EVERY);
         sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut watermark = tokio::time::interval(WATERMARK_EVERY);
@@ -150,7 +156,24 @@ impl History {
         }
     }
 
-    fn on_event(&self, event: &PoolEvent) {
+    fn on_event(&self, event: &Event) {
+        let event = match event {
+            Event::Pool(event) => event,
+            Event::Pressure(TierChanged {
+                tier, used_percent, ..
+            }) => {
+                let mark = Mark {
+                    t: now_ms(),
+                    kind: "tier",
+                    model: None,
+                    tier: Some(*tier),
+                    text: format!("pressure {tier} ({used_percent:.0}% used)"),
+                };
+                self.lock().add_mark(mark);
+                return;
+            }
+            Event::Settings(_) => return,
+        };
         let mut record = self.lock();
         let t = now_ms();
         let mark = |kind, model: Option<&str>, text: String| Mark {
@@ -169,10 +192,7 @@ impl History {
             } => record.add_mark(mark(
                 "loaded",
                 Some(model),
-                format!(
-                    "{model} loaded in {load_ms} ms ({})",
-                    crate::config::human(memory.total)
-                ),
+                format!("{model} loaded in {load_ms} ms ({})", human(memory.total)),
             )),
             PoolEvent::Unloaded(report) => record.add_mark(mark(
                 "unloaded",
@@ -180,23 +200,13 @@ impl History {
                 format!(
                     "{} unloaded ({}){}",
                     report.model,
-                    name_of(&report.reason),
+                    report.reason.as_str(),
                     report
                         .reclaimed
-                        .map(|b| format!(", {} back", crate::config::human(b)))
+                        .map(|b| format!(", {} back", human(b)))
                         .unwrap_or_default()
                 ),
             )),
-            PoolEvent::Pressure {
-                tier, used_percent, ..
-            } => record.add_mark(Mark {
-                tier: Some(*tier),
-                ..mark(
-                    "tier",
-                    None,
-                    format!("pressure {} ({used_percent:.0}% used)", name_of(tier)),
-                )
-            }),
             PoolEvent::RequestStarted { .. } => {
                 if record.running == 0 {
                     let rss = process_rss().unwrap_or(0);
@@ -260,13 +270,6 @@ impl Record {
 }
 
 /// The name a value goes by in the API (its serde name).
-fn name_of(value: &impl Serialize) -> String {
-    serde_json::to_value(value)
-        .ok()
-        .and_then(|v| v.as_str().map(String::from))
-        .unwrap_or_default()
-}
-
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -283,25 +286,25 @@ mod tests {
     fn events_become_marks_and_a_generation_has_a_watermark() {
         let history = History::default();
         let model = "m".to_string();
-        history.on_event(&PoolEvent::Loaded {
+        history.on_event(&Event::Pool(PoolEvent::Loaded {
             model: model.clone(),
             memory: Footprint::new(100 << 20, 0, 0),
             estimate: Footprint::new(100 << 20, 0, 0),
             load_ms: 42,
-        });
-        history.on_event(&PoolEvent::RequestStarted {
+        }));
+        history.on_event(&Event::Pool(PoolEvent::RequestStarted {
             model: model.clone(),
             in_flight: 1,
-        });
+        }));
         assert!(history.timeline().watermark.active);
         let baseline = history.timeline().watermark.baseline;
         history.raise_watermark(baseline + 1000);
-        history.on_event(&PoolEvent::RequestFinished {
+        history.on_event(&Event::Pool(PoolEvent::RequestFinished {
             model: model.clone(),
             in_flight: 0,
-        });
+        }));
         history.raise_watermark(baseline + 5000); // after the generation: not counted
-        history.on_event(&PoolEvent::Unloaded(UnloadReport {
+        history.on_event(&Event::Pool(PoolEvent::Unloaded(UnloadReport {
             model: model.clone(),
             reason: UnloadReason::Idle,
             footprint: Footprint::new(100 << 20, 0, 0),
@@ -311,7 +314,7 @@ mod tests {
             reclaimed_percent: None,
             duration_ms: 5,
             since_pressure_ms: None,
-        }));
+        })));
         let timeline = history.timeline();
         let w = timeline.watermark;
         assert!(!w.active);

@@ -18,8 +18,8 @@ use prometheus_client::registry::Registry;
 
 pub use generations::{GenerationLog, GenerationRecord};
 
+use crate::engine::Footprint;
 use crate::memory::SystemMemory;
-use crate::pool::PoolStatus;
 
 type Labels = Vec<(String, String)>;
 
@@ -110,7 +110,7 @@ impl Metrics {
     /// machine as they are now.
     pub fn render(
         &self,
-        pool: &PoolStatus,
+        pool: &PoolGauges<'_>,
         system: Option<SystemMemory>,
         load: ServerLoad,
     ) -> String {
@@ -171,14 +171,14 @@ impl Metrics {
                 ] {
                     memory
                         .get_or_create(&vec![
-                            ("model".to_string(), model.id.clone()),
+                            ("model".to_string(), model.id.to_string()),
                             ("part".to_string(), part.to_string()),
                         ])
                         .set(clamp(bytes));
                 }
             }
             in_flight
-                .get_or_create(&label("model", &model.id))
+                .get_or_create(&label("model", model.id))
                 .set(i64::from(model.in_flight));
         }
         registry.register("models_loaded", "Models in memory", loaded);
@@ -235,6 +235,25 @@ impl Metrics {
 fn clamp(bytes: u64) -> i64 {
     i64::try_from(bytes).unwrap_or(i64::MAX)
 }
+/// The pool at the moment of a scrape, as the gauges show it. The caller reads it from the
+/// pool's status, so these counters need not know the pool.
+#[derive(Debug, Clone, Default)]
+pub struct PoolGauges<'a> {
+    /// What the models hold.
+    pub used: u64,
+    pub limit: u64,
+    pub models: Vec<ModelGauges<'a>>,
+}
+
+/// One model in the pool.
+#[derive(Debug, Clone)]
+pub struct ModelGauges<'a> {
+    pub id: &'a str,
+    /// Measured, once loaded.
+    pub memory: Option<Footprint>,
+    pub in_flight: u32,
+}
+
 /// What the server is carrying at the moment of a scrape.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ServerLoad {

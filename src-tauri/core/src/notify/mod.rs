@@ -1,6 +1,6 @@
 //! Desktop notifications: the user hears when memory runs low and what Headroom did about it.
 //!
-//! A task reads the pool's events. When the pressure tier reaches critical or emergency it
+//! A task follows the app's events. When the pressure tier reaches critical or emergency it
 //! waits a moment ([`GATHER`]) for the unloads that pressure causes, then sends one
 //! notification saying what was unloaded, how much memory came back and what the user can do.
 //! At most one per tier change and one a minute. Without a notification service (headless, no
@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::config::human;
-use crate::pool::{Pool, PoolEvent, UnloadReason};
-use crate::pressure::Tier;
+use crate::events::{Bus, Event};
+use crate::pool::{PoolEvent, UnloadReason};
+use crate::pressure::TierChanged;
+use crate::vocab::{human, Tier};
 
 /// How long to collect pressure unloads before telling the user.
 const GATHER: Duration = Duration::from_millis(1500);
@@ -51,11 +52,11 @@ impl Notifications {
 }
 
 /// Starts the task that turns pressure events into notifications.
-pub fn start(pool: &Pool, enabled: bool) -> Notifications {
+pub fn start(bus: &Bus, enabled: bool) -> Notifications {
     let notifications = Notifications {
         enabled: Arc::new(AtomicBool::new(enabled)),
     };
-    let mut events = pool.subscribe();
+    let mut events = bus.subscribe();
     let handle = notifications.clone();
     tokio::spawn(async move {
         let mut last_sent: Option<Instant> = None;
@@ -66,7 +67,7 @@ pub fn start(pool: &Pool, enabled: bool) -> Notifications {
                 Err(RecvError::Lagged(_)) => continue,
                 Err(RecvError::Closed) => return,
             };
-            let PoolEvent::Pressure { tier, .. } = event else {
+            let Event::Pressure(TierChanged { tier, .. }) = event else {
                 continue;
             };
             if tier < Tier::Critical {
@@ -90,12 +91,12 @@ pub fn start(pool: &Pool, enabled: bool) -> Notifications {
 
 /// Pressure unloads that complete within [`GATHER`]: (model, bytes reclaimed).
 async fn gather_unloads(
-    events: &mut tokio::sync::broadcast::Receiver<PoolEvent>,
+    events: &mut tokio::sync::broadcast::Receiver<Event>,
 ) -> Vec<(String, u64)> {
     let deadline = tokio::time::Instant::now() + GATHER;
     let mut unloads = Vec::new();
     while let Ok(Ok(event)) = tokio::time::timeout_at(deadline, events.recv()).await {
-        if let PoolEvent::Unloaded(report) = event {
+        if let Event::Pool(PoolEvent::Unloaded(report)) = event {
             if report.reason == UnloadReason::Pressure {
                 unloads.push((report.model, report.reclaimed.unwrap_or(0)));
             }

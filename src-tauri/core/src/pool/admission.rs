@@ -6,10 +6,10 @@
 //! first. A model serving a request is never chosen: evicting it would end that request, which
 //! is what users of other servers complain about most.
 
-use std::time::Instant;
+use tokio::time::Instant;
 
-use crate::config::human;
 use crate::memory::SystemMemory;
+use crate::vocab::human;
 
 /// A loaded model as admission sees it.
 #[derive(Debug, Clone)]
@@ -72,18 +72,7 @@ pub(super) fn decide(ask: &Ask<'_>, holders: &[Holder]) -> Decision {
             .saturating_sub(s.available)
     });
     let short = pool_short.max(machine_short);
-
-    let mut idle: Vec<&Holder> = holders.iter().filter(|h| h.hold == Hold::Idle).collect();
-    idle.sort_by_key(|h| h.last_used);
-    let mut evict = Vec::new();
-    let mut freed: u64 = 0;
-    for holder in idle {
-        if freed >= short {
-            break;
-        }
-        freed = freed.saturating_add(holder.bytes);
-        evict.push(holder.id.clone());
-    }
+    let (evict, freed) = idle_to_free(short, holders);
     if freed >= short {
         return Decision::Admit { evict };
     }
@@ -143,6 +132,30 @@ pub(super) fn decide(ask: &Ask<'_>, holders: &[Holder]) -> Decision {
     }
 }
 
+/// The idle models to unload so the pool fits a `limit` that was lowered, least recently used
+/// first; as many as can be, when busy and pinned models alone are over it.
+pub(super) fn over_limit(limit: u64, holders: &[Holder]) -> Vec<String> {
+    let used: u64 = holders.iter().map(|h| h.bytes).sum();
+    idle_to_free(used.saturating_sub(limit), holders).0
+}
+
+/// Idle models, least recently used first, until they hold `short` bytes (or there are no
+/// more): their ids, and the bytes they hold.
+fn idle_to_free(short: u64, holders: &[Holder]) -> (Vec<String>, u64) {
+    let mut idle: Vec<&Holder> = holders.iter().filter(|h| h.hold == Hold::Idle).collect();
+    idle.sort_by_key(|h| h.last_used);
+    let mut evict = Vec::new();
+    let mut freed: u64 = 0;
+    for holder in idle {
+        if freed >= short {
+            break;
+        }
+        freed = freed.saturating_add(holder.bytes);
+        evict.push(holder.id.clone());
+    }
+    (evict, freed)
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -172,6 +185,19 @@ mod tests {
                 used: 4_000 * MB,
             }),
         }
+    }
+
+    #[test]
+    fn a_lowered_limit_unloads_idle_models_oldest_first_and_as_many_as_it_can() {
+        let holders = [
+            holder("recent", 200, 1, Hold::Idle),
+            holder("old", 200, 100, Hold::Idle),
+            holder("busy", 300, 300, Hold::Busy { in_flight: 1 }),
+        ];
+        assert!(over_limit(700 * MB, &holders).is_empty());
+        assert_eq!(over_limit(500 * MB, &holders), ["old"]);
+        // Busy alone is over the limit: every idle model goes, and that is all it can do.
+        assert_eq!(over_limit(100 * MB, &holders), ["old", "recent"]);
     }
 
     #[test]

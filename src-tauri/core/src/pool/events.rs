@@ -79,22 +79,6 @@ pub enum PoolEvent {
         model: String,
         for_model: Option<String>,
     },
-    /// The memory pressure tier changed.
-    Pressure {
-        tier: crate::pressure::Tier,
-        previous: crate::pressure::Tier,
-        /// "stall" or "full_stall" (Linux PSI triggers), "os_signal" (the macOS dispatch
-        /// source), or "poll".
-        wake: crate::pressure::Wake,
-        used_percent: f64,
-        available: u64,
-        stall_some_avg10: Option<f64>,
-    },
-    /// Settings changed live; `restart_required` lists those that apply at the next start.
-    SettingsChanged {
-        changed: Vec<String>,
-        restart_required: Vec<String>,
-    },
     /// A load or a request was turned away; `code` is the API's error code.
     Refused {
         model: String,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use super::actor::Internal;
+use super::state::Report;
 use crate::engine::LoadedModel;
 
 /// Keeps a model loaded, and counted as busy, while a request uses it. Dropping it tells the
@@ -16,7 +16,7 @@ pub struct Lease {
     id: String,
     /// Which load of the model this lease belongs to.
     serial: u64,
-    done: mpsc::UnboundedSender<Internal>,
+    done: mpsc::UnboundedSender<Report>,
 }
 
 impl Lease {
@@ -24,7 +24,7 @@ impl Lease {
         model: Arc<dyn LoadedModel>,
         id: String,
         serial: u64,
-        done: mpsc::UnboundedSender<Internal>,
+        done: mpsc::UnboundedSender<Report>,
     ) -> Self {
         Self {
             model: Some(model),
@@ -56,7 +56,7 @@ impl Drop for Lease {
         // Let go of the model first: once the pool hears of the release, this handle must
         // already be gone, or an unload would wait on it.
         drop(self.model.take());
-        let _ = self.done.send(Internal::Released {
+        let _ = self.done.send(Report::Released {
             id: std::mem::take(&mut self.id),
             serial: self.serial,
         });

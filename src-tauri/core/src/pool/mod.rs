@@ -1,19 +1,23 @@
 //! The model pool: which models are in memory, what they hold, and deciding what may load.
 //!
-//! One task owns the pool's state, as Ollama's scheduler loop owns its runners: requests for a
-//! model, finished loads, released requests, unloads and status queries all arrive as
-//! messages, so there is no lock to hold across a multi-second load and no race between two
-//! requests that both want the same model loaded. Every change is broadcast as a
-//! [`PoolEvent`] for the UI and `/api/events`.
+//! Three parts, each in its own file:
+//! - [`state`]: the decisions, a pure state machine (input and time in, effects out), tested
+//!   with a fake engine and a fake probe;
+//! - [`driver`]: the one task that owns the state, feeds it inputs (commands, reports of
+//!   loads and unloads, timers, the pressure monitor's looks) and performs its effects;
+//! - this handle, which callers clone: it does the slow parts that need no state (reading a
+//!   model's header for its estimate, waiting for unloads to finish) outside the task, so the
+//!   task never blocks.
 //!
-//! This handle does the slow parts that need no state (reading a model's header for its
-//! estimate, waiting for unloads to finish) outside the task, so the task never blocks.
+//! Every change is published as a [`PoolEvent`] for the UI and `/api/events`.
 
-mod actor;
 mod admission;
+mod driver;
 mod events;
-mod idle;
+#[cfg(test)]
+mod fake;
 mod lease;
+mod state;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -21,14 +25,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use serde::Serialize;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
-use crate::config::IdleTimeout;
 use crate::engine::{Engine, Footprint, GenerationStats, LoadOptions};
 use crate::memory::{process_rss, MemoryProbe};
 use crate::metrics::Metrics;
 use crate::models::ModelFile;
-use crate::pressure::{PressureReport, Tier, TierMargins};
+use crate::pressure::PressureReport;
+use crate::vocab::{IdleTimeout, Publish, Tier, TierMargins};
 
 pub use events::{PoolEvent, UnloadReason, UnloadReport};
 pub use lease::Lease;
@@ -37,41 +41,32 @@ pub use lease::Lease;
 #[derive(Debug, Clone)]
 pub struct PoolConfig {
     pub load: LoadOptions,
+    /// Where the pinned list comes from, for messages ("remove it from preload in ...").
+    pub config_source: String,
+    pub limits: PoolLimits,
+}
+
+/// The part of the configuration that changes live (`PUT /api/settings`).
+#[derive(Debug, Clone)]
+pub struct PoolLimits {
     /// The most all models together may hold, in bytes.
     pub limit: u64,
     /// Memory a load must leave available to the rest of the machine, by pressure tier.
     pub margins: TierMargins,
     /// Below this much available memory, loads are refused.
     pub floor: u64,
-    /// Never unloaded except by an explicit stop of the whole server.
+    /// Never unloaded by eviction, idle expiry or pressure; stopped only with the server.
     pub pinned: BTreeSet<String>,
-    /// Where the pinned list comes from, for messages ("remove it from preload in ...").
-    pub config_source: String,
     /// How long a model stays loaded after its last request, unless a request or its own
     /// setting says otherwise.
     pub idle_timeout: IdleTimeout,
     pub idle_timeouts: BTreeMap<String, IdleTimeout>,
 }
 
-/// The part of the configuration that changes live (`PUT /api/settings`).
-#[derive(Debug, Clone)]
-pub struct LiveConfig {
-    pub limit: u64,
-    pub margins: TierMargins,
-    pub floor: u64,
-    pub pinned: BTreeSet<String>,
-    pub idle_timeout: IdleTimeout,
-    pub idle_timeouts: BTreeMap<String, IdleTimeout>,
-    /// For the event: which settings changed, and which of them wait for a restart.
-    pub changed: Vec<String>,
-    pub restart_required: Vec<String>,
-}
-
 /// A cheap handle to the pool task.
 #[derive(Clone)]
 pub struct Pool {
     commands: mpsc::Sender<Command>,
-    events: broadcast::Sender<PoolEvent>,
     engine: Arc<dyn Engine>,
     config: Arc<PoolConfig>,
     estimates: Arc<Mutex<HashMap<PathBuf, CachedEstimate>>>,
@@ -101,7 +96,7 @@ pub enum PoolError {
     NotLoaded(String),
     #[error("model '{0}' is still loading; stop it once it has loaded")]
     StillLoading(String),
-    #[error("model '{model}' is pinned: it stays loaded while it is in preload ({source_name}); remove it from preload and restart to let it be stopped")]
+    #[error("model '{model}' is pinned: it stays loaded while it is in preload; remove it from preload (Preferences, or {source_name}) to let it be stopped; that applies at once")]
     Pinned { model: String, source_name: String },
     #[error("the server is shutting down")]
     ShuttingDown,
@@ -225,11 +220,8 @@ enum Command {
         reply: oneshot::Sender<PoolStatus>,
     },
     Reconfigure {
-        live: LiveConfig,
+        limits: PoolLimits,
         reply: oneshot::Sender<()>,
-    },
-    Pressure {
-        report: PressureReport,
     },
     Shutdown {
         reply: oneshot::Sender<()>,
@@ -238,29 +230,40 @@ enum Command {
 
 /// Messages waiting for the pool task; beyond this, senders wait their turn.
 const COMMAND_QUEUE: usize = 256;
-/// Events a slow subscriber may fall behind by before it misses some (and is told so).
-const EVENT_BACKLOG: usize = 1024;
 
 impl Pool {
-    /// Starts the pool task on the current Tokio runtime.
+    /// Starts the pool task on the current Tokio runtime. It publishes every change through
+    /// `publish`, and acts on the pressure monitor's looks as they arrive on `pressure`.
     pub fn start(
         engine: Arc<dyn Engine>,
         config: PoolConfig,
         probe: Arc<dyn MemoryProbe>,
         metrics: Metrics,
+        publish: Publish<PoolEvent>,
+        pressure: mpsc::Receiver<PressureReport>,
     ) -> Self {
-        let (commands, inbox) = mpsc::channel(COMMAND_QUEUE);
-        let (events, _) = broadcast::channel(EVENT_BACKLOG);
+        let (commands, commands_rx) = mpsc::channel(COMMAND_QUEUE);
+        let (reports, reports_rx) = mpsc::unbounded_channel();
         let config = Arc::new(config);
         let pool = Self {
             commands,
-            events: events.clone(),
             engine: Arc::clone(&engine),
             config: Arc::clone(&config),
             estimates: Arc::default(),
         };
-        let actor = actor::Actor::new(engine, (*config).clone(), probe, metrics, events);
-        tokio::spawn(actor.run(inbox));
+        let state = state::State::new((*config).clone(), probe, metrics, reports.clone());
+        let driver = driver::Driver {
+            engine,
+            options: config.load.clone(),
+            publish,
+            reports,
+        };
+        let inbox = driver::Inbox {
+            commands: commands_rx,
+            reports: reports_rx,
+            pressure,
+        };
+        tokio::spawn(driver::run(state, driver, inbox));
         pool
     }
 
@@ -313,7 +316,7 @@ impl Pool {
     }
 
     /// Unloads every unpinned model, letting running requests finish first (up to
-    /// [`actor::FLUSH_GRACE`], then they are ended).
+    /// [`state::FLUSH_GRACE`], then they are ended).
     pub async fn flush(&self) -> Result<FlushReport, PoolError> {
         let started = Instant::now();
         let rss_before = process_rss();
@@ -350,15 +353,10 @@ impl Pool {
         Ok((estimate, fit))
     }
 
-    /// The pressure monitor's latest look; the pool unloads what the tier calls for.
-    pub async fn pressure(&self, report: PressureReport) -> Result<(), PoolError> {
-        self.send(Command::Pressure { report }).await
-    }
-
     /// Applies new limits and timeouts now.
-    pub async fn reconfigure(&self, live: LiveConfig) -> Result<(), PoolError> {
+    pub async fn reconfigure(&self, limits: PoolLimits) -> Result<(), PoolError> {
         let (reply, answer) = oneshot::channel();
-        self.send(Command::Reconfigure { live, reply }).await?;
+        self.send(Command::Reconfigure { limits, reply }).await?;
         answer.await.map_err(|_| PoolError::ShuttingDown)
     }
 
@@ -374,10 +372,6 @@ impl Pool {
         if self.send(Command::Shutdown { reply }).await.is_ok() {
             let _ = answer.await;
         }
-    }
-
-    pub fn subscribe(&self) -> broadcast::Receiver<PoolEvent> {
-        self.events.subscribe()
     }
 
     /// The model's estimated footprint, from its header (cached while the file is unchanged).

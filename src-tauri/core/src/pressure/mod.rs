@@ -7,48 +7,58 @@
 //! tells the pool, which owns every unload.
 
 mod hooks;
-mod margin;
 mod signal;
 mod tier;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
 
 pub use hooks::UnloadHooks;
-pub use margin::TierMargins;
 pub use signal::Wake;
-pub use tier::{classify, Tier, TierTracker};
+pub use tier::{classify, TierTracker};
 
-use crate::config::PressureThresholds;
 use crate::memory::{MemoryProbe, MemorySnapshot};
-use crate::pool::Pool;
+use crate::vocab::Publish;
+use crate::vocab::{PressureThresholds, Tier};
 use signal::Signals;
 use tier::stalls_are_pressure;
 
 /// How often the probe is read when no event comes.
 pub const POLL: Duration = Duration::from_secs(1);
 
-/// Starts the monitor; it runs until the pool shuts down. `thresholds` may change live.
-/// The kernel's signal is armed before this returns, so it is listening before any model loads.
-pub fn start(
-    probe: Arc<dyn MemoryProbe>,
-    pool: Pool,
-    thresholds: watch::Receiver<PressureThresholds>,
-    hooks: UnloadHooks,
-) {
-    let signals = Signals::arm();
-    tokio::spawn(run(probe, pool, thresholds, hooks, signals));
+/// Looks the monitor reports may wait for the pool by; the pool reads them ahead of requests.
+pub const REPORT_QUEUE: usize = 16;
+
+/// What the monitor needs: where to look, what to compare with, whom to tell.
+pub struct Monitor {
+    pub probe: Arc<dyn MemoryProbe>,
+    /// May change live.
+    pub thresholds: watch::Receiver<PressureThresholds>,
+    pub hooks: UnloadHooks,
+    /// Every look the pool must act on (see [`Looks::look`]).
+    pub reports: mpsc::Sender<PressureReport>,
+    /// Tier changes, for everyone else.
+    pub publish: Publish<TierChanged>,
 }
 
-async fn run(
-    probe: Arc<dyn MemoryProbe>,
-    pool: Pool,
-    mut thresholds: watch::Receiver<PressureThresholds>,
-    hooks: UnloadHooks,
-    mut signals: Signals,
-) {
+/// Starts the monitor; it runs until the pool stops reading its reports. The kernel's signal is
+/// armed before this returns, so it is listening before any model loads.
+pub fn start(monitor: Monitor) {
+    let signals = Signals::arm();
+    tokio::spawn(run(monitor, signals));
+}
+
+async fn run(monitor: Monitor, mut signals: Signals) {
+    let Monitor {
+        probe,
+        mut thresholds,
+        hooks,
+        reports,
+        publish,
+    } = monitor;
     let mut looks = Looks::default();
     let mut ticker = tokio::time::interval(POLL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -69,7 +79,10 @@ async fn run(
         let Some(report) = looks.look(wake, &snapshot, &limits, seen) else {
             continue;
         };
-        if pool.pressure(report).await.is_err() {
+        if report.tier != report.previous {
+            publish(TierChanged::from(&report));
+        }
+        if reports.send(report).await.is_err() {
             return;
         }
         // Hooks run once on the way up into critical or emergency, once the pool has been told
@@ -139,6 +152,34 @@ impl Looks {
             available: snapshot.available,
             stall_some: snapshot.stall.map(|s| s.some_avg10),
         })
+    }
+}
+
+/// The event of a tier change, for the UI, the timeline and notifications.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename = "pressure")]
+pub struct TierChanged {
+    pub tier: Tier,
+    pub previous: Tier,
+    /// "stall" or "full_stall" (Linux PSI triggers), "os_signal" (the macOS dispatch source),
+    /// or "poll".
+    pub wake: Wake,
+    /// To a tenth of a percent.
+    pub used_percent: f64,
+    pub available: u64,
+    pub stall_some_avg10: Option<f64>,
+}
+
+impl From<&PressureReport> for TierChanged {
+    fn from(report: &PressureReport) -> Self {
+        Self {
+            tier: report.tier,
+            previous: report.previous,
+            wake: report.wake,
+            used_percent: (report.used_percent * 10.0).round() / 10.0,
+            available: report.available,
+            stall_some_avg10: report.stall_some,
+        }
     }
 }
 

@@ -1,20 +1,8 @@
 //! Pressure tiers: from a memory snapshot to one of five levels, with hysteresis so a machine
 //! hovering at a threshold does not flap between two tiers (and unload on every flap).
 
-use serde::Serialize;
-
-use crate::config::PressureThresholds;
 use crate::memory::{MemorySnapshot, OsPressure};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Tier {
-    Normal,
-    Elevated,
-    Constrained,
-    Critical,
-    Emergency,
-}
+use crate::vocab::{PressureThresholds, Tier};
 
 /// Percentage points a tier's threshold is lowered by before the tier is left again.
 pub const HYSTERESIS_POINTS: f64 = 3.0;

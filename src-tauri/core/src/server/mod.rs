@@ -1,25 +1,22 @@
 //! Putting the core together: settings in, a listening server out. The headless binary and the
 //! Tauri app both start Headroom through [`Server::start`], so they run the same backend.
 
-mod listen;
-
-pub use listen::OpenConnections;
-
 use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use listen::Listeners;
-
 use crate::api::{self, AppState};
-use crate::config::human;
 use crate::config::{AppDirs, SettingsStore};
-use crate::engine::llama::LlamaEngine;
 use crate::engine::{Engine, LoadOptions};
+use crate::events::Bus;
+use crate::listen::Listeners;
+use crate::live::{pool_limits, Live};
 use crate::memory::{os_probe, MemoryProbe};
 use crate::metrics::Metrics;
 use crate::models::Catalog;
 use crate::pool::{Pool, PoolConfig};
+use crate::pressure::{Monitor, UnloadHooks};
+use crate::vocab::human;
 
 /// A bound, not yet serving, Headroom server.
 pub struct Server {
@@ -27,16 +24,24 @@ pub struct Server {
     address: SocketAddr,
     pool: Pool,
     state: AppState,
-    unload_hooks: crate::pressure::UnloadHooks,
+    unload_hooks: UnloadHooks,
     /// Flipped when shutdown begins; long-lived streams (`/api/events`) end on it, so they
     /// do not hold the graceful shutdown open.
     stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl Server {
-    /// Creates the model folder if needed, starts the engine and the pool, and binds the
-    /// configured address (loopback unless set) and port (0 = any free port).
-    pub async fn start(store: &Arc<SettingsStore>, dirs: &AppDirs) -> anyhow::Result<Self> {
+    /// Creates the model folder if needed, starts the engine `engine` makes and the pool, and
+    /// binds the configured address (loopback unless set) and port (0 = any free port).
+    ///
+    /// The engine comes from the binary, which links the engine crates; the core knows only the
+    /// [`Engine`] trait. It is made after the allocator is set up, so its first allocations
+    /// already follow that setup.
+    pub async fn start(
+        store: &Arc<SettingsStore>,
+        dirs: &AppDirs,
+        engine: impl FnOnce() -> anyhow::Result<Arc<dyn Engine>>,
+    ) -> anyhow::Result<Self> {
         let settings = &store.live();
         let own_models = dirs.models();
         if let Err(e) = std::fs::create_dir_all(&own_models) {
@@ -52,17 +57,16 @@ impl Server {
             .map(|s| s.total)
             .ok_or_else(|| anyhow::anyhow!("cannot read the machine's memory size"))?;
         settings.validate_for_machine(total_ram, "settings")?;
-        let limit = settings.memory_limit.resolve(total_ram);
-        let (margins, floor) = settings.margins_for(total_ram);
+        let limits = pool_limits(settings, total_ram);
         tracing::info!(
-            limit = %human(limit),
+            limit = %human(limits.limit),
             setting = %settings.memory_limit,
             ram = %human(total_ram),
             "pool memory limit"
         );
 
         crate::memory::keep_large_blocks_returnable();
-        let engine: Arc<dyn Engine> = Arc::new(LlamaEngine::new()?);
+        let engine = engine()?;
         let config = PoolConfig {
             load: LoadOptions {
                 context_per_slot: settings.context_size,
@@ -70,33 +74,46 @@ impl Server {
                 queue: settings.queue_size as usize,
                 threads: settings.effective_threads(),
             },
-            limit,
-            margins,
-            floor,
-            pinned: settings.preload.iter().cloned().collect(),
             config_source: dirs.config_file.display().to_string(),
-            idle_timeout: settings.idle_timeout,
-            idle_timeouts: settings.idle_timeouts.clone(),
+            limits,
         };
         let metrics = Metrics::default();
-        let pool = Pool::start(engine, config, Arc::clone(&probe), metrics.clone());
-        // The monitor runs from the start, before any model loads.
-        let unload_hooks = crate::pressure::UnloadHooks::with_defaults();
-        let (thresholds, thresholds_rx) = tokio::sync::watch::channel(settings.pressure);
-        crate::pressure::start(
+        let bus = Bus::default();
+        let (reports, pressure) = tokio::sync::mpsc::channel(crate::pressure::REPORT_QUEUE);
+        let pool = Pool::start(
+            engine,
+            config,
             Arc::clone(&probe),
-            pool.clone(),
-            thresholds_rx,
-            unload_hooks.clone(),
+            metrics.clone(),
+            bus.publisher(),
+            pressure,
         );
-        let notifications = crate::notify::start(&pool, settings.notifications);
+        // The monitor runs from the start, before any model loads.
+        let unload_hooks = UnloadHooks::with_defaults();
+        let (thresholds, thresholds_rx) = tokio::sync::watch::channel(settings.pressure);
+        crate::pressure::start(Monitor {
+            probe: Arc::clone(&probe),
+            thresholds: thresholds_rx,
+            hooks: unload_hooks.clone(),
+            reports,
+            publish: bus.publisher(),
+        });
+        let notifications = crate::notify::start(&bus, settings.notifications);
         for notice in store.notices() {
             notifications.send(crate::notify::Message {
                 summary: "Headroom settings were reset".into(),
                 body: notice.clone(),
             });
         }
-        preload(&pool, &catalog, &settings.preload);
+        let live = Live::start(
+            Arc::clone(store),
+            pool.clone(),
+            Arc::clone(&catalog),
+            thresholds,
+            notifications,
+            bus.clone(),
+            Arc::clone(&probe),
+        );
 
         raise_open_files_limit(settings.max_connections);
         let listener = Listeners::bind(
@@ -116,7 +133,7 @@ impl Server {
         }
         let address = reachable(listener.local_addr()?);
         let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
-        let history = crate::history::History::start(pool.clone(), Arc::clone(&probe));
+        let history = crate::history::History::start(pool.clone(), &bus, Arc::clone(&probe));
         let state = AppState {
             pool: pool.clone(),
             catalog,
@@ -124,8 +141,8 @@ impl Server {
             metrics,
             history,
             settings: Arc::clone(store),
-            thresholds: Arc::new(thresholds),
-            notifications,
+            live,
+            bus,
             port: address.port(),
             shared: settings.bind.is_shared(),
             connections: listener.open_connections(),
@@ -146,7 +163,7 @@ impl Server {
     }
 
     /// Where other subsystems register work to do when memory turns critical.
-    pub fn unload_hooks(&self) -> crate::pressure::UnloadHooks {
+    pub fn unload_hooks(&self) -> UnloadHooks {
         self.unload_hooks.clone()
     }
 
@@ -223,27 +240,4 @@ fn raise_open_files_limit(max_connections: u32) {
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "cannot read or raise the open-files limit"),
     }
-}
-
-/// Loads the pinned models in the background, in order, so the server answers at once; a
-/// pinned model that cannot be found or loaded is logged and the rest still load.
-pub(crate) fn preload(pool: &Pool, catalog: &Arc<Catalog>, ids: &[String]) {
-    if ids.is_empty() {
-        return;
-    }
-    let pool = pool.clone();
-    let catalog = Arc::clone(catalog);
-    let ids = ids.to_vec();
-    tokio::spawn(async move {
-        for id in ids {
-            let result = match catalog.find(&id) {
-                Ok(file) => pool.load(file).await.map(|_| ()).map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            match result {
-                Ok(()) => tracing::info!(model = %id, "preloaded (pinned)"),
-                Err(e) => tracing::error!(model = %id, error = %e, "cannot preload a pinned model"),
-            }
-        }
-    });
 }

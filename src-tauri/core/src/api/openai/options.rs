@@ -3,9 +3,9 @@
 use serde::Deserialize;
 
 use crate::api::error::ApiError;
-use crate::config::{parse_idle_timeout, IdleTimeout};
 use crate::engine::sampling::random_seed;
 use crate::engine::SamplingParams;
+use crate::vocab::{parse_idle_timeout, IdleTimeout};
 
 /// `keep_alive` or `ttl`: a duration string or a number of seconds (negative = forever).
 fn idle_timeout(field: &str, value: &serde_json::Value) -> Result<IdleTimeout, ApiError> {

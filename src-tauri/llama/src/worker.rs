@@ -17,13 +17,13 @@ use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use tokio::sync::mpsc;
 
-use super::{Shared, BATCH_TOKENS};
-use crate::engine::stop::{StopMatcher, StopOutcome};
-use crate::engine::utf8::Utf8Assembler;
-use crate::engine::{
+use crate::{Shared, BATCH_TOKENS};
+use headroom_core::engine::stop::{StopMatcher, StopOutcome};
+use headroom_core::engine::utf8::Utf8Assembler;
+use headroom_core::engine::{
     CancelFlag, EngineError, FinishReason, GenerateRequest, GenerationEvent, SamplingParams, Usage,
 };
-use crate::memory::{process_memory, ProcessMemory};
+use headroom_core::memory::{process_memory, ProcessMemory};
 
 /// The most events one step sends to one generation.
 const EVENTS_PER_STEP: usize = 3;

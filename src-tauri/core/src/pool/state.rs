@@ -1,73 +1,139 @@
-//! The task that owns the pool's state.
+//! The pool's decisions, and nothing else: one input and the time in, the effects out.
 //!
 //! A model moves `Loading → Ready → Unloading → gone`. A load may first wait for the models it
 //! evicts to finish unloading; an unload of a model with requests in flight first waits for
-//! them (flush) or ends them (stop, shutdown). Slow work (loading, freeing memory) runs on
-//! other threads and reports back on the internal channel, so this loop only ever decides.
+//! them (flush) or ends them (stop, shutdown). Everything slow or outside the pool (loading,
+//! freeing memory, timers, telling the world) is an [`Effect`] the driver performs; what comes
+//! of it returns as an [`Input`]. So every rule here is tested by feeding inputs and reading
+//! effects, with no runtime, no clock and no model (see `state/tests.rs`).
+//!
+//! Replies to callers are sent from here: a reply changes nothing in the pool, and the caller
+//! who asked is the one waiting for it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 use super::admission::{self, Ask, Decision, Hold, Holder};
-use super::idle::IdleTimers;
 use super::{
-    millis, Command, Fit, Lease, LiveConfig, ModelState, ModelStatus, PoolConfig, PoolError,
-    PoolEvent, PoolStatus, UnloadReason, UnloadReport,
+    millis, Command, Fit, Lease, ModelState, ModelStatus, PoolConfig, PoolError, PoolEvent,
+    PoolLimits, PoolStatus, UnloadReason, UnloadReport,
 };
-use crate::config::{human, IdleTimeout};
-use crate::engine::{Engine, EngineError, Footprint, LoadedModel};
-use crate::memory::{process_rss, release_free_memory, MemoryProbe, SystemMemory};
+use crate::engine::{EngineError, Footprint, LoadedModel};
+use crate::memory::{MemoryProbe, SystemMemory};
 use crate::metrics::Metrics;
 use crate::models::ModelFile;
-use crate::pressure::{PressureReport, Tier};
+use crate::pressure::PressureReport;
+use crate::vocab::{human, IdleTimeout, Tier};
 
 /// How long a flush lets running requests finish before it ends them.
 pub(super) const FLUSH_GRACE: Duration = Duration::from_secs(30);
+/// How long a stopped model waits for its ended requests to let go of it. A client that stops
+/// reading without hanging up keeps its response (and its lease) alive; the unload goes ahead
+/// without it, and the memory comes back when that connection finally closes.
+pub(super) const STOP_GRACE: Duration = Duration::from_secs(5);
 /// Less than this share of a model's footprint coming back on unload is worth a warning.
 const RECLAIM_WARNING: f64 = 90.0;
 
-/// What the pool's own helpers report back.
-pub(super) enum Internal {
+/// The time of an input: the monotonic clock for deadlines and ages (tokio's, so tests can
+/// pause it), the wall clock for what the status API shows.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Now {
+    pub at: Instant,
+    pub wall: SystemTime,
+}
+
+impl Now {
+    pub fn current() -> Self {
+        Self {
+            at: Instant::now(),
+            wall: SystemTime::now(),
+        }
+    }
+}
+
+/// What the pool's own helpers report back to it.
+pub(super) enum Report {
     Loaded {
         id: String,
         result: Result<Box<dyn LoadedModel>, EngineError>,
         load_ms: u64,
     },
     /// A lease was dropped: its request is over.
-    Released {
-        id: String,
-        serial: u64,
-    },
+    Released { id: String, serial: u64 },
+    /// A model's memory was freed and measured.
     Unloaded(UnloadReport),
-    /// The idle timer of this load of the model ran out.
-    IdleExpired {
-        id: String,
-        serial: u64,
-    },
-    /// A draining model's requests had their time: `Grace` (flush) ends them, `Force` stops
-    /// waiting for requests whose clients neither read nor hang up.
-    Deadline {
-        id: String,
-        serial: u64,
-        kind: DeadlineKind,
-    },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum DeadlineKind {
+/// Everything the pool acts on.
+pub(super) enum Input {
+    /// A caller's request (all but shutdown, which the driver handles).
+    Command(Command),
+    Report(Report),
+    /// The pressure monitor's latest look.
+    Pressure(PressureReport),
+    /// A timer set by [`Effect::SetTimer`] went off.
+    Timer(Timer),
+    /// Stop taking work, end every request, unload every model.
+    Shutdown,
+}
+
+/// A deadline for one load of one model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Timer {
+    pub id: String,
+    /// Which load: a timer of an earlier load of the same model is ignored.
+    pub serial: u64,
+    pub kind: TimerKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) enum TimerKind {
+    /// The idle timeout ran out.
+    Idle,
+    /// A flush's grace period is over: end the requests still running.
     Grace,
+    /// Ended requests had their time to let go: unload without them.
     Force,
 }
 
-/// How long a stopped model waits for its ended requests to let go of it. A client that stops
-/// reading without hanging up keeps its response (and its lease) alive; the unload goes ahead
-/// without it, and the memory comes back when that connection finally closes.
-const STOP_GRACE: Duration = Duration::from_secs(5);
-/// How long shutdown waits for models to unload before exiting anyway.
-const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
+/// What the driver does for the pool, in order.
+pub(super) enum Effect {
+    Publish(PoolEvent),
+    /// Load the file on a blocking thread, then report [`Report::Loaded`].
+    Load {
+        id: String,
+        path: PathBuf,
+    },
+    /// End the model's running and queued generations, telling each client why.
+    EndRequests {
+        model: Arc<dyn LoadedModel>,
+        reason: String,
+    },
+    /// Drop the pool's handle of the model off the async threads, measure what came back,
+    /// then report [`Report::Unloaded`].
+    Free {
+        id: String,
+        model: Arc<dyn LoadedModel>,
+        reason: UnloadReason,
+        footprint: Footprint,
+    },
+    /// Drop a model nobody wants any more (loaded during shutdown), without a report.
+    Discard(Box<dyn LoadedModel>),
+    /// Sets the model's timer of this kind, replacing the one it had.
+    SetTimer {
+        timer: Timer,
+        at: Instant,
+    },
+    ClearTimer {
+        id: String,
+        kind: TimerKind,
+    },
+}
 
 /// Someone waiting for a model to become ready.
 enum Waiter {
@@ -92,6 +158,17 @@ enum Entry {
     Loading(Loading),
     Ready(Box<Ready>),
     Unloading(Unloading),
+}
+
+impl Entry {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Loading(_) => "loading",
+            Self::Ready(r) if r.drain.is_some() => "draining",
+            Self::Ready(_) => "ready",
+            Self::Unloading(_) => "unloading",
+        }
+    }
 }
 
 struct Loading {
@@ -135,12 +212,13 @@ struct Unloading {
     waiters: Vec<Waiter>,
 }
 
-pub(super) struct Actor {
-    engine: Arc<dyn Engine>,
+/// The pool's state. Only [`State::handle`] changes it.
+pub(super) struct State {
     config: PoolConfig,
     probe: Arc<dyn MemoryProbe>,
     metrics: Metrics,
-    events: broadcast::Sender<PoolEvent>,
+    /// Where leases report their release.
+    reports: mpsc::UnboundedSender<Report>,
     models: HashMap<String, Entry>,
     loads: BTreeMap<String, u64>,
     /// The last load's serial.
@@ -149,72 +227,83 @@ pub(super) struct Actor {
     tier: Tier,
     /// When the monitor saw the pressure that is unloading these models.
     pressure_seen: HashMap<String, Instant>,
-    timers: IdleTimers,
     shutting_down: bool,
     /// Who waits for the report of each model's unload.
-    reports: HashMap<String, Vec<oneshot::Sender<UnloadReport>>>,
-    /// Loads, releases and unloads report back here; kept apart from the public inbox (and
-    /// unbounded) so that a report is never stuck behind a full queue of requests.
-    internal_tx: mpsc::UnboundedSender<Internal>,
-    internal_rx: mpsc::UnboundedReceiver<Internal>,
+    unload_waiters: HashMap<String, Vec<oneshot::Sender<UnloadReport>>>,
+    /// The time of the input being handled.
+    now: Now,
+    /// The effects of the input being handled.
+    effects: Vec<Effect>,
 }
 
-impl Actor {
+impl State {
     pub(super) fn new(
-        engine: Arc<dyn Engine>,
         config: PoolConfig,
         probe: Arc<dyn MemoryProbe>,
         metrics: Metrics,
-        events: broadcast::Sender<PoolEvent>,
+        reports: mpsc::UnboundedSender<Report>,
     ) -> Self {
-        let (internal_tx, internal_rx) = mpsc::unbounded_channel();
         Self {
-            engine,
             config,
             probe,
             metrics,
-            events,
+            reports,
             models: HashMap::new(),
             loads: BTreeMap::new(),
             serial: 0,
             tier: Tier::Normal,
             pressure_seen: HashMap::new(),
-            timers: IdleTimers::start(internal_tx.clone()),
             shutting_down: false,
-            reports: HashMap::new(),
-            internal_tx,
-            internal_rx,
+            unload_waiters: HashMap::new(),
+            now: Now::current(),
+            effects: Vec::new(),
         }
     }
 
-    pub(super) async fn run(mut self, mut inbox: mpsc::Receiver<Command>) {
-        loop {
-            tokio::select! {
-                // What already happened (a request ended, a load finished) before what is
-                // asked next: a client that got its answer and then asks for the status must
-                // see its request as finished.
-                biased;
-                Some(message) = self.internal_rx.recv() => self.on_internal(message),
-                command = inbox.recv() => match command {
-                    Some(Command::Shutdown { reply }) => {
-                        self.shutdown().await;
-                        let _ = reply.send(());
-                        return;
-                    }
-                    Some(command) => self.on_command(command),
-                    None => {
-                        self.shutdown().await;
-                        return;
-                    }
-                },
-            }
+    /// Decides what `input` calls for at `now`.
+    pub(super) fn handle(&mut self, input: Input, now: Now) -> Vec<Effect> {
+        self.now = now;
+        match input {
+            Input::Command(command) => self.on_command(command),
+            Input::Report(Report::Loaded {
+                id,
+                result,
+                load_ms,
+            }) => self.on_loaded(id, result, load_ms),
+            Input::Report(Report::Released { id, serial }) => self.on_released(&id, serial),
+            Input::Report(Report::Unloaded(report)) => self.on_unloaded(report),
+            Input::Pressure(report) => self.on_pressure(report),
+            Input::Timer(timer) => self.on_timer(timer),
+            Input::Shutdown => self.shutdown(),
         }
+        std::mem::take(&mut self.effects)
     }
 
-    fn publish(&self, event: PoolEvent) {
-        tracing::debug!(?event, "pool event");
-        // No subscribers is fine: nobody is watching.
-        let _ = self.events.send(event);
+    /// No model is loading, loaded or unloading.
+    pub(super) fn is_empty(&self) -> bool {
+        self.models.is_empty()
+    }
+
+    /// The models still in the pool, for the shutdown's last word.
+    pub(super) fn model_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.models.keys().cloned().collect();
+        ids.sort();
+        ids
+    }
+
+    fn effect(&mut self, effect: Effect) {
+        self.effects.push(effect);
+    }
+
+    fn publish(&mut self, event: PoolEvent) {
+        self.effect(Effect::Publish(event));
+    }
+
+    /// A message that meets a model in another state than it was meant for (a timer of an
+    /// earlier load, a lease released after a stop) changes nothing; the log says what it met.
+    fn ignored(&self, what: &str, id: &str) {
+        let state = self.models.get(id).map_or("gone", Entry::name);
+        tracing::debug!(model = %id, state, "{what}: ignored, the model has moved on");
     }
 
     fn on_command(&mut self, command: Command) {
@@ -231,10 +320,12 @@ impl Actor {
                 reply,
             } => self.want(file, estimate, Waiter::Load(reply)),
             Command::Unload { id, reply } => {
-                let _ = reply.send(self.stop(&id));
+                let answer = self.stop(&id);
+                let _ = reply.send(answer);
             }
             Command::Flush { reply } => {
-                let _ = reply.send(self.flush());
+                let answer = self.flush();
+                let _ = reply.send(answer);
             }
             Command::Fit {
                 id,
@@ -246,64 +337,13 @@ impl Actor {
             Command::Status { reply } => {
                 let _ = reply.send(self.status());
             }
-            Command::Reconfigure { live, reply } => {
-                self.reconfigure(live);
+            Command::Reconfigure { limits, reply } => {
+                self.reconfigure(limits);
                 let _ = reply.send(());
             }
-            Command::Pressure { report } => self.on_pressure(report),
-            // Handled by the loop: it needs to await.
+            // The driver takes shutdown: it waits for the unloads.
             Command::Shutdown { reply } => drop(reply),
         }
-    }
-
-    fn on_internal(&mut self, message: Internal) {
-        match message {
-            Internal::Loaded {
-                id,
-                result,
-                load_ms,
-            } => self.on_loaded(id, result, load_ms),
-            Internal::Released { id, serial } => self.on_released(&id, serial),
-            Internal::Unloaded(report) => self.on_unloaded(report),
-            Internal::Deadline { id, serial, kind } => self.on_deadline(&id, serial, kind),
-            Internal::IdleExpired { id, serial } => self.on_idle_expired(&id, serial),
-        }
-    }
-
-    fn on_deadline(&mut self, id: &str, serial: u64, kind: DeadlineKind) {
-        let Some(Entry::Ready(ready)) = self.models.get(id) else {
-            return;
-        };
-        if ready.serial != serial || ready.drain.is_none() || ready.in_flight == 0 {
-            return;
-        }
-        match kind {
-            DeadlineKind::Grace => {
-                tracing::info!(model = %id, "flush: requests still running after the grace period; ending them");
-                ready.model.stop(&format!(
-                    "the model was unloaded (flush) after waiting {} s for this request",
-                    FLUSH_GRACE.as_secs()
-                ));
-                self.schedule(id, serial, DeadlineKind::Force, STOP_GRACE);
-            }
-            DeadlineKind::Force => {
-                tracing::warn!(
-                    model = %id,
-                    in_flight = ready.in_flight,
-                    "ended requests still hold the model (clients neither read nor hang up); unloading without them"
-                );
-                self.finish_unload(id);
-            }
-        }
-    }
-
-    fn schedule(&self, id: &str, serial: u64, kind: DeadlineKind, after: Duration) {
-        let done = self.internal_tx.clone();
-        let id = id.to_string();
-        tokio::spawn(async move {
-            tokio::time::sleep(after).await;
-            let _ = done.send(Internal::Deadline { id, serial, kind });
-        });
     }
 
     // ----- getting a model -----
@@ -316,13 +356,10 @@ impl Actor {
         // At critical and above, new requests wait outside while the pool frees memory: even
         // on a loaded model a request grows the compute buffers and holds the model busy, out
         // of reach of the unloads that would relieve the machine.
-        if self.tier >= Tier::Critical && matches!(waiter, Waiter::Request(..)) {
-            let tier = format!("{:?}", self.tier).to_lowercase();
-            let message = format!(
-                "'{}' is not taking new requests while memory pressure is {tier}: Headroom is freeing memory; retry shortly, or close apps",
-                file.id
-            );
-            return self.refuse(&file.id, PoolError::LowMemory { message }, waiter);
+        if matches!(waiter, Waiter::Request(..)) {
+            if let Some(message) = self.closed_by_pressure(&file.id, "take new requests") {
+                return self.refuse(&file.id, PoolError::LowMemory { message }, waiter);
+            }
         }
         match self.models.get_mut(&file.id) {
             Some(Entry::Ready(ready)) => match &mut ready.drain {
@@ -346,7 +383,6 @@ impl Actor {
                 // Busy: no idle deadline until the last request ends. Then the latest
                 // request's timeout applies, or the configured one if it gave none (as
                 // Ollama treats keep_alive).
-                self.timers.clear(id);
                 ready.expires = None;
                 ready.keep_alive = keep_alive;
                 ready.in_flight += 1;
@@ -355,10 +391,14 @@ impl Actor {
                     Arc::clone(&ready.model),
                     id.to_string(),
                     ready.serial,
-                    self.internal_tx.clone(),
+                    self.reports.clone(),
                 );
                 // A caller that gave up drops the lease inside the error, which releases it.
                 let _ = reply.send(Ok(lease));
+                self.effect(Effect::ClearTimer {
+                    id: id.to_string(),
+                    kind: TimerKind::Idle,
+                });
                 self.publish(PoolEvent::RequestStarted {
                     model: id.to_string(),
                     in_flight,
@@ -368,7 +408,7 @@ impl Actor {
                 let status = self
                     .models
                     .get(id)
-                    .map(|entry| model_status(id, entry, &self.config))
+                    .map(|entry| model_status(id, entry, &self.config.limits))
                     .ok_or_else(|| PoolError::NotLoaded(id.to_string()));
                 let _ = reply.send(status);
             }
@@ -378,52 +418,23 @@ impl Actor {
     /// Decides whether `file` may load, evicts what must make room, and starts the load.
     fn admit(&mut self, file: ModelFile, estimate: Footprint, waiter: Waiter) {
         let id = file.id.clone();
-        let system = self.probe.system();
-        if let Some(message) = self.closed_to_loads(&id, system) {
-            return self.refuse(&id, PoolError::LowMemory { message }, waiter);
-        }
-        let decision = admission::decide(
-            &Ask {
-                model: &id,
-                need: estimate.total,
-                limit: self.config.limit,
-                margin: self.config.margins.for_tier(self.tier),
-                system,
-            },
-            &self.holders(),
-        );
-        let evict = match decision {
-            Decision::Admit { evict } => evict,
-            Decision::Refuse { message, retry } => {
-                return self.refuse(
-                    &id,
-                    PoolError::InsufficientMemory { message, retry },
-                    waiter,
-                )
-            }
+        let evict = match self.admission(&id, estimate) {
+            Ok(evict) => evict,
+            Err(error) => return self.refuse(&id, error, waiter),
         };
-        for victim in &evict {
-            tracing::info!(model = %victim, for_model = %id, "evicting the least recently used idle model");
-            self.metrics.model_evicted();
-            self.publish(PoolEvent::Evicted {
-                model: victim.clone(),
-                for_model: Some(id.clone()),
-            });
-            self.begin_unload(victim, UnloadReason::Evicted);
-        }
-        let waiting_for: BTreeSet<String> = evict.into_iter().collect();
+        self.evict(&evict, Some(&id));
         self.publish(PoolEvent::Loading {
             model: id.clone(),
             estimate,
         });
-        let start_now = waiting_for.is_empty();
+        let start_now = evict.is_empty();
         self.models.insert(
             id.clone(),
             Entry::Loading(Loading {
                 file,
                 estimate,
                 waiters: vec![waiter],
-                waiting_for,
+                waiting_for: evict.into_iter().collect(),
             }),
         );
         if start_now {
@@ -431,8 +442,45 @@ impl Actor {
         }
     }
 
-    fn refuse(&self, id: &str, error: PoolError, waiter: Waiter) {
-        tracing::warn!(model = %id, error = %error, "load refused");
+    /// Whether a model of `estimate` may load now: the idle models to evict first, or why not.
+    fn admission(&self, id: &str, estimate: Footprint) -> Result<Vec<String>, PoolError> {
+        if let Some(message) = self.closed_by_pressure(id, "be loaded") {
+            return Err(PoolError::LowMemory { message });
+        }
+        let system = self.probe.system();
+        if let Some(message) = self.under_floor(id, system) {
+            return Err(PoolError::LowMemory { message });
+        }
+        let ask = Ask {
+            model: id,
+            need: estimate.total,
+            limit: self.config.limits.limit,
+            margin: self.config.limits.margins.for_tier(self.tier),
+            system,
+        };
+        match admission::decide(&ask, &self.holders()) {
+            Decision::Admit { evict } => Ok(evict),
+            Decision::Refuse { message, retry } => {
+                Err(PoolError::InsufficientMemory { message, retry })
+            }
+        }
+    }
+
+    /// Unloads idle models to make room: for `for_model`, or for a lowered limit (`None`).
+    fn evict(&mut self, victims: &[String], for_model: Option<&str>) {
+        for victim in victims {
+            tracing::info!(model = %victim, for_model = ?for_model, limit = self.config.limits.limit, "evicting the least recently used idle model");
+            self.metrics.model_evicted();
+            self.publish(PoolEvent::Evicted {
+                model: victim.clone(),
+                for_model: for_model.map(String::from),
+            });
+            self.begin_unload(victim, UnloadReason::Evicted);
+        }
+    }
+
+    fn refuse(&mut self, id: &str, error: PoolError, waiter: Waiter) {
+        tracing::warn!(model = %id, error = %error, "refused");
         self.metrics.refused(error.code());
         self.publish(PoolEvent::Refused {
             model: id.to_string(),
@@ -448,12 +496,12 @@ impl Actor {
             .iter()
             .map(|(id, entry)| {
                 let (bytes, last_used, hold) = match entry {
-                    Entry::Loading(l) => (l.estimate.total, Instant::now(), Hold::Loading),
-                    Entry::Unloading(u) => (u.footprint.total, Instant::now(), Hold::Changing),
+                    Entry::Loading(l) => (l.estimate.total, self.now.at, Hold::Loading),
+                    Entry::Unloading(u) => (u.footprint.total, self.now.at, Hold::Changing),
                     Entry::Ready(r) => {
                         let hold = if r.drain.is_some() {
                             Hold::Changing
-                        } else if self.config.pinned.contains(id) {
+                        } else if self.config.limits.pinned.contains(id) {
                             Hold::Pinned
                         } else if r.in_flight > 0 {
                             Hold::Busy {
@@ -475,21 +523,26 @@ impl Actor {
             .collect()
     }
 
-    /// Why no load may start now, whatever its size: memory pressure at critical or above, or
-    /// available memory under the floor.
-    fn closed_to_loads(&self, id: &str, system: Option<SystemMemory>) -> Option<String> {
-        if self.tier >= Tier::Critical {
-            let tier = format!("{:?}", self.tier).to_lowercase();
-            return Some(format!(
-                "cannot load '{id}' now: memory pressure is {tier}; retry when it eases, or close apps"
-            ));
-        }
+    /// At critical pressure and above the pool neither loads nor takes new requests: why, in
+    /// words, when that is so. `what` is what is refused ("be loaded", "take new requests").
+    fn closed_by_pressure(&self, id: &str, what: &str) -> Option<String> {
+        (self.tier >= Tier::Critical).then(|| {
+            format!(
+                "'{id}' cannot {what} now: memory pressure is {}; Headroom is freeing memory. Retry shortly, or close apps",
+                self.tier
+            )
+        })
+    }
+
+    /// Below the memory floor no load starts, whatever its size.
+    fn under_floor(&self, id: &str, system: Option<SystemMemory>) -> Option<String> {
         let system = system?;
-        (system.available < self.config.floor).then(|| {
+        let floor = self.config.limits.floor;
+        (system.available < floor).then(|| {
             format!(
                 "cannot load '{id}' now: only {} of memory is available, under the {} floor (memory_floor); retry when memory is freed, or close apps",
                 human(system.available),
-                human(self.config.floor)
+                human(floor)
             )
         })
     }
@@ -506,34 +559,16 @@ impl Actor {
                 reason: None,
             };
         }
-        let system = self.probe.system();
-        if let Some(reason) = self.closed_to_loads(id, system) {
-            return Fit {
-                fits: false,
-                would_evict: Vec::new(),
-                reason: Some(reason),
-            };
-        }
-        let decision = admission::decide(
-            &Ask {
-                model: id,
-                need: estimate.total,
-                limit: self.config.limit,
-                margin: self.config.margins.for_tier(self.tier),
-                system,
-            },
-            &self.holders(),
-        );
-        match decision {
-            Decision::Admit { evict } => Fit {
+        match self.admission(id, estimate) {
+            Ok(evict) => Fit {
                 fits: true,
                 would_evict: evict,
                 reason: None,
             },
-            Decision::Refuse { message, .. } => Fit {
+            Err(error) => Fit {
                 fits: false,
                 would_evict: Vec::new(),
-                reason: Some(message),
+                reason: Some(error.to_string()),
             },
         }
     }
@@ -543,31 +578,10 @@ impl Actor {
             return;
         };
         tracing::info!(model = %id, path = %loading.file.path.display(), estimate = loading.estimate.total, "loading model");
-        let engine = Arc::clone(&self.engine);
-        let options = self.config.load.clone();
         let path = loading.file.path.clone();
-        let id = id.to_string();
-        let done = self.internal_tx.clone();
-        tokio::task::spawn_blocking(move || {
-            let started = Instant::now();
-            // A panic in the engine must still answer the waiters, not leave them hanging.
-            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                engine.load(&path, &options)
-            }))
-            .unwrap_or_else(|_| {
-                Err(EngineError::Internal(
-                    "the engine panicked while loading".into(),
-                ))
-            });
-            let load_ms = millis(started.elapsed());
-            if let Err(unsent) = done.send(Internal::Loaded {
-                id,
-                result,
-                load_ms,
-            }) {
-                // The pool is gone (shutdown): free the model here, on this blocking thread.
-                drop(unsent);
-            }
+        self.effect(Effect::Load {
+            id: id.to_string(),
+            path,
         });
     }
 
@@ -579,13 +593,15 @@ impl Actor {
     ) {
         let loading = match self.models.remove(&id) {
             Some(Entry::Loading(loading)) if !self.shutting_down => loading,
-            _ => {
-                // Shutting down: nobody wants it. Free it off the async threads.
+            other => {
+                // Shutting down, nobody wants it (its waiters were told); or a load that
+                // is not this model's.
+                if let Some(entry) = other.filter(|e| !matches!(e, Entry::Loading(_))) {
+                    self.models.insert(id.clone(), entry);
+                }
+                self.ignored("load finished", &id);
                 if let Ok(model) = result {
-                    tokio::task::spawn_blocking(move || {
-                        drop(model);
-                        release_free_memory();
-                    });
+                    self.effect(Effect::Discard(model));
                 }
                 return;
             }
@@ -628,7 +644,6 @@ impl Actor {
             estimate: loading.estimate,
             load_ms,
         });
-        let now = SystemTime::now();
         self.serial += 1;
         self.models.insert(
             id.clone(),
@@ -638,9 +653,9 @@ impl Actor {
                 serial: self.serial,
                 estimate: loading.estimate,
                 load_ms,
-                loaded_at: now,
-                last_used: Instant::now(),
-                last_used_at: now,
+                loaded_at: self.now.wall,
+                last_used: self.now.at,
+                last_used_at: self.now.wall,
                 in_flight: 0,
                 keep_alive: None,
                 expires: None,
@@ -654,15 +669,16 @@ impl Actor {
     }
 
     fn on_released(&mut self, id: &str, serial: u64) {
+        let now = self.now;
         let Some(Entry::Ready(ready)) = self.models.get_mut(id) else {
-            return;
+            return self.ignored("request finished", id);
         };
         if ready.serial != serial {
-            return;
+            return self.ignored("request of an earlier load finished", id);
         }
         ready.in_flight = ready.in_flight.saturating_sub(1);
-        ready.last_used = Instant::now();
-        ready.last_used_at = SystemTime::now();
+        ready.last_used = now.at;
+        ready.last_used_at = now.wall;
         let in_flight = ready.in_flight;
         let drained = in_flight == 0 && ready.drain.is_some();
         self.publish(PoolEvent::RequestFinished {
@@ -679,13 +695,14 @@ impl Actor {
     /// The model's idle timeout: the last request's, else its own setting, else the global one.
     /// Pinned models have none.
     fn idle_timeout(&self, id: &str, ready: &Ready) -> IdleTimeout {
-        if self.config.pinned.contains(id) {
+        let limits = &self.config.limits;
+        if limits.pinned.contains(id) {
             return IdleTimeout::Never;
         }
         ready
             .keep_alive
-            .or_else(|| self.config.idle_timeouts.get(id).copied())
-            .unwrap_or(self.config.idle_timeout)
+            .or_else(|| limits.idle_timeouts.get(id).copied())
+            .unwrap_or(limits.idle_timeout)
     }
 
     /// Starts the idle countdown of a model no request is using.
@@ -696,52 +713,101 @@ impl Actor {
         if ready.in_flight > 0 || ready.drain.is_some() {
             return;
         }
-        match self.idle_timeout(id, ready) {
+        let (serial, last_used, last_used_at) = (ready.serial, ready.last_used, ready.last_used_at);
+        let expires = match self.idle_timeout(id, ready) {
             IdleTimeout::Never => {
-                self.timers.clear(id);
-                if let Some(Entry::Ready(ready)) = self.models.get_mut(id) {
-                    ready.expires = None;
-                }
+                self.effect(Effect::ClearTimer {
+                    id: id.to_string(),
+                    kind: TimerKind::Idle,
+                });
+                None
             }
             IdleTimeout::After(after) if after.is_zero() => {
-                self.begin_unload(id, UnloadReason::Idle);
+                return self.begin_unload(id, UnloadReason::Idle);
             }
             IdleTimeout::After(after) => {
                 // From the last use, so a changed timeout moves the deadline it would have had.
-                let serial = ready.serial;
-                let at = tokio::time::Instant::from_std(ready.last_used) + after;
-                let expires = ready.last_used_at + after;
-                self.timers.set(id, serial, at);
-                if let Some(Entry::Ready(ready)) = self.models.get_mut(id) {
-                    ready.expires = Some(expires);
+                self.effect(Effect::SetTimer {
+                    timer: Timer {
+                        id: id.to_string(),
+                        serial,
+                        kind: TimerKind::Idle,
+                    },
+                    at: last_used + after,
+                });
+                Some(last_used_at + after)
+            }
+        };
+        if let Some(Entry::Ready(ready)) = self.models.get_mut(id) {
+            ready.expires = expires;
+        }
+    }
+
+    fn on_timer(&mut self, timer: Timer) {
+        let Timer { id, serial, kind } = timer;
+        let current = match self.models.get(&id) {
+            Some(Entry::Ready(ready)) if ready.serial == serial => ready,
+            _ => return self.ignored("timer", &id),
+        };
+        match kind {
+            TimerKind::Idle => {
+                // A request may have started since the timer was set.
+                if current.in_flight > 0 || current.drain.is_some() {
+                    return self.ignored("idle timer", &id);
                 }
+                if self.config.limits.pinned.contains(&id) {
+                    return self.ignored("idle timer of a pinned model", &id);
+                }
+                tracing::info!(model = %id, "idle timeout: unloading");
+                self.begin_unload(&id, UnloadReason::Idle);
+            }
+            TimerKind::Grace | TimerKind::Force
+                if current.drain.is_none() || current.in_flight == 0 =>
+            {
+                self.ignored("drain deadline", &id)
+            }
+            TimerKind::Grace => {
+                tracing::info!(model = %id, "flush: requests still running after the grace period; ending them");
+                let model = Arc::clone(&current.model);
+                self.effect(Effect::EndRequests {
+                    model,
+                    reason: format!(
+                        "the model was unloaded (flush) after waiting {} s for this request",
+                        FLUSH_GRACE.as_secs()
+                    ),
+                });
+                self.set_drain_timer(&id, serial, TimerKind::Force, STOP_GRACE);
+            }
+            TimerKind::Force => {
+                tracing::warn!(
+                    model = %id,
+                    in_flight = current.in_flight,
+                    "ended requests still hold the model (clients neither read nor hang up); unloading without them"
+                );
+                self.finish_unload(&id);
             }
         }
     }
 
-    fn on_idle_expired(&mut self, id: &str, serial: u64) {
-        let Some(Entry::Ready(ready)) = self.models.get(id) else {
-            return;
-        };
-        // A request may have started (or the model been reloaded) since the timer fired.
-        if ready.serial != serial || ready.in_flight > 0 || ready.drain.is_some() {
-            return;
-        }
-        if self.config.pinned.contains(id) {
-            return;
-        }
-        tracing::info!(model = %id, "idle timeout: unloading");
-        self.begin_unload(id, UnloadReason::Idle);
+    fn set_drain_timer(&mut self, id: &str, serial: u64, kind: TimerKind, after: Duration) {
+        self.effect(Effect::SetTimer {
+            timer: Timer {
+                id: id.to_string(),
+                serial,
+                kind,
+            },
+            at: self.now.at + after,
+        });
     }
 
     // ----- letting a model go -----
 
-    /// An explicit stop: 404 when not loaded, 409 when pinned.
+    /// An explicit stop: 404 when not loaded, 409 when pinned or still loading.
     fn stop(&mut self, id: &str) -> Result<oneshot::Receiver<UnloadReport>, PoolError> {
         match self.models.get(id) {
             None => return Err(PoolError::NotLoaded(id.to_string())),
             Some(Entry::Loading(_)) => return Err(PoolError::StillLoading(id.to_string())),
-            Some(Entry::Ready(_)) if self.config.pinned.contains(id) => {
+            Some(Entry::Ready(_)) if self.config.limits.pinned.contains(id) => {
                 return Err(PoolError::Pinned {
                     model: id.to_string(),
                     source_name: self.config.config_source.clone(),
@@ -750,38 +816,42 @@ impl Actor {
             Some(Entry::Ready(_)) => self.begin_unload(id, UnloadReason::Requested),
             Some(Entry::Unloading(_)) => {}
         }
-        Ok(self.report_for(id))
+        Ok(self.unload_report_for(id))
     }
 
     /// Every unpinned model, letting their requests finish first.
     fn flush(&mut self) -> Vec<oneshot::Receiver<UnloadReport>> {
-        let ids: Vec<String> = self
+        let mut ids: Vec<String> = self
             .models
             .iter()
             .filter(|(id, entry)| match entry {
-                Entry::Ready(_) => !self.config.pinned.contains(*id),
+                Entry::Ready(_) => !self.config.limits.pinned.contains(*id),
                 Entry::Unloading(_) => true,
                 Entry::Loading(_) => false,
             })
             .map(|(id, _)| id.clone())
             .collect();
+        ids.sort();
         ids.iter()
             .map(|id| {
                 self.begin_unload(id, UnloadReason::Flush);
-                self.report_for(id)
+                self.unload_report_for(id)
             })
             .collect()
     }
 
-    fn report_for(&mut self, id: &str) -> oneshot::Receiver<UnloadReport> {
+    fn unload_report_for(&mut self, id: &str) -> oneshot::Receiver<UnloadReport> {
         let (tx, rx) = oneshot::channel();
-        self.reports.entry(id.to_string()).or_default().push(tx);
+        self.unload_waiters
+            .entry(id.to_string())
+            .or_default()
+            .push(tx);
         rx
     }
 
     /// Marks a ready model for unloading. With no request in flight it goes now; otherwise a
-    /// stop ends its requests at once (each gets an error event naming why) and a flush gives
-    /// them [`FLUSH_GRACE`] to finish.
+    /// stop ends its requests at once (each gets an error event naming why) and a flush or an
+    /// idle unload gives them [`FLUSH_GRACE`] to finish.
     fn begin_unload(&mut self, id: &str, reason: UnloadReason) {
         let Some(Entry::Ready(ready)) = self.models.get_mut(id) else {
             return;
@@ -789,7 +859,6 @@ impl Actor {
         let in_flight = ready.in_flight;
         let serial = ready.serial;
         ready.expires = None;
-        self.timers.clear(id);
         let ends_requests = !matches!(reason, UnloadReason::Flush | UnloadReason::Idle);
         match &mut ready.drain {
             // A stop during a flush's grace period still means "now".
@@ -804,15 +873,23 @@ impl Actor {
                 })
             }
         }
+        let model = Arc::clone(&ready.model);
+        self.effect(Effect::ClearTimer {
+            id: id.to_string(),
+            kind: TimerKind::Idle,
+        });
         if in_flight > 0 {
             if ends_requests {
-                ready.model.stop(&format!(
-                    "the model '{id}' was stopped ({}) while this request ran",
-                    reason.as_str()
-                ));
-                self.schedule(id, serial, DeadlineKind::Force, STOP_GRACE);
+                self.effect(Effect::EndRequests {
+                    model,
+                    reason: format!(
+                        "the model '{id}' was stopped ({}) while this request ran",
+                        reason.as_str()
+                    ),
+                });
+                self.set_drain_timer(id, serial, TimerKind::Force, STOP_GRACE);
             } else {
-                self.schedule(id, serial, DeadlineKind::Grace, FLUSH_GRACE);
+                self.set_drain_timer(id, serial, TimerKind::Grace, FLUSH_GRACE);
             }
         }
         self.publish(PoolEvent::Unloading {
@@ -825,7 +902,7 @@ impl Actor {
         }
     }
 
-    /// No request holds the model any more: free it on a blocking thread and measure.
+    /// No request holds the model any more: hand it to the driver to free and measure.
     fn finish_unload(&mut self, id: &str) {
         let Some(Entry::Ready(ready)) = self.models.remove(id) else {
             return;
@@ -850,46 +927,23 @@ impl Actor {
                 waiters,
             }),
         );
-        let done = self.internal_tx.clone();
-        let id = id.to_string();
-        tokio::spawn(async move {
-            let started = Instant::now();
-            let rss_before = process_rss();
-            // The last handle's drop joins the model's worker thread and frees its memory;
-            // glibc keeps freed chunks until trimmed.
-            let _ = tokio::task::spawn_blocking(move || {
-                drop(model);
-                release_free_memory();
-            })
-            .await;
-            let rss_after = process_rss();
-            let reclaimed = rss_before.zip(rss_after).map(|(b, a)| b.saturating_sub(a));
-            let reclaimed_percent = reclaimed
-                .filter(|_| footprint.total > 0)
-                .map(|r| r as f64 * 100.0 / footprint.total as f64);
-            let _ = done.send(Internal::Unloaded(UnloadReport {
-                model: id,
-                reason,
-                footprint,
-                rss_before,
-                rss_after,
-                reclaimed,
-                reclaimed_percent,
-                duration_ms: millis(started.elapsed()),
-                since_pressure_ms: None,
-            }));
+        self.effect(Effect::Free {
+            id: id.to_string(),
+            model,
+            reason,
+            footprint,
         });
     }
 
     fn on_unloaded(&mut self, mut report: UnloadReport) {
         let id = report.model.clone();
+        let Some(Entry::Unloading(unloading)) = self.models.remove(&id) else {
+            return self.ignored("unload finished", &id);
+        };
         report.since_pressure_ms = self
             .pressure_seen
             .remove(&id)
-            .map(|seen| millis(seen.elapsed()));
-        let Some(Entry::Unloading(unloading)) = self.models.remove(&id) else {
-            return;
-        };
+            .map(|seen| millis(self.now.at.saturating_duration_since(seen)));
         match report.reclaimed_percent {
             Some(percent) if percent < RECLAIM_WARNING => tracing::warn!(
                 model = %id, reason = report.reason.as_str(), reclaimed = ?report.reclaimed,
@@ -905,11 +959,11 @@ impl Actor {
         }
         self.metrics.model_unloaded(report.reason.as_str());
         self.publish(PoolEvent::Unloaded(report.clone()));
-        for tx in self.reports.remove(&id).unwrap_or_default() {
+        for tx in self.unload_waiters.remove(&id).unwrap_or_default() {
             let _ = tx.send(report.clone());
         }
         // Loads that waited for this model's room.
-        let ready_to_start: Vec<String> = self
+        let mut ready_to_start: Vec<String> = self
             .models
             .iter_mut()
             .filter_map(|(other, entry)| match entry {
@@ -920,6 +974,7 @@ impl Actor {
                 _ => None,
             })
             .collect();
+        ready_to_start.sort();
         for other in ready_to_start {
             self.start_load(&other);
         }
@@ -931,52 +986,20 @@ impl Actor {
 
     /// New limits and timeouts, in force at once: idle deadlines move, and a lower limit
     /// evicts idle models now.
-    fn reconfigure(&mut self, live: LiveConfig) {
-        self.config.limit = live.limit;
-        self.config.margins = live.margins;
-        self.config.floor = live.floor;
-        self.config.pinned = live.pinned;
-        self.config.idle_timeout = live.idle_timeout;
-        self.config.idle_timeouts = live.idle_timeouts;
-        self.publish(PoolEvent::SettingsChanged {
-            changed: live.changed,
-            restart_required: live.restart_required,
-        });
-        let ready: Vec<String> = self
+    fn reconfigure(&mut self, limits: PoolLimits) {
+        self.config.limits = limits;
+        let mut ready: Vec<String> = self
             .models
             .iter()
             .filter(|(_, e)| matches!(e, Entry::Ready(_)))
             .map(|(id, _)| id.clone())
             .collect();
+        ready.sort();
         for id in &ready {
             self.start_idle_timer(id);
         }
-        let decision = admission::decide(
-            &Ask {
-                model: "(none)",
-                need: 0,
-                limit: self.config.limit,
-                margin: 0,
-                system: None,
-            },
-            &self.holders(),
-        );
-        let evict = match decision {
-            Decision::Admit { evict } => evict,
-            Decision::Refuse { message, .. } => {
-                tracing::warn!("the pool is over its new limit and cannot shrink now: {message}");
-                Vec::new()
-            }
-        };
-        for victim in evict {
-            tracing::info!(model = %victim, limit = self.config.limit, "evicting: the pool limit was lowered");
-            self.metrics.model_evicted();
-            self.publish(PoolEvent::Evicted {
-                model: victim.clone(),
-                for_model: None,
-            });
-            self.begin_unload(&victim, UnloadReason::Evicted);
-        }
+        let evict = admission::over_limit(self.config.limits.limit, &self.holders());
+        self.evict(&evict, None);
     }
 
     /// Unloads what the pressure tier calls for. Constrained: idle models beyond the most
@@ -984,26 +1007,14 @@ impl Actor {
     /// monitor looks every second while the tier holds). Emergency: every unpinned model, ending
     /// its requests. Busy models are left alone below emergency; pinned ones always.
     fn on_pressure(&mut self, report: PressureReport) {
-        let changed = report.tier != self.tier;
         self.tier = report.tier;
-        if changed {
-            self.publish(PoolEvent::Pressure {
-                tier: report.tier,
-                previous: report.previous,
-                wake: report.wake,
-                used_percent: (report.used_percent * 10.0).round() / 10.0,
-                available: report.available,
-                stall_some_avg10: report.stall_some,
-            });
-        }
+        let pinned = &self.config.limits.pinned;
         let mut idle: Vec<(Instant, String)> = self
             .models
             .iter()
             .filter_map(|(id, entry)| match entry {
                 Entry::Ready(r)
-                    if r.drain.is_none()
-                        && r.in_flight == 0
-                        && !self.config.pinned.contains(id) =>
+                    if r.drain.is_none() && r.in_flight == 0 && !pinned.contains(id) =>
                 {
                     Some((r.last_used, id.clone()))
                 }
@@ -1019,16 +1030,21 @@ impl Actor {
                 idle.into_iter().map(|(_, id)| id).collect()
             }
             Tier::Critical => idle.into_iter().take(1).map(|(_, id)| id).collect(),
-            Tier::Emergency => self
-                .models
-                .iter()
-                .filter(|(id, e)| matches!(e, Entry::Ready(_)) && !self.config.pinned.contains(*id))
-                .map(|(id, _)| id.clone())
-                .collect(),
+            Tier::Emergency => {
+                let mut all: Vec<String> = self
+                    .models
+                    .iter()
+                    .filter(|(id, e)| matches!(e, Entry::Ready(_)) && !pinned.contains(*id))
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                all.sort();
+                all
+            }
         };
+        let seen = Instant::from_std(report.seen);
         for id in victims {
-            tracing::warn!(model = %id, tier = ?report.tier, used_percent = report.used_percent, "memory pressure: unloading");
-            self.pressure_seen.insert(id.clone(), report.seen);
+            tracing::warn!(model = %id, tier = %report.tier, used_percent = report.used_percent, "memory pressure: unloading");
+            self.pressure_seen.insert(id.clone(), seen);
             self.begin_unload(&id, UnloadReason::Pressure);
         }
     }
@@ -1039,105 +1055,77 @@ impl Actor {
         let mut models: Vec<ModelStatus> = self
             .models
             .iter()
-            .map(|(id, entry)| model_status(id, entry, &self.config))
+            .map(|(id, entry)| model_status(id, entry, &self.config.limits))
             .collect();
         models.sort_by(|a, b| a.id.cmp(&b.id));
         let used = models
             .iter()
             .map(|m| m.memory.unwrap_or(m.estimate).total)
             .sum();
+        let limits = &self.config.limits;
         PoolStatus {
-            limit: self.config.limit,
+            limit: limits.limit,
             used,
-            margin: self.config.margins.for_tier(self.tier),
-            margins: self.config.margins,
+            margin: limits.margins.for_tier(self.tier),
+            margins: limits.margins,
             tier: self.tier,
-            floor: self.config.floor,
+            floor: limits.floor,
             models,
             loads: self.loads.clone(),
         }
     }
 
-    /// Shutdown: every waiter is told, every model is stopped and unloaded the usual way
-    /// (measured, with events), and the loop keeps serving the pool's own reports until all
-    /// are freed or [`SHUTDOWN_WAIT`] has passed.
-    async fn shutdown(&mut self) {
+    /// Every waiter is told, every model is stopped and unloaded the usual way (measured, with
+    /// events); the driver keeps feeding the pool its reports until all are freed.
+    fn shutdown(&mut self) {
         self.shutting_down = true;
-        let ids: Vec<String> = self.models.keys().cloned().collect();
+        let mut ids: Vec<String> = self.models.keys().cloned().collect();
+        ids.sort();
         for id in &ids {
-            match self.models.get_mut(id) {
-                Some(Entry::Loading(loading)) => {
-                    for waiter in std::mem::take(&mut loading.waiters) {
-                        waiter.fail(PoolError::ShuttingDown);
-                    }
-                }
-                Some(Entry::Unloading(unloading)) => {
-                    for waiter in std::mem::take(&mut unloading.waiters) {
-                        waiter.fail(PoolError::ShuttingDown);
-                    }
-                }
-                Some(Entry::Ready(ready)) => {
-                    if let Some(drain) = &mut ready.drain {
-                        for waiter in std::mem::take(&mut drain.waiters) {
-                            waiter.fail(PoolError::ShuttingDown);
-                        }
-                    }
-                }
-                None => {}
+            let waiters = match self.models.get_mut(id) {
+                Some(Entry::Loading(loading)) => std::mem::take(&mut loading.waiters),
+                Some(Entry::Unloading(unloading)) => std::mem::take(&mut unloading.waiters),
+                Some(Entry::Ready(ready)) => ready
+                    .drain
+                    .as_mut()
+                    .map(|drain| std::mem::take(&mut drain.waiters))
+                    .unwrap_or_default(),
+                None => Vec::new(),
+            };
+            for waiter in waiters {
+                waiter.fail(PoolError::ShuttingDown);
             }
             self.begin_unload(id, UnloadReason::Shutdown);
-        }
-        let deadline = tokio::time::Instant::now() + SHUTDOWN_WAIT;
-        while !self.models.is_empty() {
-            match tokio::time::timeout_at(deadline, self.internal_rx.recv()).await {
-                Ok(Some(message)) => self.on_internal(message),
-                Ok(None) => break,
-                Err(_) => {
-                    let left: Vec<&String> = self.models.keys().collect();
-                    tracing::warn!(
-                        ?left,
-                        "shutdown: models still loading or unloading; exiting anyway"
-                    );
-                    break;
-                }
-            }
         }
     }
 }
 
-fn model_status(id: &str, entry: &Entry, config: &PoolConfig) -> ModelStatus {
-    let pinned = config.pinned.contains(id);
+fn model_status(id: &str, entry: &Entry, limits: &PoolLimits) -> ModelStatus {
+    let pinned = limits.pinned.contains(id);
+    let absent =
+        |path: &PathBuf, state, estimate: Footprint, memory: Option<Footprint>| ModelStatus {
+            id: id.to_string(),
+            path: path.display().to_string(),
+            state,
+            pinned,
+            memory,
+            estimate,
+            estimate_error_percent: memory.and_then(|m| error_percent(estimate, m)),
+            in_flight: 0,
+            load_ms: None,
+            loaded_at: None,
+            last_used: None,
+            expires_at: None,
+            stats: None,
+        };
     match entry {
-        Entry::Loading(l) => ModelStatus {
-            id: id.to_string(),
-            path: l.file.path.display().to_string(),
-            state: ModelState::Loading,
-            pinned,
-            memory: None,
-            estimate: l.estimate,
-            estimate_error_percent: None,
-            in_flight: 0,
-            load_ms: None,
-            loaded_at: None,
-            last_used: None,
-            expires_at: None,
-            stats: None,
-        },
-        Entry::Unloading(u) => ModelStatus {
-            id: id.to_string(),
-            path: u.file.path.display().to_string(),
-            state: ModelState::Unloading,
-            pinned,
-            memory: Some(u.footprint),
-            estimate: u.estimate,
-            estimate_error_percent: error_percent(u.estimate, u.footprint),
-            in_flight: 0,
-            load_ms: None,
-            loaded_at: None,
-            last_used: None,
-            expires_at: None,
-            stats: None,
-        },
+        Entry::Loading(l) => absent(&l.file.path, ModelState::Loading, l.estimate, None),
+        Entry::Unloading(u) => absent(
+            &u.file.path,
+            ModelState::Unloading,
+            u.estimate,
+            Some(u.footprint),
+        ),
         Entry::Ready(r) => {
             let memory = r.model.footprint();
             let state = if r.drain.is_some() {
@@ -1176,3 +1164,6 @@ fn unix_ms(t: SystemTime) -> u64 {
         .map(millis)
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests;

@@ -6,6 +6,7 @@
 //! share the weights and the KV allocation; none of them loads anything.
 
 mod estimate;
+pub mod gguf;
 mod prompt;
 mod worker;
 
@@ -22,10 +23,10 @@ use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::LlamaModel;
 use tokio::sync::mpsc;
 
-use crate::memory::{process_memory, resident_bytes_of_file};
-use crate::models::gguf::{self, GgufSummary};
+use crate::gguf::GgufSummary;
+use headroom_core::memory::{process_memory, resident_bytes_of_file};
 
-use super::{
+use headroom_core::engine::{
     CancelFlag, ChatMessage, Engine, EngineError, Footprint, GenerateRequest, Generation,
     GenerationStats, LoadOptions, LoadedModel,
 };

@@ -7,8 +7,7 @@ use std::fmt;
 use serde::de::{self, value::MapAccessDeserializer, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
-use super::size::ByteSize;
-use crate::pressure::TierMargins;
+use crate::vocab::{ByteSize, TierMargins};
 
 const GIB: u64 = 1 << 30;
 

@@ -6,10 +6,10 @@
 //! measured on the two test models (SmolLM2-135M Q4_1, Gemma 3 270M Q4_K_M) and are named
 //! below, so a change in llama.cpp shows up as a failing estimate test rather than a silent 2×.
 
-use crate::engine::{Footprint, LoadOptions};
-use crate::models::gguf::GgufSummary;
+use crate::gguf::GgufSummary;
+use headroom_core::engine::{Footprint, LoadOptions};
 
-use super::BATCH_TOKENS;
+use crate::BATCH_TOKENS;
 
 /// llama.cpp pads every KV stream (and the context) to a multiple of this many cells.
 const KV_PAD: u64 = 256;

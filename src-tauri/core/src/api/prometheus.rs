@@ -8,16 +8,30 @@ use serde_json::{json, Value};
 
 use super::error::ApiError;
 use super::AppState;
+use crate::metrics::{ModelGauges, PoolGauges, ServerLoad};
 
 pub async fn prometheus(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let pool = state.pool.status().await?;
-    let load = crate::metrics::ServerLoad {
+    let load = ServerLoad {
         connections: state.connections.now(),
         tasks: tokio::runtime::Handle::current()
             .metrics()
             .num_alive_tasks(),
     };
-    let text = state.metrics.render(&pool, state.probe.system(), load);
+    let gauges = PoolGauges {
+        used: pool.used,
+        limit: pool.limit,
+        models: pool
+            .models
+            .iter()
+            .map(|m| ModelGauges {
+                id: &m.id,
+                memory: m.memory,
+                in_flight: m.in_flight,
+            })
+            .collect(),
+    };
+    let text = state.metrics.render(&gauges, state.probe.system(), load);
     Ok((
         [(
             header::CONTENT_TYPE,

@@ -473,48 +473,24 @@ fn read_tensor_infos<R: Read>(
     Ok(furthest)
 }
 
-/// Elements and bytes per block of the ggml tensor types, as in ggml's `type_traits` (checked
-/// against the `sizeof` of the block structs of the llama.cpp this crate builds); `None` for
-/// removed or unknown types, whose size is then not checked.
+/// Elements and bytes per block of a ggml tensor type, from the ggml this crate links
+/// (`ggml_blck_size`, `ggml_type_size`), so a type llama.cpp adds or resizes is read right
+/// without a table here to keep in step. `None` for types ggml does not know or has removed
+/// (their block size is 0), whose size is then not checked.
 fn block_layout(ggml_type: u32) -> Option<(u64, u64)> {
-    Some(match ggml_type {
-        0 => (1, 4),      // F32
-        1 => (1, 2),      // F16
-        2 => (32, 18),    // Q4_0
-        3 => (32, 20),    // Q4_1
-        6 => (32, 22),    // Q5_0
-        7 => (32, 24),    // Q5_1
-        8 => (32, 34),    // Q8_0
-        9 => (32, 36),    // Q8_1
-        10 => (256, 84),  // Q2_K
-        11 => (256, 110), // Q3_K
-        12 => (256, 144), // Q4_K
-        13 => (256, 176), // Q5_K
-        14 => (256, 210), // Q6_K
-        15 => (256, 292), // Q8_K
-        16 => (256, 66),  // IQ2_XXS
-        17 => (256, 74),  // IQ2_XS
-        18 => (256, 98),  // IQ3_XXS
-        19 => (256, 50),  // IQ1_S
-        20 => (32, 18),   // IQ4_NL
-        21 => (256, 110), // IQ3_S
-        22 => (256, 82),  // IQ2_S
-        23 => (256, 136), // IQ4_XS
-        24 => (1, 1),     // I8
-        25 => (1, 2),     // I16
-        26 => (1, 4),     // I32
-        27 => (1, 8),     // I64
-        28 => (1, 8),     // F64
-        29 => (256, 56),  // IQ1_M
-        30 => (1, 2),     // BF16
-        34 => (256, 54),  // TQ1_0
-        35 => (256, 66),  // TQ2_0
-        39 => (32, 17),   // MXFP4
-        40 => (64, 36),   // NVFP4
-        41 => (128, 18),  // Q1_0
-        42 => (64, 18),   // Q2_0
-        _ => return None,
-    })
+    if ggml_type >= llama_cpp_sys_2::GGML_TYPE_COUNT {
+        return None;
+    }
+    // SAFETY: both read ggml's constant type-traits table; any type below the count indexes it.
+    let (elements, bytes) = unsafe {
+        (
+            llama_cpp_sys_2::ggml_blck_size(ggml_type),
+            llama_cpp_sys_2::ggml_type_size(ggml_type),
+        )
+    };
+    let elements = u64::try_from(elements).ok().filter(|&n| n > 0)?;
+    let bytes = u64::try_from(bytes).ok().filter(|&n| n > 0)?;
+    Some((elements, bytes))
 }
 
 /// The file being read: counts the bytes read, never reads past `len`, and knows what it is
@@ -922,6 +898,42 @@ mod tests {
 
     fn parse(bytes: &[u8]) -> Result<GgufSummary, GgufError> {
         parse_summary(bytes, bytes.len() as u64)
+    }
+
+    #[test]
+    fn every_ggml_type_has_its_block_layout_from_ggml() {
+        // The layouts a GGUF reader must agree on with the files in the wild (ggml's
+        // `type_traits`); the rest of the table comes from the same place.
+        let known = [
+            (0, "f32", (1, 4)),
+            (1, "f16", (1, 2)),
+            (2, "q4_0", (32, 18)),
+            (3, "q4_1", (32, 20)),
+            (8, "q8_0", (32, 34)),
+            (12, "q4_K", (256, 144)),
+            (14, "q6_K", (256, 210)),
+            (30, "bf16", (1, 2)),
+        ];
+        for (ty, name, layout) in known {
+            assert_eq!(block_layout(ty), Some(layout), "{name}");
+        }
+        let mut usable = 0;
+        for ty in 0..llama_cpp_sys_2::GGML_TYPE_COUNT {
+            if let Some((elements, bytes)) = block_layout(ty) {
+                usable += 1;
+                // A block holds at least as many bytes as it takes to tell its elements apart,
+                // and at most 8 bytes of scale per element beyond 8 bytes of data.
+                assert!(elements.is_power_of_two(), "type {ty}: {elements} elements");
+                assert!(
+                    bytes <= elements * 8 + 16,
+                    "type {ty}: {bytes} bytes for {elements}"
+                );
+            }
+        }
+        // Removed types (Q4_2, Q4_3, the ARM repacks) have no layout; the others all do.
+        assert!(usable >= 30, "only {usable} types known to ggml");
+        assert_eq!(block_layout(llama_cpp_sys_2::GGML_TYPE_COUNT), None);
+        assert_eq!(block_layout(u32::MAX), None);
     }
 
     #[test]

@@ -3,8 +3,8 @@
 use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
 use llama_cpp_2::token::LlamaToken;
 
-use crate::engine::template::ChatTemplate;
-use crate::engine::{ChatMessage, EngineError};
+use headroom_core::engine::template::ChatTemplate;
+use headroom_core::engine::{ChatMessage, EngineError};
 
 /// How a model's chat prompts are written.
 pub(super) enum PromptFormat {
