@@ -21,6 +21,13 @@ macro_rules! ui_file {
     };
 }
 
+/// What the pages may load and run: their own scripts, styles and API, nothing inline and
+/// nothing from elsewhere, and no other site may frame them. The app's Tauri config carries
+/// the same policy for anything Tauri itself would serve.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+    img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; \
+    frame-ancestors 'none'; form-action 'self'";
+
 /// (name, content type, bytes) for each file under `ui/`.
 const FILES: &[(&str, &str, &str)] = &[
     ui_file!("index.html", "text/html; charset=utf-8"),
@@ -63,6 +70,7 @@ fn serve(name: &str) -> Response {
         [
             (header::CONTENT_TYPE, *content_type),
             (header::CACHE_CONTROL, "no-cache"),
+            (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
         ],
         body,
     )
