@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks Headroom beside llama.cpp's own llama-server on this machine, in one run, and
-# prints the table the README carries (metric, Headroom, reference, ratio, goal). Builds what
+# prints the table (metric, Headroom, reference, ratio, goal); a full run writes it into
+# docs/benchmarks.md and its figures into docs/benchmarks.json. Builds what
 # it needs first: the reference llama-server and llama-bench on both llama.cpp builds
 # (scripts/bench/reference.sh, ~10 min once), the oha load generator, Headroom in release (about
 # 40 min in all on a fresh machine). Then about 25 min of measuring. Not part of CI.
@@ -60,4 +61,5 @@ log "Headroom beside $reference_version"
   --scratch "$cache/scratch" \
   --criterion "$CARGO_TARGET_DIR/criterion" \
   --json "$cache/results/bench-$(date -u +%Y%m%dT%H%M%SZ).json" \
+  --docs "$ROOT/docs/benchmarks.md" \
   "$@"

@@ -1,9 +1,13 @@
 //! Headroom beside llama.cpp's own `llama-server`, on the same machine, model, threads and
 //! context, in one run: speed, load and unload, memory returned, concurrency, pressure
 //! reaction and idle footprint. Prints a table (metric, Headroom, reference, ratio, goal) and
-//! writes the figures as JSON. `scripts/bench.sh` builds everything it needs and runs it.
+//! writes the figures as JSON; after a full run, `--docs` writes the table into
+//! docs/benchmarks.md. `scripts/bench.sh` builds everything it needs and runs it.
+//!
+//! `headroom-bench --render RUN.json --docs docs/benchmarks.md` writes an earlier run's table.
 
 mod client;
+mod docs_table;
 mod llama_bench;
 mod oha;
 mod phases;
@@ -17,7 +21,6 @@ use std::process::Command;
 
 use anyhow::Context as _;
 use clap::Parser;
-use serde_json::json;
 
 use phases::{Context, MODELS};
 use report::Row;
@@ -77,10 +80,34 @@ struct Args {
     /// Where the JSON goes.
     #[arg(long)]
     json: PathBuf,
+    /// After a full run (no `--only`), write the table into this Markdown file, between its
+    /// bench-table markers.
+    #[arg(long)]
+    docs: Option<PathBuf>,
+}
+
+/// Writes an earlier run's table, measuring nothing.
+#[derive(Parser)]
+struct Render {
+    /// The run's JSON.
+    #[arg(long)]
+    render: PathBuf,
+    /// The Markdown file with the bench-table markers.
+    #[arg(long)]
+    docs: PathBuf,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    if let Ok(render) = Render::try_parse() {
+        docs_table::write(&render.render, &render.docs)?;
+        println!(
+            "{}: table of {}",
+            render.docs.display(),
+            render.render.display()
+        );
+        return Ok(());
+    }
     let args = Args::parse();
     let cx = Context {
         headroom: args.headroom.clone(),
@@ -155,26 +182,42 @@ async fn main() -> anyhow::Result<()> {
         }
     }
 
-    let machine = machine();
-    println!(
-        "\nHeadroom ({}) ÷ {} · {} threads · {} tokens of context per slot · greedy · {} runs per figure\n{machine}\n",
-        args.headroom_llama, args.reference_version, cx.threads, cx.context_per_slot, cx.runs
-    );
-    println!("{}", report::table(&rows));
-    let output = json!({
-        "date": command_line("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]),
-        "machine": machine,
-        "reference": args.reference_version,
-        "headroom_llama": args.headroom_llama,
-        "threads": cx.threads,
-        "context_per_slot": cx.context_per_slot,
-        "runs": cx.runs,
-        "rows": rows,
-        "failures": failures,
-    });
-    std::fs::write(&args.json, serde_json::to_string_pretty(&output)?)
+    let run = docs_table::Run {
+        date: command_line("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]),
+        machine: machine(),
+        reference: args.reference_version.clone(),
+        headroom_llama: args.headroom_llama.clone(),
+        threads: cx.threads,
+        context_per_slot: cx.context_per_slot,
+        runs: cx.runs,
+        rows,
+        failures,
+    };
+    println!("\n{}\n", run.heading());
+    println!("{}", report::table(&run.rows));
+    std::fs::write(&args.json, serde_json::to_string_pretty(&run)?)
         .with_context(|| format!("write {}", args.json.display()))?;
     println!("figures: {}", args.json.display());
+    match &args.docs {
+        Some(docs) if args.only.is_empty() => {
+            // The figures go beside the document, so its table can be written again from them.
+            let kept = docs.with_extension("json");
+            std::fs::copy(&args.json, &kept)
+                .with_context(|| format!("copy the figures to {}", kept.display()))?;
+            docs_table::write(&kept, docs)?;
+            println!(
+                "table written into {}, from {}",
+                docs.display(),
+                kept.display()
+            );
+        }
+        Some(docs) => println!(
+            "a partial run (--only): {} keeps the table it has",
+            docs.display()
+        ),
+        None => {}
+    }
+    let failures = run.failures;
     if !failures.is_empty() {
         anyhow::bail!(
             "{} phase(s) failed:\n{}",

@@ -1,11 +1,11 @@
 //! The rows the benchmark prints and saves: metric, Headroom, reference, ratio, goal.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::stats::Figure;
 
 /// What a row has to reach. Ratios are Headroom ÷ reference.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "value", rename_all = "snake_case")]
 pub enum Goal {
     RatioAtLeast(f64),
@@ -39,7 +39,7 @@ impl Goal {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Row {
     pub metric: String,
     pub model: Option<String>,
@@ -151,7 +151,7 @@ fn ratio(ratio: Option<f64>, ratios: Option<Figure>) -> String {
     }
 }
 
-/// The table as Markdown, so the README can carry it as printed.
+/// The table as Markdown, as docs/benchmarks.md carries it.
 pub fn table(rows: &[Row]) -> String {
     let mut out = String::from(
         "| Metric | Model | Headroom | Reference | Ratio | Goal | Met |\n| --- | --- | ---: | ---: | ---: | --- | --- |\n",

@@ -1,9 +1,9 @@
 //! A figure is the median of several runs with its spread. These machines are noisy: one run
 //! is an anecdote, and the spread says how far to trust the median.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Figure {
     pub median: f64,
     pub min: f64,
