@@ -15,7 +15,7 @@ use crate::pool::{Pool, PoolError, PoolLimits};
 use crate::vocab::PressureThresholds;
 
 /// Settings that only a restart applies.
-pub const RESTART_REQUIRED: &[&str] = &[
+const RESTART_REQUIRED: &[&str] = &[
     "port",
     "bind",
     "max_connections",
