@@ -45,7 +45,7 @@ cp "$CARGO_TARGET_DIR/release/headroom" "$cache/headroom-headless"
 cargo build --release --locked -p headroom
 cargo build --release --locked -p headroom-bench
 log "micro-benchmarks (criterion)"
-cargo bench --locked -p headroom-core --bench micro -- --noplot >&2
+cargo bench --locked -p headroom-bench --bench micro -- --noplot >&2
 
 log "Headroom beside $reference_version"
 "$CARGO_TARGET_DIR/release/headroom-bench" \

@@ -1,4 +1,4 @@
-//! The in-process micro-benchmarks (`cargo bench -p headroom-core`, criterion) carried into
+//! The in-process micro-benchmarks (`cargo bench -p headroom-bench --bench micro`, criterion) carried into
 //! the table: criterion's median time per call and its 95% confidence interval.
 
 use std::path::Path;

@@ -1,6 +1,6 @@
 //! In-process micro-benchmarks for what runs on every status poll and every chat request:
 //! the memory probe (read and arithmetic) and the chat-template rendering. Run with
-//! `cargo bench -p headroom-core --bench micro`; `scripts/bench.sh` carries the figures into its
+//! `cargo bench -p headroom-bench --bench micro`; `scripts/bench.sh` carries the figures into its
 //! table.
 
 use std::hint::black_box;
@@ -46,7 +46,7 @@ fn probe(c: &mut Criterion) {
 }
 
 fn template(c: &mut Criterion) {
-    let source = include_str!("../src/engine/template/smollm2.jinja");
+    let source = include_str!("../../../src-tauri/core/src/engine/template/smollm2.jinja");
     let Ok(template) = ChatTemplate::new(source, "<|im_start|>", "<|im_end|>") else {
         panic!("SmolLM2's template does not compile");
     };
