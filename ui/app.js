@@ -169,7 +169,7 @@ function updateLoadedRow(tr, m) {
   labelButton(button, stopping ? "Stopping…" : "Stop", m.id);
   button.disabled = m.pinned || stopping || m.state === "loading";
   button.title = m.pinned
-    ? "Pinned: Headroom keeps this model loaded. To stop it, remove it from preload in Preferences (Pinned models)."
+    ? "Pinned: Headroom keeps this model loaded. To stop it, unpin it in Preferences (Pinned models)."
     : m.state === "loading"
       ? "Still loading"
       : `Unload ${m.id} now`;

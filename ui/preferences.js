@@ -22,7 +22,7 @@ const SETTINGS = {
   pressure: { name: "Pressure thresholds", controls: THRESHOLDS.map((t) => `pressure-${t}`) },
   notifications: { name: "Notifications", controls: ["notifications"] },
   launch_at_login: { name: "Launch at login", controls: ["launch-at-login"] },
-  preload: { name: "Pinned models", controls: [] },
+  pinned: { name: "Pinned models", controls: [] },
   models_dirs: { name: "Model folders", controls: ["models-dirs"] },
   port: { name: "Port", controls: ["port"] },
 };
@@ -48,7 +48,7 @@ function fill(settings) {
   $("launch-at-login").checked = settings.launch_at_login;
   $("models-dirs").value = settings.models_dirs.join("\n");
   $("port").value = settings.port;
-  fillPinned(settings.preload);
+  fillPinned(settings.pinned);
   baseline = read().values;
 }
 
@@ -101,9 +101,9 @@ function showLimitFigure() {
   slider.setAttribute("aria-valuetext", figure);
 }
 
-function fillPinned(preload) {
+function fillPinned(pinned) {
   // A pinned model whose file is gone still gets a box, so it can be unpinned.
-  const ids = [...new Set([...modelsOnDisk.map((m) => m.id), ...preload])];
+  const ids = [...new Set([...modelsOnDisk.map((m) => m.id), ...pinned])];
   $("pinned").replaceChildren(
     ...ids.map((id, i) => {
       const row = document.createElement("div");
@@ -112,8 +112,8 @@ function fillPinned(preload) {
       box.type = "checkbox";
       box.id = `pin-${i}`;
       box.value = id;
-      box.checked = preload.includes(id);
-      box.setAttribute("aria-describedby", "error-preload");
+      box.checked = pinned.includes(id);
+      box.setAttribute("aria-describedby", "error-pinned");
       const label = document.createElement("label");
       label.htmlFor = box.id;
       label.textContent = id;
@@ -152,7 +152,7 @@ function read() {
   if (!/^\d+$/.test(port) || Number(port) > 65535) errors.port = "Enter a port number from 0 to 65535.";
   values.port = Number(port);
 
-  values.preload = [...$("pinned").querySelectorAll("input:checked")].map((box) => box.value);
+  values.pinned = [...$("pinned").querySelectorAll("input:checked")].map((box) => box.value);
   return { values, errors };
 }
 

@@ -309,7 +309,7 @@ test("Stop unloads the model and Recent events says what it gave back", async (t
 });
 
 test("a pinned model's Stop button is disabled and says why", async (t) => {
-  const pinned = await startServer({ env: { HEADROOM_PRELOAD: SMOL } });
+  const pinned = await startServer({ env: { HEADROOM_PINNED: SMOL } });
   try {
     await withPage("pinned", pinned, "/", async (page) => {
       await mainReady(page);
@@ -319,7 +319,7 @@ test("a pinned model's Stop button is disabled and says why", async (t) => {
       assert.equal(await stop.isDisabled(), true);
       const title = await stop.getAttribute("title");
       assert.match(title, /^Pinned: /);
-      assert.match(title, /preload in Preferences/);
+      assert.match(title, /unpin it in Preferences/);
       await eventually(async () => assert.equal(await row.locator("td.idle").textContent(), "pinned"));
       // The disabled button tells the truth: the server refuses to stop it.
       const refused = await pinned.api(`/api/memory/models/${SMOL}`, { method: "DELETE" });

@@ -135,7 +135,7 @@ async fn the_config_sets_a_timeout_per_model_and_never() {
     // A pinned model has no deadline, whatever the timeouts say.
     let server = Server::start_with(Options {
         env: vec![
-            ("HEADROOM_PRELOAD", SMOLLM2.to_string()),
+            ("HEADROOM_PINNED", SMOLLM2.to_string()),
             ("HEADROOM_IDLE_TIMEOUT", "1s".to_string()),
         ],
         ..Options::default()

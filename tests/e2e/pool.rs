@@ -262,7 +262,7 @@ async fn a_pinned_model_is_never_evicted_nor_stopped() {
     let server = Server::start_with(Options {
         env: vec![
             ("HEADROOM_MEMORY_LIMIT", limit),
-            ("HEADROOM_PRELOAD", SMOLLM2.to_string()),
+            ("HEADROOM_PINNED", SMOLLM2.to_string()),
         ],
         ..Options::default()
     });
@@ -277,7 +277,7 @@ async fn a_pinned_model_is_never_evicted_nor_stopped() {
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "SmolLM2 was not preloaded"
+            "the pinned SmolLM2 was not loaded at start"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -302,7 +302,7 @@ async fn a_pinned_model_is_never_evicted_nor_stopped() {
         body["error"]["message"]
             .as_str()
             .expect("message")
-            .contains("preload"),
+            .contains("unpin it"),
         "{body}"
     );
 

@@ -63,8 +63,10 @@ async fn invalid_settings_are_422_naming_the_field_and_change_nothing() {
         (json!({"memory_limit": "1PB"}), "memory_limit"),
         (json!({"memory_limit": 1u64 << 50}), "memory_limit"),
         (json!({"pressure": {"critical": 50}}), "pressure"),
-        (json!({"preload": ["../etc/passwd"]}), "preload"),
-        (json!({"preload": ["no-such-model"]}), "preload"),
+        (json!({"pinned": ["../etc/passwd"]}), "pinned"),
+        (json!({"pinned": ["no-such-model"]}), "pinned"),
+        // The old name means the same, and is answered under the new one.
+        (json!({"preload": ["no-such-model"]}), "pinned"),
         (json!({"nonsense": true}), "nonsense"),
     ] {
         let (status, body) = put(&server, patch.clone()).await;

@@ -44,7 +44,7 @@ pub struct Options {
     pub context_size: u32,
     pub extra_models_dir: Option<PathBuf>,
     pub queue_size: u32,
-    /// More `HEADROOM_*` settings (memory limit, preload, ...).
+    /// More `HEADROOM_*` settings (memory limit, pinned models, ...).
     pub env: Vec<(&'static str, String)>,
     /// The config file's text, if any.
     pub config: Option<String>,

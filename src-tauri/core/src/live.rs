@@ -34,7 +34,7 @@ pub fn pool_limits(settings: &Settings, total_ram: u64) -> PoolLimits {
         limit: settings.memory_limit.resolve(total_ram),
         margins,
         floor,
-        pinned: settings.preload.iter().cloned().collect(),
+        pinned: settings.pinned.iter().cloned().collect(),
         idle_timeout: settings.idle_timeout,
         idle_timeouts: settings.idle_timeouts.clone(),
     }
@@ -83,7 +83,7 @@ impl Live {
             bus,
             probe,
         };
-        live.preload(&live.store.live().preload);
+        live.load_pinned(&live.store.live().pinned);
         live
     }
 
@@ -126,12 +126,12 @@ impl Live {
         self.thresholds.send_replace(settings.pressure);
         self.notifications.set_enabled(settings.notifications);
         let newly_pinned: Vec<String> = settings
-            .preload
+            .pinned
             .iter()
-            .filter(|id| !before.preload.contains(id))
+            .filter(|id| !before.pinned.contains(id))
             .cloned()
             .collect();
-        self.preload(&newly_pinned);
+        self.load_pinned(&newly_pinned);
         let event = SettingsChanged {
             changed,
             restart_required,
@@ -142,7 +142,7 @@ impl Live {
 
     /// Loads the pinned models in the background, in order, so the server answers at once; a
     /// pinned model that cannot be found or loaded is logged and the rest still load.
-    fn preload(&self, ids: &[String]) {
+    fn load_pinned(&self, ids: &[String]) {
         if ids.is_empty() {
             return;
         }
@@ -156,9 +156,9 @@ impl Live {
                     Err(e) => Err(e.to_string()),
                 };
                 match result {
-                    Ok(()) => tracing::info!(model = %id, "preloaded (pinned)"),
+                    Ok(()) => tracing::info!(model = %id, "pinned model loaded"),
                     Err(e) => {
-                        tracing::error!(model = %id, error = %e, "cannot preload a pinned model")
+                        tracing::error!(model = %id, error = %e, "cannot load a pinned model")
                     }
                 }
             }
@@ -201,7 +201,7 @@ mod tests {
     #[test]
     fn the_pool_limits_follow_the_settings() {
         let settings = Settings {
-            preload: vec!["a".into()],
+            pinned: vec!["a".into()],
             ..Settings::default()
         };
         let limits = pool_limits(&settings, 16 << 30);

@@ -49,6 +49,12 @@ pub async fn put(
             "the body must be a JSON object of settings",
         ));
     }
+    // `preload` is the old name of `pinned`: a client that still sends it means the same.
+    if let Some(fields) = patch.as_object_mut() {
+        if let Some(pinned) = fields.remove("preload") {
+            fields.entry("pinned").or_insert(pinned);
+        }
+    }
     if patch.get("api_key").and_then(Value::as_str) == Some(HIDDEN_KEY) {
         if let Some(fields) = patch.as_object_mut() {
             fields.remove("api_key");
@@ -71,15 +77,15 @@ pub async fn put(
     }
     // A model pinned now must exist: it loads at once, and would otherwise fail only in the log.
     if let Some(missing) = live
-        .preload
+        .pinned
         .iter()
-        .filter(|id| !before.preload.contains(id))
+        .filter(|id| !before.pinned.contains(id))
         .find(|id| state.catalog.find(id).is_err())
     {
         return Err(invalid(
-            "preload",
+            "pinned",
             &format!(
-                "preload: no model '{missing}' in the model folders; pin a model that is on disk"
+                "pinned: no model '{missing}' in the model folders; pin a model that is on disk"
             ),
         ));
     }

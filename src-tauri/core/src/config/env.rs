@@ -123,9 +123,9 @@ pub(super) fn apply(
                 settings.pressure.emergency =
                     parse(&key, "pressure.emergency", &value, "a percentage")?
             }
-            // Comma-separated model ids.
-            "HEADROOM_PRELOAD" => {
-                settings.preload = value
+            // Comma-separated model ids; HEADROOM_PRELOAD is the old name.
+            "HEADROOM_PINNED" | "HEADROOM_PRELOAD" => {
+                settings.pinned = value
                     .split(',')
                     .map(str::trim)
                     .filter(|id| !id.is_empty())

@@ -54,8 +54,11 @@ pub struct Settings {
     pub headroom_margin: HeadroomMargins,
     /// Below this much available memory, requests that would need a load are turned away.
     pub memory_floor: ByteSize,
-    /// Models loaded at startup and pinned: never unloaded by eviction or idle expiry.
-    pub preload: Vec<String>,
+    /// Pinned models: loaded at startup (or as soon as they are pinned) and never unloaded by
+    /// eviction, idle expiry, pressure or flush. Written `preload` before it had this name; a
+    /// config file that says `preload` still reads.
+    #[serde(alias = "preload")]
+    pub pinned: Vec<String>,
     /// How long a model stays loaded after its last request ends: "never", "10m", seconds.
     pub idle_timeout: IdleTimeout,
     /// Per-model idle timeouts, by model id.
@@ -83,7 +86,7 @@ impl Default for Settings {
             memory_limit: MemoryLimit::Auto,
             headroom_margin: HeadroomMargins::default(),
             memory_floor: ByteSize(1 << 30),
-            preload: Vec::new(),
+            pinned: Vec::new(),
             idle_timeout: IdleTimeout::After(std::time::Duration::from_secs(600)),
             idle_timeouts: std::collections::BTreeMap::new(),
             pressure: PressureThresholds::default(),
@@ -235,9 +238,9 @@ impl Settings {
                 "model ids: file names without '.gguf' and without path separators",
             ));
         }
-        if let Some(id) = self.preload.iter().find(bad_id) {
+        if let Some(id) = self.pinned.iter().find(bad_id) {
             return Err(err(
-                "preload",
+                "pinned",
                 format!("{id:?}"),
                 "model ids: file names without '.gguf' and without path separators",
             ));
@@ -350,7 +353,7 @@ mod tests {
             ("queue_size = 0\n", "queue_size"),
             ("context_size = 100\n", "context_size"),
             ("threads = 0\n", "threads"),
-            ("preload = [\"../x\"]\n", "preload"),
+            ("pinned = [\"../x\"]\n", "pinned"),
             ("[idle_timeouts]\n\"a/b\" = \"5m\"\n", "idle_timeouts"),
             ("[pressure]\ncritical = 80\n", "pressure"),
             ("bind = \"0.0.0.0\"\n", "bind"),
@@ -394,6 +397,15 @@ mod tests {
         .validate("t")
         .unwrap_err();
         assert_eq!(e.setting, "headroom_margin.constrained");
+    }
+
+    #[test]
+    fn pinned_models_read_under_their_old_name_too() {
+        let s = Settings::from_toml("preload = [\"m\"]\n", "t").expect("parses");
+        assert_eq!(s.pinned, ["m"]);
+        let written = toml::to_string(&s).expect("writes");
+        assert!(written.contains("pinned = [\"m\"]"), "{written}");
+        assert!(!written.contains("preload"), "{written}");
     }
 
     #[test]

@@ -204,7 +204,7 @@ mod tests {
         let mut changed = store.file();
         changed.idle_timeout = IdleTimeout::After(std::time::Duration::from_secs(1800));
         changed.memory_limit = MemoryLimit::Percent(60.0);
-        changed.preload = vec!["m".into()];
+        changed.pinned = vec!["m".into()];
         changed.idle_timeouts.insert("m".into(), IdleTimeout::Never);
         store.save(changed.clone(), changed.clone()).expect("saved");
         assert_eq!(SettingsStore::open(&path).file(), changed);

@@ -112,7 +112,7 @@ pub(super) fn decide(ask: &Ask<'_>, holders: &[Holder]) -> Decision {
     let missing = human(short - freed);
     let message = if pool_short >= machine_short {
         format!(
-            "{head}: the pool limit is {} and {} of it is held by models that cannot be unloaded now: {}. {missing} more is needed. Wait for the requests to finish, stop or unpin a model (remove it from preload), or raise memory_limit",
+            "{head}: the pool limit is {} and {} of it is held by models that cannot be unloaded now: {}. {missing} more is needed. Wait for the requests to finish, stop or unpin a model (Pinned models in Preferences), or raise memory_limit",
             human(ask.limit),
             human(used.saturating_sub(freed)),
             if kept.is_empty() { "none".to_string() } else { kept.join(", ") },

@@ -41,7 +41,7 @@ pub use lease::Lease;
 #[derive(Debug, Clone)]
 pub struct PoolConfig {
     pub load: LoadOptions,
-    /// Where the pinned list comes from, for messages ("remove it from preload in ...").
+    /// Where the pinned list comes from, for messages ("unpin it in ...").
     pub config_source: String,
     pub limits: PoolLimits,
 }
@@ -96,7 +96,7 @@ pub enum PoolError {
     NotLoaded(String),
     #[error("model '{0}' is still loading; stop it once it has loaded")]
     StillLoading(String),
-    #[error("model '{model}' is pinned: it stays loaded while it is in preload; remove it from preload (Preferences, or {source_name}) to let it be stopped; that applies at once")]
+    #[error("model '{model}' is pinned: it stays loaded while it is pinned; unpin it (Pinned models in Preferences, or `pinned` in {source_name}) to let it be stopped; that applies at once")]
     Pinned { model: String, source_name: String },
     #[error("the server is shutting down")]
     ShuttingDown,
@@ -197,7 +197,7 @@ enum Command {
         keep_alive: Option<IdleTimeout>,
         reply: oneshot::Sender<Result<Lease, PoolError>>,
     },
-    /// Load without a request (`POST /api/memory/models/{id}/load`, preload).
+    /// Load without a request (`POST /api/memory/models/{id}/load`, pinning).
     Load {
         file: ModelFile,
         estimate: Footprint,

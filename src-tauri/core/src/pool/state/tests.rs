@@ -610,7 +610,7 @@ fn stop_says_why_it_cannot() {
     let Err(e @ PoolError::Pinned { .. }) = h.stop("p") else {
         panic!("a pinned model was stopped");
     };
-    assert!(e.to_string().contains("remove it from preload"), "{e}");
+    assert!(e.to_string().contains("unpin it"), "{e}");
     // Flush leaves the pinned model alone.
     let _ = h.flush();
     h.finish_loads();
