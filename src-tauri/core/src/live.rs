@@ -87,6 +87,7 @@ impl Live {
         live
     }
 
+    /// The config file and the settings in force.
     pub fn store(&self) -> &Arc<SettingsStore> {
         &self.store
     }

@@ -16,7 +16,7 @@ pub fn enabled(app: &AppHandle) -> bool {
 
 /// Makes the login item match the setting now, and again whenever Preferences changes it.
 pub fn follow_setting(app: &AppHandle, core: &AppState) {
-    let store = std::sync::Arc::clone(&core.settings);
+    let store = std::sync::Arc::clone(core.live.store());
     apply(app, store.live().launch_at_login);
     let mut events = core.bus.subscribe();
     let app = app.clone();

@@ -110,7 +110,7 @@ fn open(app: &tauri::AppHandle, page: Page) -> tauri::Result<()> {
         Page::Preferences => ("Headroom Preferences", 560.0, 720.0),
     };
     let mut window = WebviewWindowBuilder::new(app, page.label(), WebviewUrl::External(url));
-    if let Some(key) = backend.core.settings.api_key() {
+    if let Some(key) = backend.core.live.store().api_key() {
         window = window.initialization_script(hand_over_key(&backend.url, &key));
     }
     window

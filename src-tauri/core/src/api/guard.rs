@@ -47,7 +47,7 @@ pub async fn check(State(state): State<AppState>, request: Request, next: Next) 
             }
         }
     }
-    if let Some(key) = state.settings.api_key() {
+    if let Some(key) = state.live.store().api_key() {
         if !is_public(request.uri().path()) && !carries_key(headers, &key) {
             let mut response = ApiError::bad_request(
                 "invalid_api_key",

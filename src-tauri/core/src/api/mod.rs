@@ -17,7 +17,6 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post};
 use axum::Router;
 
-use crate::config::SettingsStore;
 use crate::memory::MemoryProbe;
 use crate::metrics::Metrics;
 use crate::models::Catalog;
@@ -31,9 +30,8 @@ pub struct AppState {
     pub pool: Pool,
     pub catalog: Arc<Catalog>,
     pub probe: Arc<dyn MemoryProbe>,
-    /// The config file and the settings in force.
-    pub settings: Arc<SettingsStore>,
-    /// Applies changed settings to the running server.
+    /// The settings in force and the config file (`live.store()`), and what applies changes
+    /// to the running server.
     pub live: crate::live::Live,
     /// Every change, for `/api/events`.
     pub bus: crate::events::Bus,

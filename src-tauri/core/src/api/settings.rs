@@ -26,14 +26,14 @@ pub async fn get(State(state): State<AppState>) -> Json<Value> {
 const HIDDEN_KEY: &str = "(hidden)";
 
 fn view(state: &AppState, changed: &[String], restart_required: &[String]) -> Value {
-    let mut settings = state.settings.live();
+    let mut settings = state.live.store().live();
     if settings.api_key.is_some() {
         settings.api_key = Some(HIDDEN_KEY.into());
     }
     json!({
         "settings": settings,
-        "path": state.settings.path(),
-        "notices": state.settings.notices(),
+        "path": state.live.store().path(),
+        "notices": state.live.store().notices(),
         "changed": changed,
         "restart_required": restart_required,
     })
@@ -60,7 +60,7 @@ pub async fn put(
             fields.remove("api_key");
         }
     }
-    let store = &state.settings;
+    let store = state.live.store();
     let before = store.live();
     // The file gets the patch on top of what it said; what is in force gets it on top of what
     // is in force (which may include environment overrides).

@@ -140,7 +140,6 @@ impl Server {
             probe,
             metrics,
             history,
-            settings: Arc::clone(store),
             live,
             bus,
             port: address.port(),
