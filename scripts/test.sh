@@ -27,6 +27,8 @@ export RUSTC_WORKSPACE_WRAPPER="$clippy_driver"
 export CLIPPY_ARGS="-Dwarnings__CLIPPY_HACKERY__"
 log "build, with clippy's lints on the workspace (-D warnings)"
 cargo test --locked --workspace --all-targets --no-run
+log "the macOS build, compile-checked (aarch64-apple-darwin)"
+"$ROOT/scripts/check-macos.sh"
 log "unit and end-to-end tests (the desktop app's under Xvfb)"
 # The machine's memory as the tests start: the pressure monitor under test reacts to it.
 cg=$(sed -n 's/^[0-9]*:memory:\(.*\)/\1/p' /proc/self/cgroup)
