@@ -317,6 +317,7 @@ const UNLOAD_REASONS = {
   flush: "(unload all)",
   idle: "after idle timeout",
   pressure: "under memory pressure",
+  file_changed: "because its file changed on disk",
   shutdown: "at shutdown",
 };
 

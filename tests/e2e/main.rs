@@ -13,6 +13,7 @@ mod chat;
 mod concurrency;
 mod disconnect;
 mod faults;
+mod file_changes;
 mod idle;
 mod lifecycle;
 mod load;

@@ -493,7 +493,7 @@ pub fn rss_of(pid: u32) -> u64 {
 }
 
 /// A `kB` field of `/proc/<pid>/status`, in bytes.
-fn proc_status_bytes(pid: u32, field: &str) -> u64 {
+pub fn proc_status_bytes(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
     status
         .lines()

@@ -6,6 +6,7 @@
 //! - [`pool`]: the one task that owns which models are in memory, admission and eviction.
 //! - [`memory`]: measuring this process and the machine.
 //! - [`pressure`]: the pressure monitor (tiers from the probe and the kernel's signal).
+//! - [`protect`]: keeping a loaded model's file from changing under it.
 //! - [`notify`]: desktop notifications when memory runs low.
 //! - [`metrics`]: Prometheus counters and the record of recent generations.
 //! - [`events`]: the one app-wide event stream (pool, pressure, settings changes).
@@ -32,5 +33,6 @@ pub mod models;
 pub mod notify;
 pub mod pool;
 pub mod pressure;
+pub mod protect;
 pub mod server;
 pub mod vocab;

@@ -24,6 +24,7 @@ const RESTART_REQUIRED: &[&str] = &[
     "parallel",
     "context_size",
     "queue_size",
+    "map_weights",
 ];
 
 /// The pool's limits that `settings` call for on a machine (or cgroup) with `total_ram` bytes.

@@ -161,6 +161,7 @@ mod tests {
 
     fn options(parallel: u32, context: u32) -> LoadOptions {
         LoadOptions {
+            map_weights: true,
             context_per_slot: context,
             parallel,
             queue: 1,

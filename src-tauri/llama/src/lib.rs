@@ -86,7 +86,7 @@ impl Engine for LlamaEngine {
         // and another load (or another model's first large batch) in between would count twice.
         let _measuring = measuring();
         let before_load = process_memory();
-        let params = LlamaModelParams::default();
+        let params = LlamaModelParams::default().with_use_mmap(options.map_weights);
         #[cfg(target_os = "macos")]
         let params = params.with_n_gpu_layers(u32::MAX);
         // llama-cpp-2 asserts that the file exists (a panic, not an error); a file removed

@@ -122,6 +122,7 @@ mod tests {
             estimate_error_percent: None,
             in_flight: if state == ModelState::Busy { 2 } else { 0 },
             load_ms: Some(300),
+            protection: None,
             loaded_at: Some(0),
             last_used: Some(0),
             expires_at,

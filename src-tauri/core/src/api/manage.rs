@@ -71,6 +71,7 @@ fn model_json(m: &ModelStatus, total: Option<u64>, limit: u64) -> Value {
         "percent_of_limit": percent(limit),
         "in_flight": m.in_flight,
         "load_ms": m.load_ms,
+        "protection": m.protection,
         "loaded_at": m.loaded_at,
         "last_used": m.last_used,
         "expires_at": m.expires_at,

@@ -101,6 +101,9 @@ pub(super) fn apply(
                 settings.idle_timeout =
                     crate::vocab::parse_idle_timeout(&value).map_err(invalid)?;
             }
+            "HEADROOM_MAP_WEIGHTS" => {
+                settings.map_weights = parse_bool(&key, "map_weights", &value)?
+            }
             "HEADROOM_NOTIFICATIONS" => {
                 settings.notifications = parse_bool(&key, "notifications", &value)?
             }

@@ -46,6 +46,9 @@ pub struct Settings {
     pub context_size: u32,
     /// Requests that may wait for a busy model before more are refused with 503.
     pub queue_size: u32,
+    /// Map model weights from their files (reclaimable file pages, kept safe from writers by
+    /// `protect`), or read them into the process's memory.
+    pub map_weights: bool,
     /// The most memory the loaded models may hold together: "auto" (RAM minus a quarter of
     /// it, the quarter kept between 4 and 8 GiB), a percentage of RAM, or a size.
     pub memory_limit: MemoryLimit,
@@ -83,6 +86,7 @@ impl Default for Settings {
             parallel: 2,
             context_size: 4096,
             queue_size: 64,
+            map_weights: true,
             memory_limit: MemoryLimit::Auto,
             headroom_margin: HeadroomMargins::default(),
             memory_floor: ByteSize(1 << 30),

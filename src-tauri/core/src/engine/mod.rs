@@ -69,6 +69,9 @@ pub struct LoadOptions {
     pub queue: usize,
     /// CPU threads for generation and prompt processing.
     pub threads: u32,
+    /// Map the weights from the file (reclaimable file pages), or read them into memory (where
+    /// the file cannot be kept from changing under the mapping; see `protect`).
+    pub map_weights: bool,
 }
 
 /// A model's memory, in bytes, measured.

@@ -8,7 +8,7 @@
 //! wait) sits in one `DelayQueue` polled in the same `select!`.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant as StdInstant};
 
@@ -22,6 +22,7 @@ use super::{millis, Command, PoolEvent, UnloadReason, UnloadReport};
 use crate::engine::{Engine, EngineError, Footprint, LoadOptions, LoadedModel};
 use crate::memory::{process_rss, release_free_memory};
 use crate::pressure::PressureReport;
+use crate::protect::{OnChange, ProtectedModel, Protection, Protector};
 use crate::vocab::Publish;
 
 /// How long shutdown waits for models to unload before exiting anyway.
@@ -31,6 +32,7 @@ const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
 pub(super) struct Driver {
     pub engine: Arc<dyn Engine>,
     pub options: LoadOptions,
+    pub protector: Option<Protector>,
     pub publish: Publish<PoolEvent>,
     /// Where loads and unloads report back (leases hold a sender too).
     pub reports: mpsc::UnboundedSender<Report>,
@@ -101,7 +103,7 @@ impl Driver {
         for effect in effects {
             match effect {
                 Effect::Publish(event) => (self.publish)(event),
-                Effect::Load { id, path } => self.load(id, path),
+                Effect::Load { id, path, serial } => self.load(id, path, serial),
                 Effect::EndRequests { model, reason } => model.stop(&reason),
                 Effect::Free {
                     id,
@@ -121,15 +123,25 @@ impl Driver {
         }
     }
 
-    fn load(&self, id: String, path: PathBuf) {
+    fn load(&self, id: String, path: PathBuf, serial: u64) {
         let engine = Arc::clone(&self.engine);
         let options = self.options.clone();
+        let protector = self.protector.clone();
         let done = self.reports.clone();
+        let on_change: OnChange = {
+            let (reports, id) = (self.reports.clone(), id.clone());
+            Box::new(move || {
+                let _ = reports.send(Report::FileChanged {
+                    id: id.clone(),
+                    serial,
+                });
+            })
+        };
         tokio::task::spawn_blocking(move || {
             let started = StdInstant::now();
             // A panic in the engine must still answer the waiters, not leave them hanging.
-            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                engine.load(&path, &options)
+            let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                load_protected(&*engine, protector.as_ref(), &path, options, on_change)
             }))
             .unwrap_or_else(|_| {
                 Err(EngineError::Internal(
@@ -137,12 +149,17 @@ impl Driver {
                 ))
             });
             let load_ms = millis(started.elapsed());
+            let (result, protection) = match loaded {
+                Ok((model, protection)) => (Ok(model), protection),
+                Err(e) => (Err(e), None),
+            };
             // The pool is gone (shutdown) when this fails: the model is freed here, on this
             // blocking thread, as the unsent report drops.
             let _ = done.send(Report::Loaded {
                 id,
                 result,
                 load_ms,
+                protection,
             });
         });
     }
@@ -184,6 +201,35 @@ impl Driver {
             }));
         });
     }
+}
+
+/// Loads `path` with its file protected first (see `protect`): the model keeps the protection
+/// until it is dropped. Without a protector, the file is loaded as it is.
+fn load_protected(
+    engine: &dyn Engine,
+    protector: Option<&Protector>,
+    path: &Path,
+    mut options: LoadOptions,
+    on_change: OnChange,
+) -> Result<(Box<dyn LoadedModel>, Option<Protection>), EngineError> {
+    let Some(protector) = protector else {
+        return Ok((engine.load(path, &options)?, None));
+    };
+    // Weights read into memory need nothing to keep the file from changing under them.
+    if !options.map_weights {
+        return Ok((engine.load(path, &options)?, Some(Protection::InMemory)));
+    }
+    let file = protector
+        .protect(path, on_change)
+        .map_err(|e| EngineError::BadModelFile {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+    let protection = file.protection();
+    options.map_weights = protection.maps_weights();
+    tracing::debug!(path = %path.display(), ?protection, "model file protected");
+    let model = engine.load(file.load_from(), &options)?;
+    Ok((Box::new(ProtectedModel::new(model, file)), Some(protection)))
 }
 
 /// Every timer of the pool, at most one per model and kind.

@@ -19,6 +19,8 @@ pub enum UnloadReason {
     Idle,
     /// The memory pressure monitor asked for the room.
     Pressure,
+    /// Another program is rewriting, truncating or replacing the model's file in place.
+    FileChanged,
     Shutdown,
 }
 
@@ -30,7 +32,22 @@ impl UnloadReason {
             Self::Evicted => "evicted",
             Self::Idle => "idle",
             Self::Pressure => "pressure",
+            Self::FileChanged => "file_changed",
             Self::Shutdown => "shutdown",
+        }
+    }
+
+    /// What a request ended by this unload is told.
+    pub fn ended_request(self, model: &str) -> String {
+        match self {
+            Self::FileChanged => format!(
+                "the model file of '{model}' changed on disk while this request ran; the model was unloaded, and the next request loads the new file"
+            ),
+
+            _ => format!(
+                "the model '{model}' was stopped ({}) while this request ran",
+                self.as_str()
+            ),
         }
     }
 }

@@ -24,7 +24,7 @@ pub struct FakeEngine {
     sizes: Mutex<HashMap<PathBuf, Footprint>>,
     broken: Mutex<BTreeSet<PathBuf>>,
     dropped: Arc<AtomicUsize>,
-    stops: Arc<Mutex<Vec<String>>>,
+    stops: Arc<Mutex<Vec<(String, String)>>>,
 }
 
 impl FakeEngine {
@@ -57,7 +57,18 @@ impl FakeEngine {
 
     /// The models whose requests were ended, in order.
     pub fn stops(&self) -> Vec<String> {
-        self.stops.lock().map(|s| s.clone()).unwrap_or_default()
+        self.stops
+            .lock()
+            .map(|s| s.iter().map(|(id, _)| id.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// What the ended requests were told, in order.
+    pub fn stop_reasons(&self) -> Vec<String> {
+        self.stops
+            .lock()
+            .map(|s| s.iter().map(|(_, reason)| reason.clone()).collect())
+            .unwrap_or_default()
     }
 
     fn footprint(&self, path: &Path) -> Result<Footprint, EngineError> {
@@ -105,7 +116,7 @@ pub struct FakeModel {
     id: String,
     footprint: Footprint,
     dropped: Arc<AtomicUsize>,
-    stops: Arc<Mutex<Vec<String>>>,
+    stops: Arc<Mutex<Vec<(String, String)>>>,
 }
 
 impl LoadedModel for FakeModel {
@@ -131,9 +142,9 @@ impl LoadedModel for FakeModel {
         GenerationStats::default()
     }
 
-    fn stop(&self, _reason: &str) {
+    fn stop(&self, reason: &str) {
         if let Ok(mut stops) = self.stops.lock() {
-            stops.push(self.id.clone());
+            stops.push((self.id.clone(), reason.to_string()));
         }
     }
 }
@@ -194,7 +205,9 @@ pub fn config(limit_mb: u64, idle_timeout: IdleTimeout) -> PoolConfig {
             parallel: 1,
             queue: 4,
             threads: 1,
+            map_weights: true,
         },
+        protector: None,
         config_source: "config.toml".into(),
         limits: PoolLimits {
             limit: limit_mb * MB,

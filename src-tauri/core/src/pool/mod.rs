@@ -32,6 +32,7 @@ use crate::memory::{process_rss, MemoryProbe};
 use crate::metrics::Metrics;
 use crate::models::ModelFile;
 use crate::pressure::PressureReport;
+use crate::protect::{Protection, Protector};
 use crate::vocab::{IdleTimeout, Publish, Tier, TierMargins};
 
 pub use events::{PoolEvent, UnloadReason, UnloadReport};
@@ -44,6 +45,9 @@ pub struct PoolConfig {
     /// Where the pinned list comes from, for messages ("unpin it in ...").
     pub config_source: String,
     pub limits: PoolLimits,
+    /// Keeps loaded models' files from changing under them; `None` loads files as they are
+    /// (the pool's own tests, whose models are not files).
+    pub protector: Option<Protector>,
 }
 
 /// The part of the configuration that changes live (`PUT /api/settings`).
@@ -144,6 +148,8 @@ pub struct ModelStatus {
     pub estimate_error_percent: Option<f64>,
     pub in_flight: u32,
     pub load_ms: Option<u64>,
+    /// How its file is kept from changing under it, once loaded (`null`: not protected).
+    pub protection: Option<Protection>,
     /// Unix milliseconds.
     pub loaded_at: Option<u64>,
     pub last_used: Option<u64>,
@@ -255,6 +261,7 @@ impl Pool {
         let driver = driver::Driver {
             engine,
             options: config.load.clone(),
+            protector: config.protector.clone(),
             publish,
             reports,
         };

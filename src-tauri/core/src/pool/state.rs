@@ -28,6 +28,7 @@ use crate::memory::{MemoryProbe, SystemMemory};
 use crate::metrics::Metrics;
 use crate::models::ModelFile;
 use crate::pressure::PressureReport;
+use crate::protect::Protection;
 use crate::vocab::{human, IdleTimeout, Tier};
 
 /// How long a flush lets running requests finish before it ends them.
@@ -62,7 +63,10 @@ pub(super) enum Report {
         id: String,
         result: Result<Box<dyn LoadedModel>, EngineError>,
         load_ms: u64,
+        protection: Option<Protection>,
     },
+    /// Another program is about to change the file of this load of the model.
+    FileChanged { id: String, serial: u64 },
     /// A lease was dropped: its request is over.
     Released { id: String, serial: u64 },
     /// A model's memory was freed and measured.
@@ -108,6 +112,7 @@ pub(super) enum Effect {
     Load {
         id: String,
         path: PathBuf,
+        serial: u64,
     },
     /// End the model's running and queued generations, telling each client why.
     EndRequests {
@@ -173,6 +178,10 @@ impl Entry {
 
 struct Loading {
     file: ModelFile,
+    /// The serial the model will have once loaded.
+    serial: u64,
+    /// Its file began changing while it loaded: the loaded model is not kept.
+    file_changed: bool,
     estimate: Footprint,
     waiters: Vec<Waiter>,
     /// Evicted models that must finish unloading before this load starts.
@@ -187,6 +196,7 @@ struct Ready {
     serial: u64,
     estimate: Footprint,
     load_ms: u64,
+    protection: Option<Protection>,
     loaded_at: SystemTime,
     last_used: Instant,
     last_used_at: SystemTime,
@@ -269,7 +279,9 @@ impl State {
                 id,
                 result,
                 load_ms,
-            }) => self.on_loaded(id, result, load_ms),
+                protection,
+            }) => self.on_loaded(id, result, load_ms, protection),
+            Input::Report(Report::FileChanged { id, serial }) => self.on_file_changed(&id, serial),
             Input::Report(Report::Released { id, serial }) => self.on_released(&id, serial),
             Input::Report(Report::Unloaded(report)) => self.on_unloaded(report),
             Input::Pressure(report) => self.on_pressure(report),
@@ -428,10 +440,13 @@ impl State {
             estimate,
         });
         let start_now = evict.is_empty();
+        self.serial += 1;
         self.models.insert(
             id.clone(),
             Entry::Loading(Loading {
                 file,
+                serial: self.serial,
+                file_changed: false,
                 estimate,
                 waiters: vec![waiter],
                 waiting_for: evict.into_iter().collect(),
@@ -578,10 +593,11 @@ impl State {
             return;
         };
         tracing::info!(model = %id, path = %loading.file.path.display(), estimate = loading.estimate.total, "loading model");
-        let path = loading.file.path.clone();
+        let (path, serial) = (loading.file.path.clone(), loading.serial);
         self.effect(Effect::Load {
             id: id.to_string(),
             path,
+            serial,
         });
     }
 
@@ -590,6 +606,7 @@ impl State {
         id: String,
         result: Result<Box<dyn LoadedModel>, EngineError>,
         load_ms: u64,
+        protection: Option<Protection>,
     ) {
         let loading = match self.models.remove(&id) {
             Some(Entry::Loading(loading)) if !self.shutting_down => loading,
@@ -605,6 +622,16 @@ impl State {
                 }
                 return;
             }
+        };
+        let result = match result {
+            Ok(model) if loading.file_changed => {
+                self.effect(Effect::Discard(model));
+                Err(EngineError::BadModelFile {
+                    path: loading.file.path.display().to_string(),
+                    reason: "another program changed the file while it loaded; retry once the new file is complete".into(),
+                })
+            }
+            other => other,
         };
         let model: Arc<dyn LoadedModel> = match result {
             Ok(model) => Arc::from(model),
@@ -644,15 +671,15 @@ impl State {
             estimate: loading.estimate,
             load_ms,
         });
-        self.serial += 1;
         self.models.insert(
             id.clone(),
             Entry::Ready(Box::new(Ready {
                 file: loading.file,
                 model,
-                serial: self.serial,
+                serial: loading.serial,
                 estimate: loading.estimate,
                 load_ms,
+                protection,
                 loaded_at: self.now.wall,
                 last_used: self.now.at,
                 last_used_at: self.now.wall,
@@ -861,8 +888,11 @@ impl State {
         ready.expires = None;
         let ends_requests = !matches!(reason, UnloadReason::Flush | UnloadReason::Idle);
         match &mut ready.drain {
-            // A stop during a flush's grace period still means "now".
-            Some(drain) if drain.reason == UnloadReason::Flush && ends_requests => {
+            // A stop during a flush's (or an idle unload's) grace period still means "now".
+            Some(drain)
+                if matches!(drain.reason, UnloadReason::Flush | UnloadReason::Idle)
+                    && ends_requests =>
+            {
                 drain.reason = reason;
             }
             Some(_) => return,
@@ -882,10 +912,7 @@ impl State {
             if ends_requests {
                 self.effect(Effect::EndRequests {
                     model,
-                    reason: format!(
-                        "the model '{id}' was stopped ({}) while this request ran",
-                        reason.as_str()
-                    ),
+                    reason: reason.ended_request(id),
                 });
                 self.set_drain_timer(id, serial, TimerKind::Force, STOP_GRACE);
             } else {
@@ -981,6 +1008,23 @@ impl State {
         // Requests that arrived while it unloaded get it loaded again.
         for waiter in unloading.waiters {
             self.want(unloading.file.clone(), unloading.estimate, waiter);
+        }
+    }
+
+    /// Another program is rewriting the model's file: its pages are about to go, so the model
+    /// unloads now, pinned or busy, its requests ended with the reason. (The writer waits until
+    /// the model is gone; see `protect`.) A model still loading is dropped when it is loaded.
+    fn on_file_changed(&mut self, id: &str, serial: u64) {
+        match self.models.get_mut(id) {
+            Some(Entry::Ready(ready)) if ready.serial == serial => {
+                tracing::warn!(model = %id, in_flight = ready.in_flight, "the model file is changing on disk: unloading the model");
+                self.begin_unload(id, UnloadReason::FileChanged);
+            }
+            Some(Entry::Loading(loading)) if loading.serial == serial => {
+                tracing::warn!(model = %id, "the model file is changing on disk while it loads");
+                loading.file_changed = true;
+            }
+            _ => self.ignored("file change", id),
         }
     }
 
@@ -1113,6 +1157,7 @@ fn model_status(id: &str, entry: &Entry, limits: &PoolLimits) -> ModelStatus {
             estimate_error_percent: memory.and_then(|m| error_percent(estimate, m)),
             in_flight: 0,
             load_ms: None,
+            protection: None,
             loaded_at: None,
             last_used: None,
             expires_at: None,
@@ -1145,6 +1190,7 @@ fn model_status(id: &str, entry: &Entry, limits: &PoolLimits) -> ModelStatus {
                 estimate_error_percent: error_percent(r.estimate, memory),
                 in_flight: r.in_flight,
                 load_ms: Some(r.load_ms),
+                protection: r.protection,
                 loaded_at: Some(unix_ms(r.loaded_at)),
                 last_used: Some(unix_ms(r.last_used_at)),
                 expires_at: r.expires.map(unix_ms),

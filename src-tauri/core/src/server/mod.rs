@@ -16,6 +16,7 @@ use crate::metrics::Metrics;
 use crate::models::Catalog;
 use crate::pool::{Pool, PoolConfig};
 use crate::pressure::{Monitor, UnloadHooks};
+use crate::protect::Protector;
 use crate::vocab::human;
 
 /// A bound, not yet serving, Headroom server.
@@ -73,9 +74,11 @@ impl Server {
                 parallel: settings.parallel,
                 queue: settings.queue_size as usize,
                 threads: settings.effective_threads(),
+                map_weights: settings.map_weights,
             },
             config_source: dirs.config_file.display().to_string(),
             limits,
+            protector: Some(Protector::start(&dirs.data)),
         };
         let metrics = Metrics::default();
         let bus = Bus::default();

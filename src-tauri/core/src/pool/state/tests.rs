@@ -27,7 +27,9 @@ struct Harness {
     events: Vec<PoolEvent>,
     timers: HashMap<(String, TimerKind), (Timer, Instant)>,
     /// Loads and frees asked for and not yet done.
-    loads: Vec<(String, PathBuf)>,
+    loads: Vec<(String, PathBuf, u64)>,
+    /// The serial of each model's latest load.
+    serials: HashMap<String, u64>,
     frees: Vec<(String, Arc<dyn LoadedModel>, UnloadReason, Footprint)>,
     /// Requests ended by the pool, by model.
     ended: Vec<String>,
@@ -54,6 +56,7 @@ impl Harness {
             events: Vec::new(),
             timers: HashMap::new(),
             loads: Vec::new(),
+            serials: HashMap::new(),
             frees: Vec::new(),
             ended: Vec::new(),
             models: HashMap::new(),
@@ -69,7 +72,10 @@ impl Harness {
         for effect in self.state.handle(input, self.now) {
             match effect {
                 Effect::Publish(event) => self.events.push(event),
-                Effect::Load { id, path } => self.loads.push((id, path)),
+                Effect::Load { id, path, serial } => {
+                    self.serials.insert(id.clone(), serial);
+                    self.loads.push((id, path, serial));
+                }
                 Effect::EndRequests { model, reason } => {
                     model.stop(&reason);
                     self.ended = self.engine.stops();
@@ -152,7 +158,7 @@ impl Harness {
 
     /// Does the loads asked for so far, as the driver would.
     fn finish_loads(&mut self) {
-        for (id, path) in std::mem::take(&mut self.loads) {
+        for (id, path, _) in std::mem::take(&mut self.loads) {
             let result = self
                 .engine
                 .load(&path, &fake::config(1, IdleTimeout::Never).load);
@@ -160,6 +166,7 @@ impl Harness {
                 id,
                 result,
                 load_ms: 7,
+                protection: Some(Protection::Lease),
             }));
         }
     }
@@ -214,6 +221,15 @@ impl Harness {
             at,
             wall: self.now.wall + elapsed,
         };
+    }
+
+    /// Another program starts writing the file of the model's latest load.
+    fn file_changed(&mut self, id: &str) {
+        let serial = self.serials[id];
+        self.input(Input::Report(Report::FileChanged {
+            id: id.to_string(),
+            serial,
+        }));
     }
 
     fn pressure(&mut self, tier: Tier) {
@@ -754,4 +770,77 @@ fn shutdown_tells_every_waiter_and_unloads_every_model() {
     h.finish_frees();
     assert!(h.state.is_empty(), "{:?}", h.state.model_ids());
     assert_eq!(h.engine.dropped(), 3);
+}
+
+// ----- a model file changing on disk -----
+
+#[test]
+fn a_busy_pinned_model_whose_file_changes_ends_its_requests_and_unloads() {
+    let mut config = fake::config(1_000, IdleTimeout::Never);
+    config.limits.pinned.insert("a".into());
+    let mut h = Harness::new(config);
+    let lease = h.lease("a", 100);
+    h.take_events();
+    h.file_changed("a");
+    assert_eq!(h.ended, ["a"], "its request is ended at once");
+    let reason = h.engine.stop_reasons().pop().expect("a reason");
+    assert!(reason.contains("changed on disk"), "{reason}");
+    assert!(h.frees.is_empty(), "the request still holds the model");
+    h.release(lease);
+    assert_eq!(h.frees.len(), 1);
+    assert_eq!(h.frees[0].2, UnloadReason::FileChanged);
+    h.finish_frees();
+    assert!(h.models().is_empty());
+    assert_eq!(
+        h.take_events(),
+        ["unloading a", "request_finished a", "unloaded a"]
+    );
+}
+
+#[test]
+fn the_next_request_after_a_file_change_loads_the_file_again() {
+    let mut h = Harness::standard();
+    h.loaded("a", 100);
+    h.file_changed("a");
+    let mut answer = h.acquire("a", 100);
+    h.finish_frees();
+    assert_eq!(h.loads.len(), 1, "a fresh load once the old one is gone");
+    h.finish_loads();
+    assert!(matches!(answer.try_recv(), Ok(Ok(_))));
+    assert_eq!(h.status().loads.get("a"), Some(&2));
+}
+
+#[test]
+fn a_file_change_of_an_earlier_load_changes_nothing() {
+    let mut h = Harness::standard();
+    h.loaded("a", 100);
+    let earlier = h.serials["a"];
+    h.stop("a").expect("stop");
+    h.finish_frees();
+    h.loaded("a", 100);
+    h.input(Input::Report(Report::FileChanged {
+        id: "a".into(),
+        serial: earlier,
+    }));
+    assert_eq!(h.models(), [ready("a")]);
+    assert!(h.frees.is_empty());
+}
+
+#[test]
+fn a_file_that_changes_while_it_loads_is_not_kept() {
+    let mut h = Harness::standard();
+    let mut request = h.acquire("a", 100);
+    h.file_changed("a");
+    h.finish_loads();
+    match refused(&mut request) {
+        PoolError::LoadFailed { reason, .. } => {
+            assert!(
+                reason.contains("changed the file while it loaded"),
+                "{reason}"
+            )
+        }
+        other => panic!("{other}"),
+    }
+    assert!(h.models().is_empty());
+    assert_eq!(h.engine.dropped(), 1, "the loaded model was let go");
 }
