@@ -1,5 +1,6 @@
-//! In-process micro-benchmarks for what runs on every status poll and every chat request:
-//! the memory probe (read and arithmetic) and the chat-template rendering. Run with
+//! In-process micro-benchmarks for what runs on every status poll, every chat request and every
+//! load: the memory probe (read and arithmetic), the chat-template rendering, and protecting a
+//! model file. Run with
 //! `cargo bench -p headroom-bench --bench micro`; `scripts/bench.sh` carries the figures into its
 //! table.
 
@@ -11,6 +12,7 @@ use headroom_core::engine::template::ChatTemplate;
 use headroom_core::engine::ChatMessage;
 use headroom_core::memory::probe::{linux, macos};
 use headroom_core::memory::{process_memory, MemoryProbe};
+use headroom_core::protect::Protector;
 
 /// A Mac with 16 GiB: 16 KiB pages, a few GiB of each kind.
 const MAC: macos::VmCounters = macos::VmCounters {
@@ -67,6 +69,28 @@ fn template(c: &mut Criterion) {
     group.finish();
 }
 
+/// What protecting a model file adds to each load (Linux: a read lease taken, and let go at
+/// unload): against a load of 100 ms and more, the share is this figure's.
+fn protect(c: &mut Criterion) {
+    let Ok(runtime) = tokio::runtime::Runtime::new() else {
+        panic!("no Tokio runtime");
+    };
+    let _inside = runtime.enter();
+    let Ok(dir) = tempfile::tempdir() else {
+        panic!("no temporary folder");
+    };
+    let path = dir.path().join("model.gguf");
+    if let Err(e) = std::fs::write(&path, vec![0u8; 1 << 20]) {
+        panic!("cannot write {}: {e}", path.display());
+    }
+    let protector = Protector::start(dir.path());
+    let mut group = c.benchmark_group("protect");
+    group.bench_function("model file protected and let go", |b| {
+        b.iter(|| black_box(protector.protect(&path, Box::new(|| {}))))
+    });
+    group.finish();
+}
+
 fn main() {
     // `cargo test --all-targets` runs this with libtest's arguments (`--test-threads=1`), which
     // criterion's command line refuses; there, a few short samples each show it still runs.
@@ -80,5 +104,6 @@ fn main() {
     };
     probe(&mut criterion);
     template(&mut criterion);
+    protect(&mut criterion);
     criterion.final_summary();
 }

@@ -74,7 +74,7 @@ struct Args {
     /// Seconds of idle sampling.
     #[arg(long, default_value_t = 60)]
     idle_seconds: u64,
-    /// Only these phases (speed, concurrency, lifecycle, pressure, idle, micro).
+    /// Only these phases (speed, concurrency, lifecycle, weights, pressure, idle, micro).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Where the JSON goes.
@@ -162,6 +162,13 @@ async fn main() -> anyhow::Result<()> {
             outcome(
                 format!("load and unload, {}", model.name),
                 phases::lifecycle::run(&cx, model, &mut rows).await,
+            );
+        }
+        if wanted("weights") {
+            eprintln!("==> weights mapped and in memory: {}", model.name);
+            outcome(
+                format!("weights mapped and in memory, {}", model.name),
+                phases::weights::run(&cx, model, &mut rows).await,
             );
         }
     }

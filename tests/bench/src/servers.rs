@@ -37,6 +37,8 @@ pub struct HeadroomLaunch<'a> {
     pub cgroups: &'a [PathBuf],
     /// Start the desktop app instead of `--headless`, with this environment (DISPLAY, bus).
     pub desktop: Option<&'a [(String, String)]>,
+    /// More settings, as `HEADROOM_*` variables.
+    pub env: &'a [(&'a str, &'a str)],
 }
 
 impl Headroom {
@@ -74,6 +76,7 @@ impl Headroom {
             .env("HEADROOM_NOTIFICATIONS", "false")
             .env("HEADROOM_LOG", "warn")
             .envs(launch.desktop.unwrap_or_default().iter().cloned())
+            .envs(launch.env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr);

@@ -44,6 +44,7 @@ pub async fn run(cx: &Context, rows: &mut Vec<Row>) -> anyhow::Result<()> {
             shape: cx.shape(1),
             cgroups: &[],
             desktop: None,
+            env: &[],
         })
         .await?;
         let (rss_mb, cpu) = sample(server.pid(), cx.idle_seconds).await?;
@@ -193,6 +194,7 @@ async fn desktop(cx: &Context) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
         shape: cx.shape(1),
         cgroups: &[],
         desktop: Some(&env),
+        env: &[],
     })
     .await?;
     let windows = || {

@@ -7,6 +7,7 @@ pub mod lifecycle;
 pub mod micro;
 pub mod pressure;
 pub mod speed;
+pub mod weights;
 
 use std::path::PathBuf;
 
@@ -95,12 +96,22 @@ impl Context {
     }
 
     pub async fn start_headroom(&self, slots: u32) -> anyhow::Result<Headroom> {
+        self.start_headroom_with(slots, &[]).await
+    }
+
+    /// The same, with more settings (`HEADROOM_*` variables).
+    pub async fn start_headroom_with(
+        &self,
+        slots: u32,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Headroom> {
         Headroom::start(HeadroomLaunch {
             binary: &self.headroom,
             models_dir: &self.models_dir,
             shape: self.shape(slots),
             cgroups: &[],
             desktop: None,
+            env,
         })
         .await
     }

@@ -140,6 +140,7 @@ pub async fn run(cx: &Context, model: Model, rows: &mut Vec<Row>) -> anyhow::Res
             shape: cx.shape(1),
             cgroups: &cgroup.folders(),
             desktop: None,
+            env: &[],
         })
         .await?;
         headroom.load(model.id).await?;
