@@ -318,6 +318,7 @@ const UNLOAD_REASONS = {
   idle: "after idle timeout",
   pressure: "under memory pressure",
   file_changed: "because its file changed on disk",
+  file_replaced: "to load its replaced file",
   shutdown: "at shutdown",
 };
 
@@ -342,7 +343,8 @@ function describe(e) {
     }
     case "pressure": {
       const used = e.used_percent == null ? "" : ` (${Math.round(e.used_percent)}% used)`;
-      return [`Memory pressure: ${e.tier}${used}`, e.tier === "normal" ? "good" : "warn"];
+      const growth = e.growth_rate == null ? "" : `, other apps taking ${mb(e.growth_rate)}/s`;
+      return [`Memory pressure: ${e.tier}${used}${growth}`, e.tier === "normal" ? "good" : "warn"];
     }
     case "settings_changed": {
       const later = e.restart_required.length ? `; after restart: ${e.restart_required.join(", ")}` : "";

@@ -27,6 +27,9 @@ enum Change {
     OverwriteWithGarbage,
     /// `rm model.gguf`: the loaded inode lives on; nothing breaks.
     Delete,
+    /// Another model written beside it and renamed over it, as careful downloaders finish: the
+    /// loaded inode lives on, and the next request gets the new file.
+    ReplaceByRename,
 }
 
 impl Change {
@@ -41,6 +44,10 @@ impl Change {
                 format!("head -c 8000000 /dev/urandom > '{file}'")
             }
             Self::Delete => format!("rm '{file}'"),
+            Self::ReplaceByRename => format!(
+                "cp '{}' '{file}.part' && mv '{file}.part' '{file}'",
+                model_path(GEMMA).display()
+            ),
         }
     }
 }
@@ -65,6 +72,11 @@ async fn a_model_file_deleted_during_a_stream_lets_the_stream_finish() {
     changes_during_streams(Change::Delete).await;
 }
 
+#[tokio::test]
+async fn a_model_file_replaced_by_a_rename_finishes_the_stream_then_serves_the_new_file() {
+    changes_during_streams(Change::ReplaceByRename).await;
+}
+
 async fn changes_during_streams(change: Change) {
     let dir = tempfile::tempdir().expect("tmp");
     let file = dir.path().join(format!("{VICTIM}.gguf"));
@@ -79,7 +91,8 @@ async fn changes_during_streams(change: Change) {
 
         let beside = open_stream(&server, GEMMA, 100).await;
         // Long enough to be running when the file changes; a delete lets it run to the end.
-        let tokens = if change == Change::Delete { 80 } else { 1500 };
+        let runs_on = matches!(change, Change::Delete | Change::ReplaceByRename);
+        let tokens = if runs_on { 80 } else { 1500 };
         let mut doomed = open_stream(&server, VICTIM, tokens).await;
         let mut text = String::new();
         while sse_data(&text).len() < 3 {
@@ -108,7 +121,7 @@ async fn changes_during_streams(change: Change) {
         let events = sse_data(&text);
         assert_eq!(events.last().map(String::as_str), Some("[DONE]"), "{text}");
         let last: Value = serde_json::from_str(&events[events.len() - 2]).expect("json");
-        if change == Change::Delete {
+        if runs_on {
             assert!(last["choices"][0]["finish_reason"].is_string(), "{text}");
         } else {
             let message = last["error"]["message"].as_str().unwrap_or_default();
@@ -133,7 +146,7 @@ async fn changes_during_streams(change: Change) {
                 assert_eq!(code, 500, "{answer}");
                 assert_eq!(answer["error"]["code"], "model_load_failed", "{answer}");
             }
-            Change::OverwriteWithModel => {
+            Change::OverwriteWithModel | Change::ReplaceByRename => {
                 assert_eq!(code, 200, "{answer}");
                 // Served from the new file: it is the other model now, byte for byte.
                 let victim = server.memory_status(VICTIM).await.expect("loaded");

@@ -9,6 +9,7 @@ mod app;
 
 mod access;
 mod bad_input;
+mod bursts;
 mod chat;
 mod concurrency;
 mod disconnect;

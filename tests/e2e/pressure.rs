@@ -16,13 +16,13 @@ use crate::support::{join_cgroups, Options, Server, SMOLLM2};
 /// A v1 memory cgroup of its own (the limit), and a cgroup in the unified hierarchy beside it
 /// (its own pressure figures: this machine mounts both, systemd's hybrid layout); removed on
 /// drop.
-struct MemoryCgroup {
+pub struct MemoryCgroup {
     path: PathBuf,
-    unified: PathBuf,
+    pub unified: PathBuf,
 }
 
 impl MemoryCgroup {
-    fn create(limit: u64) -> Self {
+    pub fn create(limit: u64) -> Self {
         let root = Path::new("/sys/fs/cgroup/memory");
         assert!(
             root.is_dir(),
@@ -38,11 +38,11 @@ impl MemoryCgroup {
         Self { path, unified }
     }
 
-    fn folders(&self) -> Vec<PathBuf> {
+    pub fn folders(&self) -> Vec<PathBuf> {
         vec![self.path.clone(), self.unified.clone()]
     }
 
-    fn oom_kills(&self) -> u64 {
+    pub fn oom_kills(&self) -> u64 {
         std::fs::read_to_string(self.path.join("memory.oom_control"))
             .expect("oom_control")
             .lines()

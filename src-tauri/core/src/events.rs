@@ -100,6 +100,8 @@ mod tests {
             used_percent: 91.0,
             available: 1,
             stall_some_avg10: None,
+            growth_rate: None,
+            seconds_left: None,
         });
         let types: Vec<String> = std::iter::from_fn(|| events.try_recv().ok())
             .map(|e| serde_json::to_value(e).expect("serializes")["type"].to_string())

@@ -34,6 +34,9 @@ struct Args {
     /// `headroom` built without the `gui` feature (idle figure of the backend alone).
     #[arg(long)]
     headless_build: Option<PathBuf>,
+    /// An earlier `headroom` build for the bursts phase to compare with (its rows say so).
+    #[arg(long)]
+    baseline_headroom: Option<PathBuf>,
     /// The reference `llama-server` (scripts/bench/reference.sh builds it).
     #[arg(long)]
     reference: PathBuf,
@@ -74,7 +77,7 @@ struct Args {
     /// Seconds of idle sampling.
     #[arg(long, default_value_t = 60)]
     idle_seconds: u64,
-    /// Only these phases (speed, concurrency, lifecycle, weights, pressure, idle, micro).
+    /// Only these phases (speed, concurrency, lifecycle, weights, pressure, bursts, idle, micro).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Where the JSON goes.
@@ -112,6 +115,7 @@ async fn main() -> anyhow::Result<()> {
     let cx = Context {
         headroom: args.headroom.clone(),
         headless_build: args.headless_build.clone(),
+        baseline_headroom: args.baseline_headroom.clone(),
         reference: args.reference.clone(),
         oha: args.oha.clone(),
         models_dir: args.models_dir.clone(),
@@ -177,6 +181,14 @@ async fn main() -> anyhow::Result<()> {
         outcome(
             "pressure".into(),
             phases::pressure::run(&cx, MODELS[0], &mut rows).await,
+        );
+    }
+    // Only with an earlier build to compare with: a full run without one skips it.
+    if wanted("bursts") && (cx.baseline_headroom.is_some() || !args.only.is_empty()) {
+        eprintln!("==> bursts beside a generation: {}", MODELS[1].name);
+        outcome(
+            "bursts".into(),
+            phases::bursts::run(&cx, MODELS[1], &mut rows).await,
         );
     }
     if wanted("idle") {

@@ -314,6 +314,7 @@ mod tests {
             reclaimed_percent: None,
             duration_ms: 5,
             since_pressure_ms: None,
+            pressure: None,
         })));
         let timeline = history.timeline();
         let w = timeline.watermark;

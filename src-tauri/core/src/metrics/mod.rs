@@ -35,6 +35,7 @@ pub struct Metrics {
     unloads: Family<Labels, Counter>,
     evictions: Counter,
     refusals: Family<Labels, Counter>,
+    pressure_wakes: Family<Labels, Counter>,
     tokens_generated: Family<Labels, Counter>,
     prompt_tokens: Family<Labels, Counter>,
     ttft: Family<Labels, Histogram>,
@@ -50,6 +51,7 @@ impl Default for Metrics {
             unloads: Family::default(),
             evictions: Counter::default(),
             refusals: Family::default(),
+            pressure_wakes: Family::default(),
             tokens_generated: Family::default(),
             prompt_tokens: Family::default(),
             // 5 ms .. ~80 s
@@ -86,6 +88,13 @@ impl Metrics {
 
     pub fn refused(&self, code: &str) {
         self.refusals.get_or_create(&label("code", code)).inc();
+    }
+
+    /// The pressure monitor looked; `source` is what woke it (poll, threshold, stall, ...).
+    pub fn pressure_wake(&self, source: &str) {
+        self.pressure_wakes
+            .get_or_create(&label("source", source))
+            .inc();
     }
 
     /// One finished generation: into the counters, the histograms and the recent record.
@@ -135,6 +144,11 @@ impl Metrics {
             "refusals",
             "Requests or loads refused, by error code",
             self.refusals.clone(),
+        );
+        registry.register(
+            "pressure_wakes",
+            "Looks of the pressure monitor, by what woke it",
+            self.pressure_wakes.clone(),
         );
         registry.register(
             "generated_tokens",

@@ -3,6 +3,7 @@
 //! path as given: no separators, no `..`, and a symlink must resolve inside a model folder.
 
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use serde::Serialize;
 
@@ -18,6 +19,37 @@ pub struct ModelFile {
     pub id: String,
     pub path: PathBuf,
     pub size: u64,
+    /// Which contents the file had when it was looked up.
+    #[serde(skip)]
+    pub version: FileVersion,
+}
+
+/// Which contents a file has: another file renamed over it (how careful downloaders finish)
+/// has another inode; a file rewritten in place another length or modification time. The pool
+/// compares the loaded model's with the file's at each request. `Default`: not known.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FileVersion {
+    pub inode: u64,
+    pub len: u64,
+    pub modified: Option<SystemTime>,
+}
+
+impl FileVersion {
+    pub fn of(meta: &std::fs::Metadata) -> Self {
+        #[cfg(unix)]
+        let inode = std::os::unix::fs::MetadataExt::ino(meta);
+        #[cfg(not(unix))]
+        let inode = 0;
+        Self {
+            inode,
+            len: meta.len(),
+            modified: meta.modified().ok(),
+        }
+    }
+
+    pub fn is_known(&self) -> bool {
+        *self != Self::default()
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -89,6 +121,7 @@ impl Catalog {
                         id: id.to_string(),
                         path: real,
                         size: meta.len(),
+                        version: FileVersion::of(&meta),
                     })
                 }
                 _ => continue,

@@ -2,4 +2,4 @@
 
 mod catalog;
 
-pub use catalog::{is_valid_id, Catalog, CatalogError, ModelFile};
+pub use catalog::{is_valid_id, Catalog, CatalogError, FileVersion, ModelFile};

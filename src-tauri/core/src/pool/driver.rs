@@ -198,6 +198,7 @@ impl Driver {
                 reclaimed_percent,
                 duration_ms: millis(started.elapsed()),
                 since_pressure_ms: None,
+                pressure: None,
             }));
         });
     }

@@ -4,6 +4,8 @@
 use serde::Serialize;
 
 use crate::engine::Footprint;
+use crate::pressure::{PressureReport, Wake};
+use crate::vocab::Tier;
 
 /// Why a model left memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -21,6 +23,9 @@ pub enum UnloadReason {
     Pressure,
     /// Another program is rewriting, truncating or replacing the model's file in place.
     FileChanged,
+    /// Another file took the model's file name (renamed over it), or it was rewritten while
+    /// the weights were in memory: the model reloads from the new file once its requests end.
+    FileReplaced,
     Shutdown,
 }
 
@@ -33,6 +38,7 @@ impl UnloadReason {
             Self::Idle => "idle",
             Self::Pressure => "pressure",
             Self::FileChanged => "file_changed",
+            Self::FileReplaced => "file_replaced",
             Self::Shutdown => "shutdown",
         }
     }
@@ -43,7 +49,9 @@ impl UnloadReason {
             Self::FileChanged => format!(
                 "the model file of '{model}' changed on disk while this request ran; the model was unloaded, and the next request loads the new file"
             ),
-
+            Self::Pressure => format!(
+                "the model '{model}' was stopped while this request ran: memory ran short and another app needed it (memory pressure); retry when memory is free again"
+            ),
             _ => format!(
                 "the model '{model}' was stopped ({}) while this request ran",
                 self.as_str()
@@ -70,6 +78,38 @@ pub struct UnloadReport {
     pub duration_ms: u64,
     /// For a pressure unload: from the moment the monitor saw the pressure to memory freed.
     pub since_pressure_ms: Option<u64>,
+    /// For a pressure unload: what the monitor saw that called for it.
+    pub pressure: Option<PressureCause>,
+}
+
+/// The look of the pressure monitor that unloaded a model.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct PressureCause {
+    pub tier: Tier,
+    /// What woke the monitor for that look.
+    pub wake: Wake,
+    pub used_percent: f64,
+    pub available: u64,
+    /// Other apps' memory growth, bytes per second, when fast.
+    pub growth_rate: Option<f64>,
+    /// How long what was available would last at that pace, in seconds.
+    pub seconds_left: Option<f64>,
+    /// Memory was running out sooner than an unload takes: busy models went too.
+    pub urgent: bool,
+}
+
+impl From<&PressureReport> for PressureCause {
+    fn from(report: &PressureReport) -> Self {
+        Self {
+            tier: report.tier,
+            wake: report.wake,
+            used_percent: (report.used_percent * 10.0).round() / 10.0,
+            available: report.available,
+            growth_rate: report.growth.map(f64::round),
+            seconds_left: report.seconds_left.map(|s| (s * 1000.0).round() / 1000.0),
+            urgent: report.urgent,
+        }
+    }
 }
 
 /// One change in the pool.

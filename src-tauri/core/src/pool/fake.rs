@@ -38,6 +38,7 @@ impl FakeEngine {
             id: id.to_string(),
             path,
             size: mb * MB,
+            version: Default::default(),
         }
     }
 
@@ -230,5 +231,8 @@ pub fn pressure(tier: Tier) -> PressureReport {
         used_percent: 90.0,
         available: 1_000 * MB,
         stall_some: None,
+        growth: None,
+        seconds_left: None,
+        urgent: false,
     }
 }

@@ -35,7 +35,7 @@ use crate::pressure::PressureReport;
 use crate::protect::{Protection, Protector};
 use crate::vocab::{IdleTimeout, Publish, Tier, TierMargins};
 
-pub use events::{PoolEvent, UnloadReason, UnloadReport};
+pub use events::{PoolEvent, PressureCause, UnloadReason, UnloadReport};
 pub use lease::Lease;
 
 /// How the pool loads models and how much memory it may use.

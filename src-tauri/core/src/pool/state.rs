@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use super::admission::{self, Ask, Decision, Hold, Holder};
 use super::{
     millis, Command, Fit, Lease, ModelState, ModelStatus, PoolConfig, PoolError, PoolEvent,
-    PoolLimits, PoolStatus, UnloadReason, UnloadReport,
+    PoolLimits, PoolStatus, PressureCause, UnloadReason, UnloadReport,
 };
 use crate::engine::{EngineError, Footprint, LoadedModel};
 use crate::memory::{MemoryProbe, SystemMemory};
@@ -213,10 +213,15 @@ struct Drain {
     reason: UnloadReason,
     /// Requests that arrived meanwhile; they are served by a fresh load afterwards.
     waiters: Vec<Waiter>,
+    /// The file as the latest of them found it, and its estimate: what the fresh load reads.
+    next: Option<(ModelFile, Footprint)>,
 }
 
 struct Unloading {
     file: ModelFile,
+    /// The file the waiters' fresh load reads (the same path, perhaps new contents), and its
+    /// estimate.
+    next: (ModelFile, Footprint),
     estimate: Footprint,
     footprint: Footprint,
     waiters: Vec<Waiter>,
@@ -235,8 +240,11 @@ pub(super) struct State {
     serial: u64,
     /// The latest pressure tier; loads are refused from critical up.
     tier: Tier,
+    /// The monitor's latest look found memory running out sooner than an unload takes (another
+    /// app allocating fast): busy models are unloaded too, and nothing loads meanwhile.
+    urgent: bool,
     /// When the monitor saw the pressure that is unloading these models.
-    pressure_seen: HashMap<String, Instant>,
+    pressure_seen: HashMap<String, (Instant, PressureCause)>,
     shutting_down: bool,
     /// Who waits for the report of each model's unload.
     unload_waiters: HashMap<String, Vec<oneshot::Sender<UnloadReport>>>,
@@ -262,6 +270,7 @@ impl State {
             loads: BTreeMap::new(),
             serial: 0,
             tier: Tier::Normal,
+            urgent: false,
             pressure_seen: HashMap::new(),
             shutting_down: false,
             unload_waiters: HashMap::new(),
@@ -373,13 +382,29 @@ impl State {
                 return self.refuse(&file.id, PoolError::LowMemory { message }, waiter);
             }
         }
+        // The file on disk is no longer the one loaded (renamed over, or rewritten under weights
+        // read into memory): the model goes once its requests end, and this waiter gets the new
+        // file. (A rewrite under mapped weights unloads at once; see `on_file_changed`.)
+        if let Some(Entry::Ready(ready)) = self.models.get(&file.id) {
+            let (loaded, now) = (ready.file.version, file.version);
+            if ready.drain.is_none() && loaded.is_known() && now.is_known() && loaded != now {
+                tracing::info!(model = %file.id, "the model's file was replaced since it loaded: reloading it");
+                self.begin_unload(&file.id, UnloadReason::FileReplaced);
+            }
+        }
         match self.models.get_mut(&file.id) {
             Some(Entry::Ready(ready)) => match &mut ready.drain {
-                Some(drain) => drain.waiters.push(waiter),
+                Some(drain) => {
+                    drain.waiters.push(waiter);
+                    drain.next = Some((file, estimate));
+                }
                 None => self.grant(&file.id, waiter),
             },
             Some(Entry::Loading(loading)) => loading.waiters.push(waiter),
-            Some(Entry::Unloading(unloading)) => unloading.waiters.push(waiter),
+            Some(Entry::Unloading(unloading)) => {
+                unloading.waiters.push(waiter);
+                unloading.next = (file, estimate);
+            }
             None => self.admit(file, estimate, waiter),
         }
     }
@@ -541,6 +566,11 @@ impl State {
     /// At critical pressure and above the pool neither loads nor takes new requests: why, in
     /// words, when that is so. `what` is what is refused ("be loaded", "take new requests").
     fn closed_by_pressure(&self, id: &str, what: &str) -> Option<String> {
+        if self.urgent && self.tier < Tier::Critical {
+            return Some(format!(
+                "'{id}' cannot {what} now: another app is taking memory fast and it is running out; Headroom is giving memory back. Retry shortly"
+            ));
+        }
         (self.tier >= Tier::Critical).then(|| {
             format!(
                 "'{id}' cannot {what} now: memory pressure is {}; Headroom is freeing memory. Retry shortly, or close apps",
@@ -794,12 +824,16 @@ impl State {
                 self.ignored("drain deadline", &id)
             }
             TimerKind::Grace => {
-                tracing::info!(model = %id, "flush: requests still running after the grace period; ending them");
+                let why = current
+                    .drain
+                    .as_ref()
+                    .map_or("flush", |d| d.reason.as_str());
+                tracing::info!(model = %id, reason = why, "requests still running after the grace period; ending them");
                 let model = Arc::clone(&current.model);
                 self.effect(Effect::EndRequests {
                     model,
                     reason: format!(
-                        "the model was unloaded (flush) after waiting {} s for this request",
+                        "the model was unloaded ({why}) after waiting {} s for this request",
                         FLUSH_GRACE.as_secs()
                     ),
                 });
@@ -886,13 +920,17 @@ impl State {
         let in_flight = ready.in_flight;
         let serial = ready.serial;
         ready.expires = None;
-        let ends_requests = !matches!(reason, UnloadReason::Flush | UnloadReason::Idle);
+        // These wait for running requests (up to FLUSH_GRACE); the others end them now.
+        let graceful = |r: UnloadReason| {
+            matches!(
+                r,
+                UnloadReason::Flush | UnloadReason::Idle | UnloadReason::FileReplaced
+            )
+        };
+        let ends_requests = !graceful(reason);
         match &mut ready.drain {
             // A stop during a flush's (or an idle unload's) grace period still means "now".
-            Some(drain)
-                if matches!(drain.reason, UnloadReason::Flush | UnloadReason::Idle)
-                    && ends_requests =>
-            {
+            Some(drain) if graceful(drain.reason) && ends_requests => {
                 drain.reason = reason;
             }
             Some(_) => return,
@@ -900,6 +938,7 @@ impl State {
                 ready.drain = Some(Drain {
                     reason,
                     waiters: Vec::new(),
+                    next: None,
                 })
             }
         }
@@ -941,13 +980,15 @@ impl State {
             drain,
             ..
         } = *ready;
-        let (reason, waiters) = drain.map_or((UnloadReason::Requested, Vec::new()), |d| {
-            (d.reason, d.waiters)
-        });
+        let (reason, waiters, next) = drain
+            .map_or((UnloadReason::Requested, Vec::new(), None), |d| {
+                (d.reason, d.waiters, d.next)
+            });
         let footprint = model.footprint();
         self.models.insert(
             id.to_string(),
             Entry::Unloading(Unloading {
+                next: next.unwrap_or_else(|| (file.clone(), estimate)),
                 file,
                 estimate,
                 footprint,
@@ -967,10 +1008,10 @@ impl State {
         let Some(Entry::Unloading(unloading)) = self.models.remove(&id) else {
             return self.ignored("unload finished", &id);
         };
-        report.since_pressure_ms = self
-            .pressure_seen
-            .remove(&id)
-            .map(|seen| millis(self.now.at.saturating_duration_since(seen)));
+        if let Some((seen, cause)) = self.pressure_seen.remove(&id) {
+            report.since_pressure_ms = Some(millis(self.now.at.saturating_duration_since(seen)));
+            report.pressure = Some(cause);
+        }
         match report.reclaimed_percent {
             Some(percent) if percent < RECLAIM_WARNING => tracing::warn!(
                 model = %id, reason = report.reason.as_str(), reclaimed = ?report.reclaimed,
@@ -1007,7 +1048,8 @@ impl State {
         }
         // Requests that arrived while it unloaded get it loaded again.
         for waiter in unloading.waiters {
-            self.want(unloading.file.clone(), unloading.estimate, waiter);
+            let (file, estimate) = unloading.next.clone();
+            self.want(file, estimate, waiter);
         }
     }
 
@@ -1048,10 +1090,12 @@ impl State {
 
     /// Unloads what the pressure tier calls for. Constrained: idle models beyond the most
     /// recently used one. Critical: the least recently used idle model, one per look (the
-    /// monitor looks every second while the tier holds). Emergency: every unpinned model, ending
-    /// its requests. Busy models are left alone below emergency; pinned ones always.
+    /// monitor looks ten times a second while the tier holds). Emergency, or memory running out
+    /// sooner than an unload takes (`urgent`, whatever the tier): every unpinned model, ending
+    /// its requests. Busy models are left alone otherwise; pinned ones always.
     fn on_pressure(&mut self, report: PressureReport) {
         self.tier = report.tier;
+        self.urgent = report.urgent;
         let pinned = &self.config.limits.pinned;
         let mut idle: Vec<(Instant, String)> = self
             .models
@@ -1067,6 +1111,7 @@ impl State {
             .collect();
         idle.sort();
         let victims: Vec<String> = match report.tier {
+            _ if report.urgent => self.unpinned_ready(),
             Tier::Normal | Tier::Elevated => Vec::new(),
             Tier::Constrained => {
                 // Keep the most recently used one.
@@ -1074,23 +1119,34 @@ impl State {
                 idle.into_iter().map(|(_, id)| id).collect()
             }
             Tier::Critical => idle.into_iter().take(1).map(|(_, id)| id).collect(),
-            Tier::Emergency => {
-                let mut all: Vec<String> = self
-                    .models
-                    .iter()
-                    .filter(|(id, e)| matches!(e, Entry::Ready(_)) && !pinned.contains(*id))
-                    .map(|(id, _)| id.clone())
-                    .collect();
-                all.sort();
-                all
-            }
+            Tier::Emergency => self.unpinned_ready(),
         };
         let seen = Instant::from_std(report.seen);
         for id in victims {
-            tracing::warn!(model = %id, tier = %report.tier, used_percent = report.used_percent, "memory pressure: unloading");
-            self.pressure_seen.insert(id.clone(), seen);
+            tracing::warn!(
+                model = %id, tier = %report.tier, wake = report.wake.as_str(),
+                used_percent = report.used_percent, available = report.available,
+                growth_bytes_per_s = ?report.growth.map(f64::round),
+                seconds_left = ?report.seconds_left, urgent = report.urgent,
+                "memory pressure: unloading"
+            );
+            self.pressure_seen
+                .insert(id.clone(), (seen, PressureCause::from(&report)));
             self.begin_unload(&id, UnloadReason::Pressure);
         }
+    }
+
+    /// Every loaded model not pinned, busy or not, in id order.
+    fn unpinned_ready(&self) -> Vec<String> {
+        let pinned = &self.config.limits.pinned;
+        let mut all: Vec<String> = self
+            .models
+            .iter()
+            .filter(|(id, e)| matches!(e, Entry::Ready(_)) && !pinned.contains(*id))
+            .map(|(id, _)| id.clone())
+            .collect();
+        all.sort();
+        all
     }
 
     // ----- reporting -----

@@ -1,11 +1,15 @@
 //! The pressure monitor: watches the operating system's own memory-pressure signal and acts
 //! through the pool before the machine swaps.
 //!
-//! Event-driven where the platform allows (Linux PSI triggers awaited with tokio's `AsyncFd`;
-//! the macOS dispatch memory-pressure source), backed by a poll of the probe every second that also catches a missed or
-//! unsupported event. Each look classifies a snapshot into a [`Tier`] (with hysteresis) and
-//! tells the pool, which owns every unload.
+//! Event-driven where the platform allows (Linux PSI triggers and cgroup v1 usage thresholds
+//! awaited with tokio's `AsyncFd`; the macOS dispatch memory-pressure source), backed by a poll
+//! of the probe that also catches a missed or unsupported event: every second while memory is
+//! at ease, ten times a second from constrained up or while memory grows fast. Each look
+//! classifies a snapshot into a [`Tier`] (with hysteresis), measures how fast other apps' memory
+//! grows and how long what is available lasts at that pace ([`growth`]), and tells the pool,
+//! which owns every unload.
 
+mod growth;
 mod hooks;
 mod signal;
 mod tier;
@@ -16,18 +20,30 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
+pub use growth::Course;
 pub use hooks::UnloadHooks;
 pub use signal::Wake;
 pub use tier::{classify, TierTracker};
 
 use crate::memory::{MemoryProbe, MemorySnapshot};
+use crate::metrics::Metrics;
 use crate::vocab::Publish;
 use crate::vocab::{PressureThresholds, Tier};
+use growth::Growth;
 use signal::Signals;
 use tier::stalls_are_pressure;
 
-/// How often the probe is read when no event comes.
+/// How often the probe is read when no event comes and memory is at ease.
 pub const POLL: Duration = Duration::from_secs(1);
+/// How often from constrained up, or while memory grows fast: a look costs ~0.1 ms. Not at
+/// elevated, where a Mac may sit all day: ten looks a second would be 0.13 % of a core.
+pub const FAST_POLL: Duration = Duration::from_millis(100);
+/// When what is available lasts less than this at the pace memory grows, the pool unloads
+/// busy models too, ending their requests: an unload that waits for the tiers would come after
+/// the kernel's OOM killer. It is the time an unload of a busy model takes (its generation
+/// ended at the next token, its memory freed: 60–150 ms measured here with a small model,
+/// more on a large one mid-prompt), with room to spare for the looks that measure the pace.
+pub const URGENT_WITHIN: Duration = Duration::from_millis(1500);
 
 /// Looks the monitor reports may wait for the pool by; the pool reads them ahead of requests.
 pub const REPORT_QUEUE: usize = 16;
@@ -42,6 +58,8 @@ pub struct Monitor {
     pub reports: mpsc::Sender<PressureReport>,
     /// Tier changes, for everyone else.
     pub publish: Publish<TierChanged>,
+    /// Counts the wakes by what woke the monitor.
+    pub metrics: Metrics,
 }
 
 /// Starts the monitor; it runs until the pool stops reading its reports. The kernel's signal is
@@ -58,19 +76,21 @@ async fn run(monitor: Monitor, mut signals: Signals) {
         hooks,
         reports,
         publish,
+        metrics,
     } = monitor;
     let mut looks = Looks::default();
-    let mut ticker = tokio::time::interval(POLL);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next_poll = tokio::time::Instant::now() + POLL;
     loop {
         let wake = tokio::select! {
-            _ = ticker.tick() => Wake::Poll,
+            () = tokio::time::sleep_until(next_poll) => Wake::Poll,
             wake = signals.next() => wake,
             changed = thresholds.changed() => {
                 if changed.is_err() { return; }
                 Wake::Poll
             }
         };
+        metrics.pressure_wake(wake.as_str());
+        next_poll = tokio::time::Instant::now() + looks.poll_interval();
         let seen = Instant::now();
         let Ok(snapshot) = probe.snapshot() else {
             continue;
@@ -79,6 +99,7 @@ async fn run(monitor: Monitor, mut signals: Signals) {
         let Some(report) = looks.look(wake, &snapshot, &limits, seen) else {
             continue;
         };
+        next_poll = tokio::time::Instant::now() + looks.poll_interval();
         if report.tier != report.previous {
             publish(TierChanged::from(&report));
         }
@@ -97,11 +118,27 @@ async fn run(monitor: Monitor, mut signals: Signals) {
 #[derive(Default)]
 struct Looks {
     tracker: TierTracker,
+    growth: Growth,
+    /// The course the last look saw.
+    course: Option<Course>,
+    /// Whether the last look found memory running out sooner than an unload takes.
+    urgent: bool,
 }
 
 impl Looks {
-    /// A report when the tier changed, and on every look while it is constrained or worse
-    /// (the pool unloads step by step, one look at a time, until the tier drops).
+    /// How long until the next look if nothing wakes the monitor first.
+    fn poll_interval(&self) -> Duration {
+        let growing = self.course.is_some_and(|c| c.rate.is_some());
+        if self.tracker.current() >= Tier::Constrained || growing {
+            FAST_POLL
+        } else {
+            POLL
+        }
+    }
+
+    /// A report when the tier changed, on every look while it is constrained or worse (the
+    /// pool unloads step by step, one look at a time, until the tier drops), and on every look
+    /// while memory runs out sooner than [`URGENT_WITHIN`].
     fn look(
         &mut self,
         wake: Wake,
@@ -115,7 +152,7 @@ impl Looks {
         let floor = match wake {
             Wake::FullStall => Tier::Critical,
             Wake::Stall => Tier::Constrained,
-            Wake::OsSignal | Wake::Poll => Tier::Normal,
+            Wake::OsSignal | Wake::Poll | Wake::Threshold => Tier::Normal,
         };
         let floor = if floor > Tier::Normal && !stalls_are_pressure(snapshot) {
             tracing::info!(
@@ -128,16 +165,33 @@ impl Looks {
         };
         let changed = self.tracker.update(snapshot, limits, floor);
         let tier = self.tracker.current();
-        if changed.is_none() && tier < Tier::Constrained {
+        // Other apps' memory: used memory but for file cache (a burst of reads is not an
+        // allocation, and the kernel can still reclaim it) and this process's own (a load or a
+        // batch is not a burst to unload models for; its file pages are cache, out already).
+        let own = snapshot.process.map_or(0, |p| p.anon);
+        let others = snapshot
+            .used
+            .saturating_sub(snapshot.file_in_use)
+            .saturating_sub(own);
+        let course = self.growth.record(seen, others, snapshot.available);
+        self.course = Some(course);
+        let was_urgent = self.urgent;
+        self.urgent = course
+            .seconds_left
+            .is_some_and(|left| left < URGENT_WITHIN.as_secs_f64());
+        if changed.is_none() && tier < Tier::Constrained && !self.urgent {
             return None;
         }
-        if changed.is_some() {
+        if changed.is_some() || self.urgent != was_urgent {
             tracing::info!(
-                ?previous, ?tier, ?wake,
+                ?previous, ?tier, wake = wake.as_str(),
                 used_percent = snapshot.used_percent(),
                 available = snapshot.available,
                 total = snapshot.total,
                 free = ?snapshot.free,
+                growth_bytes_per_s = ?course.rate.map(|r| r.round()),
+                seconds_left = ?course.seconds_left,
+                urgent = self.urgent,
                 cgroup_limited = snapshot.cgroup_limited,
                 stall = ?snapshot.stall,
                 "memory pressure tier changed"
@@ -151,6 +205,9 @@ impl Looks {
             used_percent: snapshot.used_percent(),
             available: snapshot.available,
             stall_some: snapshot.stall.map(|s| s.some_avg10),
+            growth: course.rate,
+            seconds_left: course.seconds_left,
+            urgent: self.urgent,
         })
     }
 }
@@ -168,6 +225,10 @@ pub struct TierChanged {
     pub used_percent: f64,
     pub available: u64,
     pub stall_some_avg10: Option<f64>,
+    /// How fast other apps' memory grew, in bytes per second, when it grew fast.
+    pub growth_rate: Option<f64>,
+    /// How long what is available lasts at that pace, in seconds.
+    pub seconds_left: Option<f64>,
 }
 
 impl From<&PressureReport> for TierChanged {
@@ -179,6 +240,8 @@ impl From<&PressureReport> for TierChanged {
             used_percent: (report.used_percent * 10.0).round() / 10.0,
             available: report.available,
             stall_some_avg10: report.stall_some,
+            growth_rate: report.growth.map(f64::round),
+            seconds_left: report.seconds_left.map(|s| (s * 1000.0).round() / 1000.0),
         }
     }
 }
@@ -194,6 +257,11 @@ pub struct PressureReport {
     pub used_percent: f64,
     pub available: u64,
     pub stall_some: Option<f64>,
+    /// Other apps' memory growth, bytes per second, when fast (see [`Course`]).
+    pub growth: Option<f64>,
+    pub seconds_left: Option<f64>,
+    /// Memory runs out sooner than [`URGENT_WITHIN`]: unload busy models too.
+    pub urgent: bool,
 }
 
 #[cfg(test)]
@@ -314,5 +382,92 @@ mod tests {
         };
         let report = looks.look(Wake::FullStall, &short, &limits, start);
         assert_eq!(report.map(|r| r.tier), Some(Tier::Critical));
+    }
+
+    #[test]
+    fn memory_running_out_faster_than_an_unload_is_urgent_whatever_the_tier() {
+        let limits = PressureThresholds::default();
+        let mut looks = Looks::default();
+        let start = Instant::now();
+        assert_eq!(looks.poll_interval(), POLL);
+        // 16 GiB, 40 % used, then another app takes 2 GB/s: 100 ms later 41.2 % is used, still
+        // normal, and what is left lasts ~4.9 s: not urgent, but the monitor now looks ten
+        // times a second.
+        assert!(looks
+            .look(
+                Wake::Poll,
+                &snapshot(40.0, OsPressure::Normal, None),
+                &limits,
+                start
+            )
+            .is_none());
+        let calm = looks.look(
+            Wake::Threshold,
+            &snapshot(41.2, OsPressure::Normal, None),
+            &limits,
+            start + Duration::from_millis(100),
+        );
+        assert!(calm.is_none(), "{calm:?}");
+        assert_eq!(looks.poll_interval(), FAST_POLL);
+        // Later, at 88 % (constrained) and then 89.3 % 100 ms on: 2.2 GB/s with 1.8 GB left,
+        // under a second: urgent.
+        let report = looks
+            .look(
+                Wake::Threshold,
+                &snapshot(88.0, OsPressure::Normal, None),
+                &limits,
+                start + Duration::from_millis(4000),
+            )
+            .expect("reported");
+        assert!(!report.urgent, "the looks before it are out of the window");
+        let report = looks
+            .look(
+                Wake::Threshold,
+                &snapshot(89.3, OsPressure::Normal, None),
+                &limits,
+                start + Duration::from_millis(4100),
+            )
+            .expect("reported");
+        assert!(report.urgent, "{report:?}");
+        assert!(report.seconds_left.is_some_and(|s| s < 1.5), "{report:?}");
+        let rate = report.growth.expect("a rate");
+        assert!((rate - 2.23e9).abs() < 0.05e9, "{rate}");
+        // Memory stops growing: the urgency passes with the next look that sees it.
+        let report = looks
+            .look(
+                Wake::Poll,
+                &snapshot(89.3, OsPressure::Normal, None),
+                &limits,
+                start + Duration::from_millis(4300),
+            )
+            .expect("constrained is reported");
+        assert!(!report.urgent);
+    }
+
+    #[test]
+    fn this_process_growing_is_not_a_burst() {
+        let limits = PressureThresholds::default();
+        let mut looks = Looks::default();
+        let start = Instant::now();
+        let with_own = |percent: f64, own: u64| MemorySnapshot {
+            process: Some(crate::memory::ProcessMemory {
+                resident: own + (1 << 30),
+                anon: own,
+                file: 1 << 30,
+            }),
+            ..snapshot(percent, OsPressure::Normal, None)
+        };
+        // A load of 4 GiB of our own in 200 ms, from 70 % to 95 % of 16 GiB.
+        looks.look(Wake::Poll, &with_own(70.0, 0), &limits, start);
+        let report = looks
+            .look(
+                Wake::Poll,
+                &with_own(95.0, 4 << 30),
+                &limits,
+                start + Duration::from_millis(200),
+            )
+            .expect("the tier changed");
+        assert!(!report.urgent, "{report:?}");
+        assert_eq!(report.growth, None);
     }
 }

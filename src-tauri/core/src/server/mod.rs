@@ -100,6 +100,7 @@ impl Server {
             hooks: unload_hooks.clone(),
             reports,
             publish: bus.publisher(),
+            metrics: metrics.clone(),
         });
         let notifications = crate::notify::start(&bus, settings.notifications);
         for notice in store.notices() {

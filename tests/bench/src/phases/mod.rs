@@ -1,6 +1,7 @@
 //! One module per thing measured. Each phase starts the servers it needs, measures, stops
 //! them, and adds its rows; one failing phase is reported and the others still run.
 
+pub mod bursts;
 pub mod concurrency;
 pub mod idle;
 pub mod lifecycle;
@@ -22,6 +23,8 @@ pub struct Context {
     pub headroom: PathBuf,
     /// The same built without the `gui` feature, for the backend's idle figure.
     pub headless_build: Option<PathBuf>,
+    /// An earlier build, for the bursts phase.
+    pub baseline_headroom: Option<PathBuf>,
     pub reference: PathBuf,
     pub oha: PathBuf,
     pub models_dir: PathBuf,

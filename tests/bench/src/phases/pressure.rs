@@ -30,14 +30,20 @@ const READERS: usize = 3;
 
 /// A v1 memory cgroup (the limit) and a unified-hierarchy cgroup beside it (its own pressure
 /// figures: systemd's hybrid layout mounts both). Removed on drop.
-struct MemoryCgroup {
+pub(super) struct MemoryCgroup {
     limited: PathBuf,
     unified: PathBuf,
 }
 
 impl MemoryCgroup {
-    fn create() -> anyhow::Result<Self> {
-        let name = format!("headroom-bench-{}", std::process::id());
+    /// A fresh pair, the v1 one limited to `limit` bytes.
+    pub(super) fn create(limit: u64) -> anyhow::Result<Self> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let name = format!(
+            "headroom-bench-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
         let limited = Path::new("/sys/fs/cgroup/memory").join(&name);
         let unified = Path::new("/sys/fs/cgroup/unified").join(&name);
         std::fs::create_dir_all(&limited).with_context(|| {
@@ -51,14 +57,24 @@ impl MemoryCgroup {
         let cgroup = Self { limited, unified };
         std::fs::write(
             cgroup.limited.join("memory.limit_in_bytes"),
-            LIMIT.to_string(),
+            limit.to_string(),
         )
         .context("set the cgroup's limit")?;
         Ok(cgroup)
     }
 
-    fn folders(&self) -> [PathBuf; 2] {
+    pub(super) fn folders(&self) -> [PathBuf; 2] {
         [self.limited.clone(), self.unified.clone()]
+    }
+
+    /// Processes in the cgroup the kernel's OOM killer has killed.
+    pub(super) fn oom_kills(&self) -> u64 {
+        std::fs::read_to_string(self.limited.join("memory.oom_control"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("oom_kill "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
     }
 
     fn pressure_file(&self) -> PathBuf {
@@ -129,7 +145,7 @@ impl Drop for StallWatch {
 
 pub async fn run(cx: &Context, model: Model, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     let big = thrash_file(&cx.scratch)?;
-    let cgroup = MemoryCgroup::create()?;
+    let cgroup = MemoryCgroup::create(LIMIT)?;
     let mut from_psi = Vec::new();
     let mut from_stall = Vec::new();
     for _ in 0..cx.runs {
@@ -178,7 +194,7 @@ pub async fn run(cx: &Context, model: Model, rows: &mut Vec<Row>) -> anyhow::Res
             // In the other runs the cgroup's own stall counter had not moved by the time of
             // the unload, so there is no start to count from.
             .note(format!(
-                "PSI's trigger window is 2 s here; stalls seen in {} of {} runs",
+                "PSI's trigger window is the shortest the kernel grants (500 ms as root, else 2 s); stalls seen in {} of {} runs",
                 from_stall.len(),
                 cx.runs
             )),

@@ -45,6 +45,9 @@ pub struct CgroupMemory {
     /// Inactive file pages: cache the kernel reclaims first, not counted as used (as `docker
     /// stats` and the kubelet count a container's working set).
     pub inactive_file: u64,
+    /// Active file pages: cache in use, counted as used; but cache all the same, which the
+    /// pressure monitor leaves out of other apps' growth.
+    pub active_file: u64,
 }
 
 /// Where this process's memory cgroup is.
@@ -107,6 +110,23 @@ impl LinuxProbe {
         .find(|file| file.exists())
     }
 
+    /// This process's v1 memory cgroup folder and its limit, when the limit is below the host's
+    /// RAM (the pressure monitor sets usage thresholds on it).
+    pub fn own_v1_memory_cgroup(&self) -> Option<(PathBuf, u64)> {
+        let CgroupPath::V1(path) =
+            parse_proc_cgroup(&read_opt(&self.proc_root.join("self/cgroup"))?)?
+        else {
+            return None;
+        };
+        let dir = self
+            .cgroup_root
+            .join("memory")
+            .join(path.trim_start_matches('/'));
+        let limit = read_number(&dir.join("memory.limit_in_bytes"))?;
+        let host = parse_meminfo(&read_opt(&self.proc_root.join("meminfo"))?)?.total;
+        (limit < host).then_some((dir, limit))
+    }
+
     /// This process's memory cgroup and its figures, when it has a limit.
     fn own_cgroup(&self) -> Option<(CgroupPath, CgroupMemory)> {
         let path = parse_proc_cgroup(&read_opt(&self.proc_root.join("self/cgroup"))?)?;
@@ -116,22 +136,22 @@ impl LinuxProbe {
                     .cgroup_root
                     .join("memory")
                     .join(p.trim_start_matches('/'));
+                let stat = read_opt(&dir.join("memory.stat")).unwrap_or_default();
                 CgroupMemory {
                     limit: read_number(&dir.join("memory.limit_in_bytes")),
                     usage: read_number(&dir.join("memory.usage_in_bytes"))?,
-                    inactive_file: read_opt(&dir.join("memory.stat"))
-                        .and_then(|s| stat_field(&s, "total_inactive_file"))
-                        .unwrap_or(0),
+                    inactive_file: stat_field(&stat, "total_inactive_file").unwrap_or(0),
+                    active_file: stat_field(&stat, "total_active_file").unwrap_or(0),
                 }
             }
             CgroupPath::V2(p) => {
                 let dir = self.cgroup_root.join(p.trim_start_matches('/'));
+                let stat = read_opt(&dir.join("memory.stat")).unwrap_or_default();
                 CgroupMemory {
                     limit: read_number(&dir.join("memory.max")),
                     usage: read_number(&dir.join("memory.current"))?,
-                    inactive_file: read_opt(&dir.join("memory.stat"))
-                        .and_then(|s| stat_field(&s, "inactive_file"))
-                        .unwrap_or(0),
+                    inactive_file: stat_field(&stat, "inactive_file").unwrap_or(0),
+                    active_file: stat_field(&stat, "active_file").unwrap_or(0),
                 }
             }
         };
@@ -154,6 +174,7 @@ pub fn snapshot_from(
         wired: None,
         compressed: None,
         cached_files: host.cached,
+        file_in_use: 0,
         free: Some(host.free.min(host.total)),
         swap_used,
         pressure: OsPressure::Unknown,
@@ -166,6 +187,7 @@ pub fn snapshot_from(
             let used = cgroup.usage.saturating_sub(cgroup.inactive_file).min(limit);
             snapshot.total = limit;
             snapshot.used = used;
+            snapshot.file_in_use = cgroup.active_file.min(used);
             // The host may be shorter still than the cgroup's own room.
             snapshot.available = (limit - used).min(host.available);
             // Cache counts here: the cgroup reclaims once its usage, cache and all, meets the
@@ -338,6 +360,7 @@ mod tests {
                 limit: None,
                 usage: 5 * GIB,
                 inactive_file: 0,
+                active_file: 0,
             }),
             None,
         );
@@ -360,6 +383,7 @@ mod tests {
                 limit: Some(2 * GIB),
                 usage: 3 * GIB / 2,
                 inactive_file: GIB / 2,
+                active_file: GIB / 4,
             }),
             Some(Stall {
                 some_avg10: 1.0,
@@ -369,6 +393,8 @@ mod tests {
         assert!(s.cgroup_limited);
         assert_eq!((s.total, s.used, s.available), (2 * GIB, GIB, GIB));
         assert_eq!(s.used_percent(), 50.0);
+        // Of the used, the active file cache is what the growth rate leaves out.
+        assert_eq!(s.file_in_use, GIB / 4);
         // Free is the room under the limit, cache included: the cgroup reclaims at the limit.
         assert_eq!(s.free, Some(GIB / 2));
         // The host shorter than the cgroup: the host's figure wins.
@@ -382,6 +408,7 @@ mod tests {
                 limit: Some(2 * GIB),
                 usage: GIB,
                 inactive_file: 0,
+                active_file: 0,
             }),
             None,
         );
@@ -418,6 +445,10 @@ mod tests {
         assert!(s.cgroup_limited);
         assert_eq!((s.total, s.used, s.available), (GIB, GIB / 2, GIB / 2));
         assert_eq!(
+            probe.own_v1_memory_cgroup(),
+            Some((probe.cgroup_root.join("memory/job"), GIB))
+        );
+        assert_eq!(
             s.stall,
             Some(Stall {
                 some_avg10: 2.0,
@@ -431,6 +462,7 @@ mod tests {
         )
         .expect("w");
         assert!(!probe.snapshot().expect("snapshot").cgroup_limited);
+        assert_eq!(probe.own_v1_memory_cgroup(), None);
     }
 
     #[cfg(target_os = "linux")]

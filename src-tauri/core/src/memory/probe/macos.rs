@@ -45,6 +45,7 @@ pub fn snapshot_from(
         wired: Some(wired),
         compressed: Some(compressed),
         cached_files: cached,
+        file_in_use: 0,
         free: None,
         swap_used,
         pressure: pressure_from_level(pressure_level),

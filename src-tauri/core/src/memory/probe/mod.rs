@@ -45,6 +45,10 @@ pub struct MemorySnapshot {
     pub compressed: Option<u64>,
     /// File cache the kernel can drop.
     pub cached_files: u64,
+    /// File cache counted in `used` (a limited cgroup's active file pages; 0 where `used`
+    /// already leaves the cache out). The growth rate of other apps' memory leaves it out: a
+    /// burst of reads is not an allocation, and the kernel can still reclaim it.
+    pub file_in_use: u64,
     /// Memory nothing holds, not even the file cache: what the kernel hands out before it has
     /// to reclaim (Linux `MemFree`, or a limited cgroup's room under its limit, the smaller).
     /// `None` where not read (macOS, whose pressure level needs no such check).
@@ -71,6 +75,7 @@ impl MemorySnapshot {
             wired: None,
             compressed: None,
             cached_files: 0,
+            file_in_use: 0,
             free: None,
             swap_used: 0,
             pressure: OsPressure::Unknown,

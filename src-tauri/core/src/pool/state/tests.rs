@@ -185,6 +185,7 @@ impl Harness {
                 reclaimed_percent: Some(100.0),
                 duration_ms: 1,
                 since_pressure_ms: None,
+                pressure: None,
             })));
         }
     }
@@ -843,4 +844,88 @@ fn a_file_that_changes_while_it_loads_is_not_kept() {
     }
     assert!(h.models().is_empty());
     assert_eq!(h.engine.dropped(), 1, "the loaded model was let go");
+}
+
+// ----- memory running out faster than the tiers climb -----
+
+#[test]
+fn an_urgent_look_unloads_busy_models_too_and_closes_the_pool_until_it_passes() {
+    let mut config = fake::config(1_000, IdleTimeout::Never);
+    config.limits.pinned.insert("p".into());
+    let mut h = Harness::new(config);
+    h.loaded("p", 100);
+    h.loaded("idle", 100);
+    let lease = h.lease("busy", 100);
+    h.take_events();
+    // Elevated only, but at 2 GB/s what is available lasts 0.3 s.
+    h.input(Input::Pressure(PressureReport {
+        urgent: true,
+        growth: Some(2e9),
+        seconds_left: Some(0.3),
+        ..fake::pressure(Tier::Elevated)
+    }));
+    assert_eq!(
+        h.ended,
+        ["busy"],
+        "the busy model's request is ended at once"
+    );
+    let reason = h.engine.stop_reasons().pop().expect("a reason");
+    assert!(reason.contains("another app needed it"), "{reason}");
+    let mut refused_now = h.acquire("idle", 100);
+    assert!(matches!(
+        refused(&mut refused_now),
+        PoolError::LowMemory { .. }
+    ));
+    h.release(lease);
+    let freed: Vec<(String, UnloadReason)> = h.frees.iter().map(|f| (f.0.clone(), f.2)).collect();
+    assert_eq!(
+        freed,
+        [
+            ("idle".to_string(), UnloadReason::Pressure),
+            ("busy".to_string(), UnloadReason::Pressure)
+        ]
+    );
+    h.finish_frees();
+    assert_eq!(h.models(), [ready("p")], "the pinned model stays");
+    // The next look finds memory at ease again: requests are served.
+    h.pressure(Tier::Normal);
+    let mut served = h.acquire("idle", 100);
+    h.finish_loads();
+    assert!(matches!(served.try_recv(), Ok(Ok(_))));
+}
+
+#[test]
+fn a_file_replaced_since_the_load_is_loaded_again_once_its_requests_end() {
+    let mut h = Harness::standard();
+    let mut file = h.file("a", 100);
+    file.version = crate::models::FileVersion {
+        inode: 1,
+        len: 100,
+        modified: None,
+    };
+    h.models.insert("a".into(), file.clone());
+    let lease = h.lease("a", 100);
+    // Another file is renamed over it.
+    file.version.inode = 2;
+    h.models.insert("a".into(), file);
+    let mut next = h.acquire("a", 100);
+    assert!(
+        h.ended.is_empty(),
+        "the running request is not ended: its inode lives on"
+    );
+    assert!(
+        next.try_recv().is_err(),
+        "the new request waits for the new file"
+    );
+    h.release(lease);
+    assert_eq!(h.frees.len(), 1);
+    assert_eq!(h.frees[0].2, UnloadReason::FileReplaced);
+    h.finish_frees();
+    h.finish_loads();
+    assert!(matches!(next.try_recv(), Ok(Ok(_))));
+    // The reloaded model is the new file's: the same file asks for no further reload.
+    let again = h.lease("a", 100);
+    assert!(h.frees.is_empty());
+    assert_eq!(h.status().loads.get("a"), Some(&2));
+    h.release(again);
 }

@@ -1,29 +1,35 @@
 //! Linux: PSI triggers on the system's `/proc/pressure/memory` and, when the process runs in a
 //! cgroup v2 with its own `memory.pressure`, on that file too (a container can stall on its own
-//! limit while the host is at ease).
+//! limit while the host is at ease); and in a limited v1 memory cgroup, usage thresholds on its
+//! limit (`threshold.rs`).
+//!
+//! The triggers use the shortest window the kernel grants: 500 ms where the process may
+//! (`CAP_SYS_RESOURCE`), else 2 s, the shortest for everyone. The stall that fires them is the
+//! same share of either window.
 
 use std::path::PathBuf;
 
 use tokio::sync::mpsc;
 
-use super::psi::{PsiTrigger, StallKind, WINDOW_US};
-use super::{forward, Wake};
+use super::psi::{PsiTrigger, StallKind, WINDOWS_US};
+use super::{forward, threshold, Wake};
 use crate::memory::probe::linux::LinuxProbe;
 
-/// Some tasks stalled this long within the window: constrained at least.
-const SOME_STALL_US: u64 = 150_000;
-/// Every task stalled this long within the window: critical at least.
-const FULL_STALL_US: u64 = 100_000;
+/// Some tasks stalled this share of the window (150 ms of 2 s): constrained at least.
+const SOME_STALL_PER_MILLE: u64 = 75;
+/// Every task stalled this share of the window (100 ms of 2 s): critical at least.
+const FULL_STALL_PER_MILLE: u64 = 50;
 
 pub(super) fn arm(tx: &mpsc::Sender<Wake>) {
-    for file in pressure_files(&LinuxProbe::default()) {
-        for (kind, stall_us, wake) in [
-            (StallKind::Some, SOME_STALL_US, Wake::Stall),
-            (StallKind::Full, FULL_STALL_US, Wake::FullStall),
+    let probe = LinuxProbe::default();
+    for file in pressure_files(&probe) {
+        for (kind, per_mille, wake) in [
+            (StallKind::Some, SOME_STALL_PER_MILLE, Wake::Stall),
+            (StallKind::Full, FULL_STALL_PER_MILLE, Wake::FullStall),
         ] {
-            match PsiTrigger::arm(&file, kind, stall_us) {
-                Ok(trigger) => {
-                    tracing::info!(file = %file.display(), ?kind, stall_us, window_us = WINDOW_US, "memory pressure trigger armed");
+            match arm_shortest(&file, kind, per_mille) {
+                Ok((trigger, stall_us, window_us)) => {
+                    tracing::info!(file = %file.display(), ?kind, stall_us, window_us, "memory pressure trigger armed");
                     tokio::spawn(watch(trigger, file.clone(), wake, tx.clone()));
                 }
                 Err(e) => tracing::info!(
@@ -33,6 +39,28 @@ pub(super) fn arm(tx: &mpsc::Sender<Wake>) {
             }
         }
     }
+    if let Some((dir, limit)) = probe.own_v1_memory_cgroup() {
+        if let Err(e) = threshold::arm(&dir, limit, tx) {
+            tracing::info!(cgroup = %dir.display(), error = %e, "no memory usage thresholds on this cgroup; the poll covers it");
+        }
+    }
+}
+
+/// A trigger on the shortest window the kernel accepts from this process.
+fn arm_shortest(
+    file: &std::path::Path,
+    kind: StallKind,
+    per_mille: u64,
+) -> std::io::Result<(PsiTrigger, u64, u64)> {
+    let mut refused = None;
+    for window_us in WINDOWS_US {
+        let stall_us = window_us * per_mille / 1000;
+        match PsiTrigger::arm(file, kind, stall_us, window_us) {
+            Ok(trigger) => return Ok((trigger, stall_us, window_us)),
+            Err(e) => refused = Some(e),
+        }
+    }
+    Err(refused.unwrap_or_else(|| std::io::Error::other("no window to try")))
 }
 
 /// The system's pressure file, then the own cgroup's when it has one.

@@ -11,6 +11,8 @@ mod linux;
 mod macos;
 #[cfg(target_os = "linux")]
 mod psi;
+#[cfg(target_os = "linux")]
+pub mod threshold;
 
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -21,13 +23,29 @@ use tokio::sync::mpsc;
 #[serde(rename_all = "snake_case")]
 pub enum Wake {
     Poll,
+    /// Linux cgroup v1: the own cgroup's usage crossed one of the thresholds on its limit
+    /// (every 5 % from half of it). Says where memory is, not that it is short.
+    Threshold,
     /// The macOS memory-pressure dispatch source fired; the snapshot reads the level it set.
     OsSignal,
-    /// A Linux PSI trigger: some tasks stalled on memory for 150 ms of the last 2 s.
-    /// Constrained at least.
+    /// A Linux PSI trigger: some tasks stalled on memory for 7.5 % of its window (500 ms, or
+    /// 2 s where the shorter one is not granted). Constrained at least.
     Stall,
-    /// Every task stalled on memory for 100 ms of the last 2 s. Critical at least.
+    /// Every task stalled on memory for 5 % of the window. Critical at least.
     FullStall,
+}
+
+impl Wake {
+    /// The name `/metrics` and the log use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Poll => "poll",
+            Self::Threshold => "threshold",
+            Self::OsSignal => "os_signal",
+            Self::Stall => "stall",
+            Self::FullStall => "full_stall",
+        }
+    }
 }
 
 /// The armed sources' firings. Firings that arrive while the monitor is busy are coalesced into

@@ -8,8 +8,9 @@ use std::path::Path;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
-/// Unprivileged processes may only use windows that are multiples of 2 s.
-pub const WINDOW_US: u64 = 2_000_000;
+/// The windows to try, shortest first: the kernel accepts 500 ms from a process with
+/// `CAP_SYS_RESOURCE`, and only multiples of 2 s from others.
+pub const WINDOWS_US: [u64; 2] = [500_000, 2_000_000];
 
 /// Which stall a trigger watches: `Some` task waiting for memory, or `Full` (every runnable
 /// task waiting at once, the machine doing no work).
@@ -25,8 +26,13 @@ pub struct PsiTrigger {
 }
 
 impl PsiTrigger {
-    /// Fires when `kind` stalls add up to `stall_us` within [`WINDOW_US`].
-    pub fn arm(path: &Path, kind: StallKind, stall_us: u64) -> std::io::Result<Self> {
+    /// Fires when `kind` stalls add up to `stall_us` within `window_us`.
+    pub fn arm(
+        path: &Path,
+        kind: StallKind,
+        stall_us: u64,
+        window_us: u64,
+    ) -> std::io::Result<Self> {
         let mut file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -37,7 +43,7 @@ impl PsiTrigger {
             StallKind::Some => "some",
             StallKind::Full => "full",
         };
-        file.write_all(format!("{kind} {stall_us} {WINDOW_US}\0").as_bytes())?;
+        file.write_all(format!("{kind} {stall_us} {window_us}\0").as_bytes())?;
         // SAFETY: the AsyncFd owns the File, whose descriptor stays open and the same until the
         // AsyncFd (and with it the File) is dropped.
         let fd = unsafe { AsyncFd::register_with_interest(file, Interest::PRIORITY) }
