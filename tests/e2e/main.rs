@@ -22,4 +22,5 @@ mod models;
 mod notifications;
 mod pool;
 mod pressure;
+mod sampling;
 mod settings;

@@ -28,7 +28,7 @@ use headroom_core::memory::{process_memory, resident_bytes_of_file};
 
 use headroom_core::engine::{
     CancelFlag, ChatMessage, Engine, EngineError, Footprint, GenerateRequest, Generation,
-    GenerationStats, LoadOptions, LoadedModel,
+    GenerationStats, LoadOptions, LoadedModel, SamplingDefaults,
 };
 use prompt::PromptFormat;
 use worker::Job;
@@ -111,6 +111,12 @@ impl Engine for LlamaEngine {
         };
         let model = Arc::new(model);
         let format = PromptFormat::from_model(&model)?;
+        let sampling_defaults = SamplingDefaults::from_metadata(|key| model.meta_val_str(key).ok());
+        if sampling_defaults.is_empty() {
+            tracing::info!(path = %path.display(), "no sampling recommendation in the file: requests default to llama-server's samplers");
+        } else {
+            tracing::info!(path = %path.display(), ?sampling_defaults, "sampling defaults from the file's general.sampling keys");
+        }
 
         let slots = options.parallel.max(1);
         let per_slot = options.context_per_slot.max(16);
@@ -192,6 +198,7 @@ impl Engine for LlamaEngine {
             context_memory,
             model,
             format,
+            sampling_defaults,
             context_per_slot: per_slot,
             queue_capacity: options.queue.max(1),
             jobs: Mutex::new(Some(jobs_tx)),
@@ -260,6 +267,8 @@ impl Shared {
 struct LlamaLoaded {
     model: Arc<LlamaModel>,
     format: PromptFormat,
+    /// From the file's `general.sampling.*` keys.
+    sampling_defaults: SamplingDefaults,
     context_per_slot: u32,
     queue_capacity: usize,
     /// `None` once unloading began.
@@ -312,7 +321,23 @@ impl LoadedModel for LlamaLoaded {
         self.format.render(&self.model, messages)
     }
 
+    fn sampling_defaults(&self) -> SamplingDefaults {
+        self.sampling_defaults
+    }
+
     fn generate(&self, request: GenerateRequest) -> Result<Generation, EngineError> {
+        let n_vocab = self.model.n_vocab();
+        if let Some(&(token, _)) = request
+            .sampling
+            .logit_bias
+            .iter()
+            .find(|(token, _)| !(0..n_vocab).contains(token))
+        {
+            return Err(EngineError::InvalidSampling(format!(
+                "'logit_bias' names token {token}, but this model's vocabulary has tokens 0 to {}",
+                n_vocab - 1
+            )));
+        }
         let tokens = prompt::tokenize(&self.model, &request.prompt);
         // With no token there is nothing to compute the first logits from.
         if tokens.is_empty() {

@@ -14,6 +14,7 @@ use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::logit_bias::LlamaLogitBias;
 use llama_cpp_2::token::LlamaToken;
 use tokio::sync::mpsc;
 
@@ -161,8 +162,8 @@ struct Slot {
 }
 
 impl Slot {
-    fn new(job: Job) -> Self {
-        let picker = Picker::for_request(&job.request.sampling);
+    fn new(job: Job, n_vocab: i32, context: u32) -> Self {
+        let picker = Picker::for_request(&job.request.sampling, n_vocab, context);
         let stop = StopMatcher::new(job.request.stop.clone());
         Self {
             job,
@@ -207,13 +208,52 @@ enum Picker {
 }
 
 impl Picker {
-    fn for_request(params: &SamplingParams) -> Self {
-        if params.is_greedy() {
+    /// llama-server's order: penalties, logit biases, then top-k, typical, top-p, min-p,
+    /// temperature and the draw (or the greedy pick at temperature 0). A sampler at its
+    /// neutral value is left out of the chain.
+    fn for_request(params: &SamplingParams, n_vocab: i32, context: u32) -> Self {
+        if params.is_greedy() && !params.shapes_logits() {
             return Self::Greedy;
         }
         let mut chain = Vec::new();
+        if params.repeat_penalty != 1.0
+            || params.frequency_penalty != 0.0
+            || params.presence_penalty != 0.0
+        {
+            let last_n = i32::try_from(params.repeat_last_n.min(context)).unwrap_or(i32::MAX);
+            chain.push(LlamaSampler::penalties(
+                n_vocab,
+                last_n,
+                params.repeat_penalty,
+                params.frequency_penalty,
+                params.presence_penalty,
+            ));
+        }
+        if !params.logit_bias.is_empty() {
+            let biases: Vec<LlamaLogitBias> = params
+                .logit_bias
+                .iter()
+                .map(|&(token, bias)| LlamaLogitBias::new(LlamaToken(token), bias))
+                .collect();
+            chain.push(LlamaSampler::logit_bias(n_vocab, &biases));
+        }
+        if params.is_greedy() {
+            chain.push(LlamaSampler::greedy());
+            return Self::Chain(LlamaSampler::chain_simple(chain));
+        }
+        if params.top_k > 0 {
+            chain.push(LlamaSampler::top_k(
+                i32::try_from(params.top_k).unwrap_or(i32::MAX),
+            ));
+        }
+        if params.typical_p < 1.0 {
+            chain.push(LlamaSampler::typical(params.typical_p, 1));
+        }
         if params.top_p < 1.0 {
             chain.push(LlamaSampler::top_p(params.top_p.max(0.0), 1));
+        }
+        if params.min_p > 0.0 {
+            chain.push(LlamaSampler::min_p(params.min_p, 1));
         }
         chain.push(LlamaSampler::temp(params.temperature));
         chain.push(LlamaSampler::dist(params.seed));
@@ -305,7 +345,8 @@ impl Worker<'_> {
                 continue;
             }
             self.shared.active.fetch_add(1, Ordering::Relaxed);
-            self.slots[free] = Some(Slot::new(job));
+            let n_vocab = self.model.n_vocab();
+            self.slots[free] = Some(Slot::new(job, n_vocab, self.context_per_slot));
         }
         true
     }

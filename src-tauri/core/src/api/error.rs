@@ -156,6 +156,9 @@ impl From<EngineError> for ApiError {
             }
             EngineError::Template(_) => Self::bad_request("invalid_messages", e.to_string()),
             EngineError::EmptyPrompt => Self::bad_request("invalid_prompt", e.to_string()),
+            EngineError::InvalidSampling(_) => {
+                Self::bad_request("invalid_logit_bias", e.to_string())
+            }
             EngineError::QueueFull { .. } => Self::unavailable("queue_full", e.to_string()),
             EngineError::BadModelFile { .. } => Self::server("model_load_failed", e.to_string()),
             EngineError::Internal(_) => Self::server("engine_error", e.to_string()),

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-pub use sampling::SamplingParams;
+pub use sampling::{SamplingDefaults, SamplingParams, SamplingRequest};
 pub use template::ChatMessage;
 
 /// Loads model files of one format.
@@ -43,6 +43,11 @@ pub trait LoadedModel: Send + Sync {
 
     /// The longest prompt plus completion one request may use, in tokens.
     fn context_per_request(&self) -> u32;
+
+    /// The sampling the model's file recommends, for what a request leaves out.
+    fn sampling_defaults(&self) -> SamplingDefaults {
+        SamplingDefaults::default()
+    }
 
     /// Renders chat messages into the model's own prompt format.
     fn render_chat(&self, messages: &[ChatMessage]) -> Result<String, EngineError>;
@@ -208,6 +213,9 @@ pub enum EngineError {
     /// The prompt is empty and the model adds no start token: nothing to generate from.
     #[error("the prompt is empty; give at least one token of prompt")]
     EmptyPrompt,
+    /// A sampling setting this model cannot take (a `logit_bias` token it does not have).
+    #[error("{0}")]
+    InvalidSampling(String),
     /// Every slot is busy and the waiting queue is full.
     #[error("the model is busy: {queued} requests are already waiting")]
     QueueFull { queued: usize },

@@ -176,6 +176,10 @@ impl LoadedModel for ProtectedModel {
         self.model.context_per_request()
     }
 
+    fn sampling_defaults(&self) -> crate::engine::SamplingDefaults {
+        self.model.sampling_defaults()
+    }
+
     fn render_chat(&self, messages: &[ChatMessage]) -> Result<String, EngineError> {
         self.model.render_chat(messages)
     }

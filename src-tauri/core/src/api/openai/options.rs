@@ -3,8 +3,7 @@
 use serde::Deserialize;
 
 use crate::api::error::ApiError;
-use crate::engine::sampling::random_seed;
-use crate::engine::SamplingParams;
+use crate::engine::SamplingRequest;
 use crate::vocab::{parse_idle_timeout, IdleTimeout};
 
 /// `keep_alive` or `ttl`: a duration string or a number of seconds (negative = forever).
@@ -23,12 +22,43 @@ fn idle_timeout(field: &str, value: &serde_json::Value) -> Result<IdleTimeout, A
 /// OpenAI allows four stop sequences; so do we, each of a sane length.
 const MAX_STOP_STRINGS: usize = 4;
 const MAX_STOP_CHARS: usize = 256;
+/// OpenAI takes at most 300 `logit_bias` entries; llama-server any number. A thousand is more
+/// than any client sends and keeps a request's sampler small.
+const MAX_LOGIT_BIAS: usize = 1024;
+
+/// A number in `range`, or a 400 naming the field and the range.
+fn within(
+    field: &str,
+    code: &'static str,
+    value: Option<f64>,
+    ok: impl Fn(f64) -> bool,
+    range: &str,
+) -> Result<Option<f32>, ApiError> {
+    match value {
+        None => Ok(None),
+        Some(v) if v.is_finite() && ok(v) => Ok(Some(v as f32)),
+        Some(v) => Err(ApiError::bad_request(
+            code,
+            format!("'{field}' must be {range}, got {v}"),
+        )),
+    }
+}
 
 /// Generation options as OpenAI clients send them. Unknown fields are ignored, as OpenAI does.
 #[derive(Debug, Default, Deserialize)]
 pub struct GenerationOptions {
     pub temperature: Option<f64>,
     pub top_p: Option<f64>,
+    /// llama-server's samplers beyond OpenAI's.
+    pub top_k: Option<i64>,
+    pub min_p: Option<f64>,
+    pub typical_p: Option<f64>,
+    pub repeat_penalty: Option<f64>,
+    pub repeat_last_n: Option<i64>,
+    pub presence_penalty: Option<f64>,
+    pub frequency_penalty: Option<f64>,
+    /// Token id (as a JSON object key) → bias from −100 to 100.
+    pub logit_bias: Option<std::collections::BTreeMap<String, f64>>,
     pub seed: Option<i64>,
     pub max_tokens: Option<i64>,
     /// The newer name of `max_tokens` in chat completions.
@@ -55,7 +85,8 @@ pub enum Stop {
 /// The checked form of [`GenerationOptions`].
 #[derive(Debug)]
 pub struct Checked {
-    pub sampling: SamplingParams,
+    /// What the request asked for; the model's own defaults fill the rest once it is known.
+    pub sampling: SamplingRequest,
     pub max_tokens: Option<u32>,
     pub stop: Vec<String>,
     pub keep_alive: Option<IdleTimeout>,
@@ -64,20 +95,7 @@ pub struct Checked {
 impl GenerationOptions {
     /// Validates every field; `default_max_tokens` applies when the client gives none.
     pub fn check(&self, default_max_tokens: Option<u32>) -> Result<Checked, ApiError> {
-        let temperature = self.temperature.unwrap_or(1.0);
-        if !(0.0..=2.0).contains(&temperature) {
-            return Err(ApiError::bad_request(
-                "invalid_temperature",
-                format!("'temperature' must be between 0 and 2, got {temperature}"),
-            ));
-        }
-        let top_p = self.top_p.unwrap_or(1.0);
-        if !(top_p > 0.0 && top_p <= 1.0) {
-            return Err(ApiError::bad_request(
-                "invalid_top_p",
-                format!("'top_p' must be greater than 0 and at most 1, got {top_p}"),
-            ));
-        }
+        let sampling = self.sampling()?;
         if let Some(n) = self.n {
             if n != 1 {
                 return Err(ApiError::bad_request(
@@ -116,8 +134,6 @@ impl GenerationOptions {
                 format!("stop strings may be at most {MAX_STOP_CHARS} characters long"),
             ));
         }
-        // Seeds are 32-bit in llama.cpp; larger ones are folded rather than refused.
-        let seed = self.seed.map_or_else(random_seed, |s| s as u32);
         let keep_alive = match (&self.keep_alive, &self.ttl) {
             (Some(value), _) => Some(idle_timeout("keep_alive", value)?),
             (None, Some(value)) => Some(idle_timeout("ttl", value)?),
@@ -125,14 +141,127 @@ impl GenerationOptions {
         };
         Ok(Checked {
             keep_alive,
-            sampling: SamplingParams {
-                temperature: temperature as f32,
-                top_p: top_p as f32,
-                seed,
-            },
+            sampling,
             max_tokens,
             stop,
         })
+    }
+}
+
+impl GenerationOptions {
+    /// The samplers asked for, each checked against its range.
+    fn sampling(&self) -> Result<SamplingRequest, ApiError> {
+        let whole = |field: &str,
+                     code: &'static str,
+                     value: Option<i64>,
+                     min: i64|
+         -> Result<Option<u32>, ApiError> {
+            match value {
+                None => Ok(None),
+                Some(v) if v >= min => Ok(Some(u32::try_from(v.max(0)).unwrap_or(u32::MAX))),
+                Some(v) => Err(ApiError::bad_request(
+                    code,
+                    format!("'{field}' must be a whole number of at least {min}, got {v}"),
+                )),
+            }
+        };
+        let logit_bias = self.logit_bias()?;
+        Ok(SamplingRequest {
+            temperature: within(
+                "temperature",
+                "invalid_temperature",
+                self.temperature,
+                |v| (0.0..=2.0).contains(&v),
+                "between 0 and 2",
+            )?,
+            top_p: within(
+                "top_p",
+                "invalid_top_p",
+                self.top_p,
+                |v| v > 0.0 && v <= 1.0,
+                "greater than 0 and at most 1",
+            )?,
+            top_k: whole("top_k", "invalid_top_k", self.top_k, 0)?,
+            min_p: within(
+                "min_p",
+                "invalid_min_p",
+                self.min_p,
+                |v| (0.0..=1.0).contains(&v),
+                "between 0 and 1",
+            )?,
+            typical_p: within(
+                "typical_p",
+                "invalid_typical_p",
+                self.typical_p,
+                |v| v > 0.0 && v <= 1.0,
+                "greater than 0 and at most 1",
+            )?,
+            repeat_penalty: within(
+                "repeat_penalty",
+                "invalid_repeat_penalty",
+                self.repeat_penalty,
+                |v| v > 0.0 && v <= 10.0,
+                "greater than 0 and at most 10 (1 is off)",
+            )?,
+            // -1: the whole context, as llama-server has it.
+            repeat_last_n: whole(
+                "repeat_last_n",
+                "invalid_repeat_last_n",
+                self.repeat_last_n,
+                -1,
+            )?
+            .map(|n| {
+                if self.repeat_last_n == Some(-1) {
+                    u32::MAX
+                } else {
+                    n
+                }
+            }),
+            presence_penalty: within(
+                "presence_penalty",
+                "invalid_presence_penalty",
+                self.presence_penalty,
+                |v| (-2.0..=2.0).contains(&v),
+                "between -2 and 2",
+            )?,
+            frequency_penalty: within(
+                "frequency_penalty",
+                "invalid_frequency_penalty",
+                self.frequency_penalty,
+                |v| (-2.0..=2.0).contains(&v),
+                "between -2 and 2",
+            )?,
+            logit_bias,
+            // Seeds are 32-bit in llama.cpp; larger ones are folded rather than refused.
+            seed: self.seed.map(|s| s as u32),
+        })
+    }
+
+    /// `logit_bias` as OpenAI writes it: token ids as keys, biases from −100 to 100.
+    fn logit_bias(&self) -> Result<Vec<(i32, f32)>, ApiError> {
+        let Some(map) = &self.logit_bias else {
+            return Ok(Vec::new());
+        };
+        let bad = |message: String| ApiError::bad_request("invalid_logit_bias", message);
+        if map.len() > MAX_LOGIT_BIAS {
+            return Err(bad(format!(
+                "'logit_bias' may have at most {MAX_LOGIT_BIAS} entries, got {}",
+                map.len()
+            )));
+        }
+        map.iter()
+            .map(|(key, &bias)| {
+                let token = key.trim().parse::<i32>().ok().filter(|t| *t >= 0).ok_or_else(|| {
+                    bad(format!("'logit_bias' keys are token ids (whole numbers), got {key:?}"))
+                })?;
+                if !(bias.is_finite() && (-100.0..=100.0).contains(&bias)) {
+                    return Err(bad(format!(
+                        "'logit_bias' values must be between -100 and 100, got {bias} for token {token}"
+                    )));
+                }
+                Ok((token, bias as f32))
+            })
+            .collect()
     }
 }
 
@@ -145,12 +274,21 @@ mod tests {
     }
 
     #[test]
-    fn defaults_are_openais() {
+    fn unstated_samplers_are_left_to_the_model() {
         let c = opts("{}").check(None).expect("valid");
-        assert_eq!(c.sampling.temperature, 1.0);
-        assert_eq!(c.sampling.top_p, 1.0);
+        assert_eq!(c.sampling, SamplingRequest::default());
         assert_eq!(c.max_tokens, None);
         assert!(c.stop.is_empty());
+        let c = opts(
+            r#"{"temperature": 0.2, "top_k": 5, "min_p": 0.1, "repeat_penalty": 1.1,
+                "repeat_last_n": -1, "presence_penalty": -0.5, "logit_bias": {"42": -100, "7": 5}}"#,
+        )
+        .check(None)
+        .expect("valid");
+        assert_eq!(c.sampling.temperature, Some(0.2));
+        assert_eq!(c.sampling.top_k, Some(5));
+        assert_eq!(c.sampling.repeat_last_n, Some(u32::MAX));
+        assert_eq!(c.sampling.logit_bias, vec![(42, -100.0), (7, 5.0)]);
     }
 
     #[test]
@@ -160,6 +298,19 @@ mod tests {
             (r#"{"max_tokens": 0}"#, "invalid_max_tokens"),
             (r#"{"temperature": 3}"#, "invalid_temperature"),
             (r#"{"top_p": 0}"#, "invalid_top_p"),
+            (r#"{"top_k": -1}"#, "invalid_top_k"),
+            (r#"{"min_p": 1.5}"#, "invalid_min_p"),
+            (r#"{"typical_p": 0}"#, "invalid_typical_p"),
+            (r#"{"repeat_penalty": 0}"#, "invalid_repeat_penalty"),
+            (r#"{"repeat_last_n": -2}"#, "invalid_repeat_last_n"),
+            (r#"{"presence_penalty": 3}"#, "invalid_presence_penalty"),
+            (
+                r#"{"frequency_penalty": -2.5}"#,
+                "invalid_frequency_penalty",
+            ),
+            (r#"{"logit_bias": {"x": 1}}"#, "invalid_logit_bias"),
+            (r#"{"logit_bias": {"5": 101}}"#, "invalid_logit_bias"),
+            (r#"{"logit_bias": {"-3": 1}}"#, "invalid_logit_bias"),
             (r#"{"n": 2}"#, "invalid_n"),
             (r#"{"stop": ["a","b","c","d","e"]}"#, "invalid_stop"),
         ] {

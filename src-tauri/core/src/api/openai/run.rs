@@ -66,7 +66,7 @@ pub(super) async fn start(
     let prompt = make_prompt(&*model)?;
     let generation = model.generate(GenerateRequest {
         prompt,
-        sampling: checked.sampling,
+        sampling: checked.sampling.resolve(&model.sampling_defaults()),
         max_tokens: checked.max_tokens,
         stop: checked.stop,
     })?;
