@@ -20,24 +20,8 @@ const ROUNDS: usize = 3;
 const LIMIT: u64 = 1200 << 20;
 const TAKEN_MIB: u64 = 1100;
 
-/// Takes `TAKEN_MIB` at `rate` MiB/s in steps every 50 ms, touching every page, then holds it.
-const ALLOCATOR: &str = r#"
-import ctypes, sys, time
-rate, total, hold = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
-step = max(1, rate * 50 // 1000)
-blocks, got, start = [], 0, time.monotonic()
-while got < total:
-    n = min(step, total - got)
-    block = bytearray(n << 20)
-    ctypes.memset((ctypes.c_char * len(block)).from_buffer(block), 1, len(block))
-    blocks.append(block)
-    got += n
-    late = start + got / rate - time.monotonic()
-    if late > 0:
-        time.sleep(late)
-print(f"held {got} MiB after {time.monotonic() - start:.3f} s", flush=True)
-time.sleep(hold)
-"#;
+/// The allocator (see the script).
+const ALLOCATOR: &str = include_str!("allocate.py");
 
 #[tokio::test]
 async fn a_burst_at_100_mb_s_beside_a_generation_kills_nothing() {

@@ -29,23 +29,8 @@ const TIMED_RATE: u64 = 400;
 /// Doubling from here until a kill.
 const RATES: [u64; 6] = [100, 200, 400, 800, 1600, 3200];
 
-/// Takes `total` MiB at `rate` MiB/s in steps every 50 ms, touching every page, then holds it.
-const ALLOCATOR: &str = r#"
-import ctypes, sys, time
-rate, total, hold = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
-step = max(1, rate * 50 // 1000)
-blocks, got, start = [], 0, time.monotonic()
-while got < total:
-    n = min(step, total - got)
-    block = bytearray(n << 20)
-    ctypes.memset((ctypes.c_char * len(block)).from_buffer(block), 1, len(block))
-    blocks.append(block)
-    got += n
-    late = start + got / rate - time.monotonic()
-    if late > 0:
-        time.sleep(late)
-time.sleep(hold)
-"#;
+/// The allocator (see the script).
+const ALLOCATOR: &str = include_str!("../../../e2e/allocate.py");
 
 /// What one burst came to.
 struct Outcome {
