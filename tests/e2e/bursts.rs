@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::notifications::NotificationRecorder;
 use crate::pressure::MemoryCgroup;
 use crate::support::{join_cgroups, sse_data, Options, Server, GEMMA, SMOLLM2};
 
@@ -61,8 +62,10 @@ enum Beside {
 
 async fn burst(rate: u64, beside: Beside, round: usize) {
     let cgroup = MemoryCgroup::create(LIMIT);
+    let recorder = NotificationRecorder::start();
     let server = Server::start_with(Options {
         cgroups: cgroup.folders(),
+        env: vec![("DBUS_SESSION_BUS_ADDRESS", recorder.address.clone())],
         ..Options::default()
     });
     let events = server.events().await;
@@ -144,6 +147,11 @@ async fn burst(rate: u64, beside: Beside, round: usize) {
             assert!(message.contains("another app needed it"), "{message}");
         }
     }
+    // The user was told, naming what was unloaded.
+    let told = recorder.wait_for("Memory is", Duration::from_secs(10));
+    let body = told["body"].as_str().unwrap_or_default();
+    assert!(body.contains(GEMMA), "{told}");
+    println!("notification: {told}");
     // The other app is gone: Headroom serves again, loading what it must.
     let (status, answer) = server.complete(GEMMA, 4).await;
     assert_eq!(status, 200, "{answer}");

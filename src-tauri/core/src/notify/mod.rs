@@ -3,8 +3,10 @@
 //! A task follows the app's events. When the pressure tier reaches critical or emergency it
 //! waits a moment ([`GATHER`]) for the unloads that pressure causes, then sends one
 //! notification saying what was unloaded, how much memory came back and what the user can do.
-//! At most one per tier change and one a minute. Without a notification service (headless, no
-//! session bus) the same text goes to the log.
+//! At most one per tier change and one a minute. Memory running out faster than the tiers climb
+//! (another app allocating fast: the pool unloads at once, whatever the tier) is told the same
+//! way, from the first such unload. Without a notification service (headless, no session bus)
+//! the same text goes to the log.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -61,14 +63,35 @@ pub fn start(bus: &Bus, enabled: bool) -> Notifications {
     tokio::spawn(async move {
         let mut last_sent: Option<Instant> = None;
         let mut notified_tier = Tier::Normal;
+        // Pressure unloads of the last moments: an urgent look unloads before the tier rises.
+        let mut recent: Vec<(Instant, String, u64)> = Vec::new();
         loop {
             let event = match events.recv().await {
                 Ok(event) => event,
                 Err(RecvError::Lagged(_)) => continue,
                 Err(RecvError::Closed) => return,
             };
-            let Event::Pressure(TierChanged { tier, .. }) = event else {
-                continue;
+            recent.retain(|(at, _, _)| at.elapsed() < GATHER);
+            let tier = match event {
+                Event::Pressure(TierChanged { tier, .. }) => tier,
+                Event::Pool(PoolEvent::Unloaded(report))
+                    if report.reason == UnloadReason::Pressure =>
+                {
+                    let urgent = report.pressure.is_some_and(|p| p.urgent);
+                    let unload = (report.model, report.reclaimed.unwrap_or(0));
+                    let recently = last_sent.is_some_and(|t| t.elapsed() < MIN_INTERVAL);
+                    if urgent && !recently {
+                        let mut unloads = vec![unload];
+                        unloads.extend(gather_unloads(&mut events).await);
+                        last_sent = Some(Instant::now());
+                        notified_tier = notified_tier.max(Tier::Critical);
+                        handle.send(running_out_message(&unloads));
+                    } else {
+                        recent.push((Instant::now(), unload.0, unload.1));
+                    }
+                    continue;
+                }
+                _ => continue,
             };
             if tier < Tier::Critical {
                 notified_tier = notified_tier.min(tier);
@@ -79,7 +102,11 @@ pub fn start(bus: &Bus, enabled: bool) -> Notifications {
             if tier <= notified_tier || recently {
                 continue;
             }
-            let unloads = gather_unloads(&mut events).await;
+            let mut unloads: Vec<(String, u64)> = recent
+                .drain(..)
+                .map(|(_, model, bytes)| (model, bytes))
+                .collect();
+            unloads.extend(gather_unloads(&mut events).await);
             let message = pressure_message(tier, &unloads);
             notified_tier = tier;
             last_sent = Some(Instant::now());
@@ -130,6 +157,20 @@ pub fn pressure_message(tier: Tier, unloads: &[(String, u64)]) -> Message {
     }
 }
 
+/// The words when another app takes memory faster than it could last.
+pub fn running_out_message(unloads: &[(String, u64)]) -> Message {
+    let freed: u64 = unloads.iter().map(|(_, b)| b).sum();
+    let names: Vec<&str> = unloads.iter().map(|(m, _)| m.as_str()).collect();
+    Message {
+        summary: "Memory is running out fast".into(),
+        body: format!(
+            "Another app is taking memory quickly: unloaded {} to free {}. Close apps or lower the pool limit in Preferences.",
+            names.join(", "),
+            human(freed)
+        ),
+    }
+}
+
 /// Shows the notification, or logs it where there is no notification service.
 #[cfg(feature = "desktop-notifications")]
 fn deliver(message: Message) {
@@ -172,5 +213,11 @@ mod tests {
         let m = pressure_message(Tier::Emergency, &[]);
         assert_eq!(m.summary, "Memory is critically low");
         assert!(m.body.starts_with("No model could be unloaded"));
+        let m = running_out_message(&[("gemma".into(), 380_000_000), ("smol".into(), 200_000_000)]);
+        assert_eq!(m.summary, "Memory is running out fast");
+        assert_eq!(
+            m.body,
+            "Another app is taking memory quickly: unloaded gemma, smol to free 580 MB. Close apps or lower the pool limit in Preferences."
+        );
     }
 }
