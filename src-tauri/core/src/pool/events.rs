@@ -103,10 +103,10 @@ impl From<&PressureReport> for PressureCause {
         Self {
             tier: report.tier,
             wake: report.wake,
-            used_percent: (report.used_percent * 10.0).round() / 10.0,
+            used_percent: report.used_percent_shown(),
             available: report.available,
-            growth_rate: report.growth.map(f64::round),
-            seconds_left: report.seconds_left.map(|s| (s * 1000.0).round() / 1000.0),
+            growth_rate: report.growth_shown(),
+            seconds_left: report.seconds_left_shown(),
             urgent: report.urgent,
         }
     }

@@ -237,11 +237,11 @@ impl From<&PressureReport> for TierChanged {
             tier: report.tier,
             previous: report.previous,
             wake: report.wake,
-            used_percent: (report.used_percent * 10.0).round() / 10.0,
+            used_percent: report.used_percent_shown(),
             available: report.available,
             stall_some_avg10: report.stall_some,
-            growth_rate: report.growth.map(f64::round),
-            seconds_left: report.seconds_left.map(|s| (s * 1000.0).round() / 1000.0),
+            growth_rate: report.growth_shown(),
+            seconds_left: report.seconds_left_shown(),
         }
     }
 }
@@ -262,6 +262,22 @@ pub struct PressureReport {
     pub seconds_left: Option<f64>,
     /// Memory runs out sooner than [`URGENT_WITHIN`]: unload busy models too.
     pub urgent: bool,
+}
+
+/// The figures as events show them: a percent to a tenth, bytes per second whole, seconds to
+/// the millisecond.
+impl PressureReport {
+    pub fn used_percent_shown(&self) -> f64 {
+        (self.used_percent * 10.0).round() / 10.0
+    }
+
+    pub fn growth_shown(&self) -> Option<f64> {
+        self.growth.map(f64::round)
+    }
+
+    pub fn seconds_left_shown(&self) -> Option<f64> {
+        self.seconds_left.map(|s| (s * 1000.0).round() / 1000.0)
+    }
 }
 
 #[cfg(test)]
