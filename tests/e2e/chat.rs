@@ -163,3 +163,36 @@ async fn greedy_is_deterministic_and_seeds_matter_when_sampling() {
         "four seeds at temperature 1.5 gave one text: {texts:?}"
     );
 }
+
+#[tokio::test]
+async fn include_usage_streams_the_usage_in_a_last_chunk_of_its_own() {
+    let server = Server::start();
+    let body = json!({
+        "model": SMOLLM2,
+        "messages": [{"role": "user", "content": "Count to three."}],
+        "max_tokens": 8, "stream": true, "stream_options": {"include_usage": true},
+    });
+    let response = server
+        .client
+        .post(server.url("/v1/chat/completions"))
+        .json(&body)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.expect("body");
+    let data = sse_data(&text);
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{text}");
+    let chunks: Vec<Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).expect("json"))
+        .collect();
+    let (last, rest) = chunks.split_last().expect("chunks");
+    assert_eq!(last["choices"], json!([]), "{last}");
+    assert_eq!(last["usage"]["completion_tokens"], 8, "{last}");
+    assert_eq!(last["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
+    assert!(rest.iter().all(|c| c["usage"].is_null()), "{text}");
+    assert!(rest
+        .last()
+        .is_some_and(|c| c["choices"][0]["finish_reason"] == "length"));
+}

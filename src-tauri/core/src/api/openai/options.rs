@@ -66,12 +66,20 @@ pub struct GenerationOptions {
     pub stop: Option<Stop>,
     #[serde(default)]
     pub stream: bool,
+    pub stream_options: Option<StreamOptions>,
     pub n: Option<i64>,
     /// How long the model stays loaded after this request, as Ollama writes it: "5m", "1h",
     /// seconds, 0 = unload when done, negative = forever.
     pub keep_alive: Option<serde_json::Value>,
     /// The same in seconds, as LM Studio writes it.
     pub ttl: Option<serde_json::Value>,
+}
+
+/// `stream_options`: OpenAI's `include_usage` asks for a last chunk with the usage.
+#[derive(Debug, Default, Deserialize)]
+pub struct StreamOptions {
+    #[serde(default)]
+    pub include_usage: bool,
 }
 
 /// `stop` is a string or a list of strings.
@@ -90,6 +98,8 @@ pub struct Checked {
     pub max_tokens: Option<u32>,
     pub stop: Vec<String>,
     pub keep_alive: Option<IdleTimeout>,
+    /// Stream the usage in a chunk of its own at the end (`stream_options.include_usage`).
+    pub include_usage: bool,
 }
 
 impl GenerationOptions {
@@ -141,6 +151,10 @@ impl GenerationOptions {
         };
         Ok(Checked {
             keep_alive,
+            include_usage: self
+                .stream_options
+                .as_ref()
+                .is_some_and(|o| o.include_usage),
             sampling,
             max_tokens,
             stop,

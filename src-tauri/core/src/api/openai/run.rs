@@ -39,6 +39,7 @@ pub(super) struct Started {
     lease: Lease,
     timing: Timing,
     metrics: Metrics,
+    include_usage: bool,
 }
 
 /// When things happened, for the generation's record.
@@ -62,6 +63,7 @@ pub(super) async fn start(
 ) -> Result<Started, ApiError> {
     let arrived = Instant::now();
     let file = state.catalog.find(model_id)?;
+    let include_usage = checked.include_usage;
     let model = state.pool.acquire(file, checked.keep_alive).await?;
     let prompt = make_prompt(&*model)?;
     let generation = model.generate(GenerateRequest {
@@ -89,6 +91,7 @@ pub(super) async fn start(
             recorded: false,
         },
         metrics: state.metrics.clone(),
+        include_usage,
     })
 }
 
@@ -199,7 +202,7 @@ impl Started {
             "created": self.created,
             "model": self.model_id,
             "choices": [choice],
-            "usage": usage,
+            "usage": usage_json(&usage),
         })
     }
 
@@ -242,10 +245,26 @@ impl Started {
             "model": self.model_id,
             "choices": [choice],
         });
-        if let Some(usage) = usage {
-            chunk["usage"] = json!(usage);
+        if self.include_usage {
+            // OpenAI's shape: `usage` null on every chunk but the last, its own.
+            chunk["usage"] = Value::Null;
+        } else if let Some(usage) = usage {
+            // llama-server's: on the chunk that finishes.
+            chunk["usage"] = usage_json(&usage);
         }
         chunk
+    }
+
+    /// The chunk `stream_options.include_usage` asks for: no choices, the usage.
+    fn usage_chunk(&self, usage: &Usage) -> Value {
+        json!({
+            "id": self.id,
+            "object": self.object(true),
+            "created": self.created,
+            "model": self.model_id,
+            "choices": [],
+            "usage": usage_json(usage),
+        })
     }
 
     /// The SSE stream: (chat only) a role chunk, one chunk per text piece, a last chunk with
@@ -273,7 +292,11 @@ impl Started {
                         usage,
                     }) => (
                         json_event(&started.chunk(Piece::None, Some(finish_reason), Some(usage))),
-                        Phase::Done,
+                        if started.include_usage {
+                            Phase::Usage(usage)
+                        } else {
+                            Phase::Done
+                        },
                     ),
                     Some(GenerationEvent::Failed(message)) => (
                         json_event(&ApiError::server("generation_failed", message).to_json()),
@@ -290,6 +313,7 @@ impl Started {
                         Phase::Done,
                     ),
                 },
+                Phase::Usage(usage) => (json_event(&started.usage_chunk(&usage)), Phase::Done),
                 Phase::Done => (Event::default().data("[DONE]"), Phase::Closed),
                 Phase::Closed => return None,
             };
@@ -307,8 +331,20 @@ enum Piece {
 enum Phase {
     Role,
     Running,
+    /// The usage chunk is still to come.
+    Usage(Usage),
     Done,
     Closed,
+}
+
+/// Usage as OpenAI writes it. No prompt is cached yet, so `cached_tokens` is 0.
+fn usage_json(usage: &Usage) -> Value {
+    json!({
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+        "prompt_tokens_details": { "cached_tokens": 0 },
+    })
 }
 
 fn json_event(value: &Value) -> Event {
