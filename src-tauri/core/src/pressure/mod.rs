@@ -90,16 +90,16 @@ async fn run(monitor: Monitor, mut signals: Signals) {
             }
         };
         metrics.pressure_wake(wake.as_str());
-        next_poll = tokio::time::Instant::now() + looks.poll_interval();
         let seen = Instant::now();
-        let Ok(snapshot) = probe.snapshot() else {
-            continue;
+        let report = match probe.snapshot() {
+            Ok(snapshot) => looks.look(wake, &snapshot, &thresholds.borrow(), seen),
+            Err(_) => None,
         };
-        let limits = *thresholds.borrow();
-        let Some(report) = looks.look(wake, &snapshot, &limits, seen) else {
-            continue;
-        };
+        // From this look's verdict, reported or not: fast while memory is tight or growing.
         next_poll = tokio::time::Instant::now() + looks.poll_interval();
+        let Some(report) = report else {
+            continue;
+        };
         if report.tier != report.previous {
             publish(TierChanged::from(&report));
         }
