@@ -169,12 +169,13 @@ async fn include_usage_streams_the_usage_in_a_last_chunk_of_its_own() {
     let server = Server::start();
     let body = json!({
         "model": SMOLLM2,
-        "messages": [{"role": "user", "content": "Count to three."}],
-        "max_tokens": 8, "stream": true, "stream_options": {"include_usage": true},
+        "prompt": "1, 2, 3, 4, 5,",
+        "max_tokens": 8, "temperature": 0, "stream": true,
+        "stream_options": {"include_usage": true},
     });
     let response = server
         .client
-        .post(server.url("/v1/chat/completions"))
+        .post(server.url("/v1/completions"))
         .json(&body)
         .send()
         .await
