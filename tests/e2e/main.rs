@@ -24,3 +24,4 @@ mod pool;
 mod pressure;
 mod sampling;
 mod settings;
+mod tools;

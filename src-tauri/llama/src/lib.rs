@@ -7,6 +7,8 @@
 
 mod estimate;
 pub mod gguf;
+mod grammar;
+mod logprobs;
 mod prompt;
 mod worker;
 
@@ -28,7 +30,7 @@ use headroom_core::memory::{process_memory, resident_bytes_of_file};
 
 use headroom_core::engine::{
     CancelFlag, ChatMessage, Engine, EngineError, Footprint, GenerateRequest, Generation,
-    GenerationStats, LoadOptions, LoadedModel, SamplingDefaults,
+    GenerationStats, LoadOptions, LoadedModel, SamplingDefaults, ToolFormat,
 };
 use prompt::PromptFormat;
 use worker::Job;
@@ -111,6 +113,13 @@ impl Engine for LlamaEngine {
         };
         let model = Arc::new(model);
         let format = PromptFormat::from_model(&model)?;
+        let tool_format = ToolFormat::detect(
+            model
+                .meta_val_str("tokenizer.chat_template")
+                .ok()
+                .as_deref(),
+        );
+        tracing::info!(path = %path.display(), tool_format = tool_format.name(), "tool calls in the {} format", tool_format.name());
         let sampling_defaults = SamplingDefaults::from_metadata(|key| model.meta_val_str(key).ok());
         if sampling_defaults.is_empty() {
             tracing::info!(path = %path.display(), "no sampling recommendation in the file: requests default to llama-server's samplers");
@@ -198,6 +207,7 @@ impl Engine for LlamaEngine {
             context_memory,
             model,
             format,
+            tool_format,
             sampling_defaults,
             context_per_slot: per_slot,
             queue_capacity: options.queue.max(1),
@@ -267,6 +277,8 @@ impl Shared {
 struct LlamaLoaded {
     model: Arc<LlamaModel>,
     format: PromptFormat,
+    /// How the model writes tool calls, from its template.
+    tool_format: ToolFormat,
     /// From the file's `general.sampling.*` keys.
     sampling_defaults: SamplingDefaults,
     context_per_slot: u32,
@@ -317,8 +329,16 @@ impl LoadedModel for LlamaLoaded {
         self.context_per_slot
     }
 
-    fn render_chat(&self, messages: &[ChatMessage]) -> Result<String, EngineError> {
-        self.format.render(&self.model, messages)
+    fn render_chat(
+        &self,
+        messages: &[ChatMessage],
+        tools: Option<&[serde_json::Value]>,
+    ) -> Result<String, EngineError> {
+        self.format.render(&self.model, messages, tools)
+    }
+
+    fn tool_format(&self) -> ToolFormat {
+        self.tool_format
     }
 
     fn sampling_defaults(&self) -> SamplingDefaults {
@@ -338,6 +358,16 @@ impl LoadedModel for LlamaLoaded {
                 n_vocab - 1
             )));
         }
+        // Made here, not in the worker, so that a schema llama.cpp cannot take is the
+        // client's error at once.
+        let grammar = match &request.constraint {
+            Some(constraint) => {
+                let grammar = grammar::Grammar::from_constraint(constraint)?;
+                drop(grammar.sampler(&self.model)?);
+                Some(grammar)
+            }
+            None => None,
+        };
         let tokens = prompt::tokenize(&self.model, &request.prompt);
         // With no token there is nothing to compute the first logits from.
         if tokens.is_empty() {
@@ -363,6 +393,7 @@ impl LoadedModel for LlamaLoaded {
         let cancel = CancelFlag::default();
         let job = Job {
             tokens,
+            grammar,
             request,
             events: events_tx,
             cancel: cancel.clone(),

@@ -45,9 +45,14 @@ impl PromptFormat {
         &self,
         model: &LlamaModel,
         messages: &[ChatMessage],
+        tools: Option<&[serde_json::Value]>,
     ) -> Result<String, EngineError> {
         match self {
-            Self::Jinja(template) => template.render(messages).map_err(EngineError::Template),
+            Self::Jinja(template) => template
+                .render(messages, tools)
+                .map_err(EngineError::Template),
+            // llama.cpp's built-in formats know no tools; such a model's tool format is generic,
+            // which puts them in the messages.
             Self::Builtin(name) => {
                 let template = LlamaChatTemplate::new(name)
                     .map_err(|e| EngineError::Template(e.to_string()))?;

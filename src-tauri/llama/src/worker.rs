@@ -18,6 +18,7 @@ use llama_cpp_2::token::logit_bias::LlamaLogitBias;
 use llama_cpp_2::token::LlamaToken;
 use tokio::sync::mpsc;
 
+use crate::grammar::Grammar;
 use crate::{Shared, BATCH_TOKENS};
 use headroom_core::engine::stop::{StopMatcher, StopOutcome};
 use headroom_core::engine::utf8::Utf8Assembler;
@@ -26,12 +27,15 @@ use headroom_core::engine::{
 };
 use headroom_core::memory::{process_memory, ProcessMemory};
 
-/// The most events one step sends to one generation.
-const EVENTS_PER_STEP: usize = 3;
+/// The most events one step sends to one generation: a log-probability, text, a held-back
+/// tail, done.
+const EVENTS_PER_STEP: usize = 4;
 
 /// A queued generation.
 pub(super) struct Job {
     pub tokens: Vec<LlamaToken>,
+    /// The request's constraint as a grammar, checked when it was queued.
+    pub grammar: Option<Grammar>,
     pub request: GenerateRequest,
     pub events: mpsc::Sender<GenerationEvent>,
     pub cancel: CancelFlag,
@@ -162,8 +166,8 @@ struct Slot {
 }
 
 impl Slot {
-    fn new(job: Job, n_vocab: i32, context: u32) -> Self {
-        let picker = Picker::for_request(&job.request.sampling, n_vocab, context);
+    fn new(job: Job, grammar: Option<LlamaSampler>, n_vocab: i32, context: u32) -> Self {
+        let picker = Picker::for_request(&job.request.sampling, grammar, n_vocab, context);
         let stop = StopMatcher::new(job.request.stop.clone());
         Self {
             job,
@@ -210,12 +214,18 @@ enum Picker {
 impl Picker {
     /// llama-server's order: penalties, logit biases, then top-k, typical, top-p, min-p,
     /// temperature and the draw (or the greedy pick at temperature 0). A sampler at its
-    /// neutral value is left out of the chain.
-    fn for_request(params: &SamplingParams, n_vocab: i32, context: u32) -> Self {
-        if params.is_greedy() && !params.shapes_logits() {
+    /// neutral value is left out of the chain. A grammar goes first: every later sampler
+    /// then chooses among the tokens it allows.
+    fn for_request(
+        params: &SamplingParams,
+        grammar: Option<LlamaSampler>,
+        n_vocab: i32,
+        context: u32,
+    ) -> Self {
+        if params.is_greedy() && !params.shapes_logits() && grammar.is_none() {
             return Self::Greedy;
         }
-        let mut chain = Vec::new();
+        let mut chain: Vec<LlamaSampler> = grammar.into_iter().collect();
         if params.repeat_penalty != 1.0
             || params.frequency_penalty != 0.0
             || params.presence_penalty != 0.0
@@ -344,9 +354,19 @@ impl Worker<'_> {
                 self.shared.cancelled.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
+            // Checked when the job was queued, so this fails only if llama.cpp does.
+            let grammar = match job.grammar.as_ref().map(|g| g.sampler(self.model)) {
+                Some(Err(e)) => {
+                    self.shared.completed.fetch_add(1, Ordering::Relaxed);
+                    let _ = job.events.try_send(GenerationEvent::Failed(e.to_string()));
+                    continue;
+                }
+                Some(Ok(sampler)) => Some(sampler),
+                None => None,
+            };
             self.shared.active.fetch_add(1, Ordering::Relaxed);
             let n_vocab = self.model.n_vocab();
-            self.slots[free] = Some(Slot::new(job, n_vocab, self.context_per_slot));
+            self.slots[free] = Some(Slot::new(job, grammar, n_vocab, self.context_per_slot));
         }
         true
     }
@@ -370,7 +390,7 @@ impl Worker<'_> {
             slot.logits_at = None;
             let Some(token) = slot.last else { continue };
             // A client that does not read pauses its own slot, not everyone's. A step sends at
-            // most three events (text, held-back tail, done), so they always fit.
+            // most EVENTS_PER_STEP events, so they always fit.
             if slot.job.events.capacity() < EVENTS_PER_STEP {
                 continue;
             }
@@ -460,6 +480,11 @@ impl Worker<'_> {
         self.shared.generated_tokens.fetch_add(1, Ordering::Relaxed);
         if model.vocab().is_eog(token) {
             return Some(End::Finished(FinishReason::Stop));
+        }
+        if let Some(top) = slot.job.request.logprobs {
+            let logprob = crate::logprobs::of(model, self.ctx.get_logits_ith(at), token, top);
+            // Room was reserved (EVENTS_PER_STEP).
+            let _ = slot.job.events.try_send(GenerationEvent::Logprob(logprob));
         }
         slot.generated += 1;
         slot.last = Some(token);

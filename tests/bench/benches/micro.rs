@@ -61,10 +61,10 @@ fn template(c: &mut Criterion) {
         .collect();
     let mut group = c.benchmark_group("template");
     group.bench_function("SmolLM2 render, 1 message", |b| {
-        b.iter(|| template.render(black_box(&turns[..1])))
+        b.iter(|| template.render(black_box(&turns[..1]), None))
     });
     group.bench_function("SmolLM2 render, 8 messages", |b| {
-        b.iter(|| template.render(black_box(&turns)))
+        b.iter(|| template.render(black_box(&turns), None))
     });
     group.finish();
 }

@@ -159,6 +159,7 @@ impl From<EngineError> for ApiError {
             EngineError::InvalidSampling(_) => {
                 Self::bad_request("invalid_logit_bias", e.to_string())
             }
+            EngineError::InvalidConstraint(_) => Self::bad_request("invalid_schema", e.to_string()),
             EngineError::QueueFull { .. } => Self::unavailable("queue_full", e.to_string()),
             EngineError::BadModelFile { .. } => Self::server("model_load_failed", e.to_string()),
             EngineError::Internal(_) => Self::server("engine_error", e.to_string()),

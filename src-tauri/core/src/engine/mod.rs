@@ -7,6 +7,7 @@
 pub mod sampling;
 pub mod stop;
 pub mod template;
+pub mod tools;
 pub mod utf8;
 
 use std::path::Path;
@@ -18,6 +19,7 @@ use tokio::sync::mpsc;
 
 pub use sampling::{SamplingDefaults, SamplingParams, SamplingRequest};
 pub use template::ChatMessage;
+pub use tools::{Constraint, ToolFormat};
 
 /// Loads model files of one format.
 pub trait Engine: Send + Sync + 'static {
@@ -49,8 +51,18 @@ pub trait LoadedModel: Send + Sync {
         SamplingDefaults::default()
     }
 
-    /// Renders chat messages into the model's own prompt format.
-    fn render_chat(&self, messages: &[ChatMessage]) -> Result<String, EngineError>;
+    /// Renders chat messages into the model's own prompt format; `tools` (OpenAI's function
+    /// objects) go to templates that know tools (see [`LoadedModel::tool_format`]).
+    fn render_chat(
+        &self,
+        messages: &[ChatMessage],
+        tools: Option<&[serde_json::Value]>,
+    ) -> Result<String, EngineError>;
+
+    /// How the model writes tool calls, read off its chat template at load.
+    fn tool_format(&self) -> ToolFormat {
+        ToolFormat::Generic
+    }
 
     /// Queues a generation. Tokens arrive on the returned [`Generation`]; dropping it cancels.
     fn generate(&self, request: GenerateRequest) -> Result<Generation, EngineError>;
@@ -126,6 +138,10 @@ pub struct GenerateRequest {
     pub max_tokens: Option<u32>,
     /// Generation ends before any of these strings; they are not part of the output.
     pub stop: Vec<String>,
+    /// What the output must look like (structured output, tool calls).
+    pub constraint: Option<Constraint>,
+    /// Report each sampled token's log-probability and this many alternatives (0–20).
+    pub logprobs: Option<u8>,
 }
 
 /// Why a generation ended, in OpenAI's words.
@@ -146,10 +162,37 @@ pub struct Usage {
     pub total_tokens: u32,
 }
 
-/// What a generation sends, in order: text pieces, then exactly one `Done` or `Failed`.
+/// A sampled token's log-probability, and the likeliest tokens at its place.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLogprob {
+    pub token: TokenText,
+    pub logprob: f32,
+    /// Most likely first; as many as the request asked for.
+    pub top: Vec<(TokenText, f32)>,
+}
+
+/// A token's text, and its bytes (a token may hold part of a UTF-8 character).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenText {
+    pub text: String,
+    pub bytes: Vec<u8>,
+}
+
+impl TokenText {
+    pub fn from_bytes(bytes: Vec<u8>) -> Self {
+        Self {
+            text: String::from_utf8_lossy(&bytes).into_owned(),
+            bytes,
+        }
+    }
+}
+
+/// What a generation sends, in order: text pieces (each sampled token's `Logprob` before the
+/// text it makes, when asked for), then exactly one `Done` or `Failed`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum GenerationEvent {
     Text(String),
+    Logprob(TokenLogprob),
     Done {
         finish_reason: FinishReason,
         usage: Usage,
@@ -216,6 +259,9 @@ pub enum EngineError {
     /// A sampling setting this model cannot take (a `logit_bias` token it does not have).
     #[error("{0}")]
     InvalidSampling(String),
+    /// A schema or tool definition the engine cannot turn into a constraint.
+    #[error("{0}")]
+    InvalidConstraint(String),
     /// Every slot is busy and the waiting queue is full.
     #[error("the model is busy: {queued} requests are already waiting")]
     QueueFull { queued: usize },

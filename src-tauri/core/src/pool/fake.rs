@@ -129,7 +129,11 @@ impl LoadedModel for FakeModel {
         128
     }
 
-    fn render_chat(&self, _: &[ChatMessage]) -> Result<String, EngineError> {
+    fn render_chat(
+        &self,
+        _: &[ChatMessage],
+        _: Option<&[serde_json::Value]>,
+    ) -> Result<String, EngineError> {
         Err(EngineError::Internal("a fake model does not chat".into()))
     }
 

@@ -180,8 +180,16 @@ impl LoadedModel for ProtectedModel {
         self.model.sampling_defaults()
     }
 
-    fn render_chat(&self, messages: &[ChatMessage]) -> Result<String, EngineError> {
-        self.model.render_chat(messages)
+    fn render_chat(
+        &self,
+        messages: &[ChatMessage],
+        tools: Option<&[serde_json::Value]>,
+    ) -> Result<String, EngineError> {
+        self.model.render_chat(messages, tools)
+    }
+
+    fn tool_format(&self) -> crate::engine::ToolFormat {
+        self.model.tool_format()
     }
 
     fn generate(&self, request: GenerateRequest) -> Result<Generation, EngineError> {

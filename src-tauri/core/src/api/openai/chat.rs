@@ -5,10 +5,12 @@ use axum::response::Response;
 use serde::Deserialize;
 
 use super::options::{Checked, GenerationOptions};
-use super::run::{start, Kind};
+use super::run::{start, Kind, Prepared};
+use super::tools::ToolFields;
 use crate::api::body::JsonBody;
 use crate::api::error::ApiError;
 use crate::api::AppState;
+use crate::engine::tools::{self, ToolCall, ToolRequest};
 use crate::engine::ChatMessage;
 
 #[derive(Debug, Deserialize)]
@@ -17,6 +19,8 @@ pub struct ChatRequest {
     pub messages: Vec<MessageIn>,
     #[serde(flatten)]
     pub options: GenerationOptions,
+    #[serde(flatten)]
+    pub tools: ToolFields,
 }
 
 #[derive(Debug, Deserialize)]
@@ -24,6 +28,27 @@ pub struct MessageIn {
     pub role: String,
     #[serde(default)]
     pub content: Option<Content>,
+    /// An assistant turn's calls, as OpenAI returned them.
+    #[serde(default)]
+    pub tool_calls: Option<Vec<CallIn>>,
+    /// A tool result: which call it answers.
+    #[serde(default)]
+    pub tool_call_id: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CallIn {
+    pub id: String,
+    pub function: FunctionIn,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct FunctionIn {
+    pub name: String,
+    /// JSON text, as OpenAI writes it.
+    pub arguments: String,
 }
 
 /// Message content: a string, or OpenAI's list of typed parts (of which text is supported).
@@ -81,7 +106,20 @@ fn to_messages(input: Vec<MessageIn>) -> Result<Vec<ChatMessage>, ApiError> {
             };
             // OpenAI's newer name for the system role; templates know only "system".
             let role = if m.role == "developer" { "system" } else { m.role.as_str() };
-            Ok(ChatMessage::new(role, &content))
+            let mut message = ChatMessage::new(role, &content);
+            message.tool_calls = m
+                .tool_calls
+                .unwrap_or_default()
+                .into_iter()
+                .map(|c| ToolCall {
+                    id: c.id,
+                    name: c.function.name,
+                    arguments: c.function.arguments,
+                })
+                .collect();
+            message.tool_call_id = m.tool_call_id;
+            message.name = m.name;
+            Ok(message)
         })
         .collect()
 }
@@ -92,6 +130,7 @@ pub struct ChatCall {
     pub model: String,
     pub messages: Vec<ChatMessage>,
     pub checked: Checked,
+    pub tools: ToolRequest,
     pub stream: bool,
 }
 
@@ -99,6 +138,7 @@ impl ChatRequest {
     pub fn prepare(self) -> Result<ChatCall, ApiError> {
         Ok(ChatCall {
             checked: self.options.check(None)?,
+            tools: self.tools.check()?,
             stream: self.options.stream,
             messages: to_messages(self.messages)?,
             model: self.model,
@@ -117,12 +157,20 @@ pub async fn completions(
     JsonBody(request): JsonBody<ChatRequest>,
 ) -> Result<Response, ApiError> {
     let call = request.prepare()?;
-    let messages = call.messages;
+    let (messages, request) = (call.messages, call.tools);
     let started = start(
         &state,
         Kind::Chat,
         &call.model,
-        |model| Ok(model.render_chat(&messages)?),
+        |model| {
+            let plan = tools::plan(model.tool_format(), messages, &request);
+            let prompt = model.render_chat(&plan.messages, plan.template_tools.as_deref())?;
+            Ok(Prepared {
+                prompt,
+                constraint: plan.constraint,
+                reader: plan.reader,
+            })
+        },
         call.checked,
     )
     .await?;

@@ -5,7 +5,7 @@ use axum::response::Response;
 use serde::Deserialize;
 
 use super::options::{Checked, GenerationOptions};
-use super::run::{start, Kind};
+use super::run::{start, Kind, Prepared};
 use crate::api::body::JsonBody;
 use crate::api::error::ApiError;
 use crate::api::AppState;
@@ -75,7 +75,7 @@ pub async fn completions(
         &state,
         Kind::Text,
         &call.model,
-        |_| Ok(prompt),
+        |_| Ok(Prepared::text(prompt, None)),
         call.checked,
     )
     .await?;

@@ -5,3 +5,5 @@ pub mod completions;
 pub mod models;
 pub mod options;
 mod run;
+mod shape;
+pub mod tools;

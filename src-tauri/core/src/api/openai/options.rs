@@ -68,6 +68,11 @@ pub struct GenerationOptions {
     pub stream: bool,
     pub stream_options: Option<StreamOptions>,
     pub n: Option<i64>,
+    /// Chat: `true` to get each token's log-probability; text completions: how many
+    /// alternatives per token.
+    pub logprobs: Option<serde_json::Value>,
+    /// Chat: how many alternatives per token (0–20), with `logprobs: true`.
+    pub top_logprobs: Option<i64>,
     /// How long the model stays loaded after this request, as Ollama writes it: "5m", "1h",
     /// seconds, 0 = unload when done, negative = forever.
     pub keep_alive: Option<serde_json::Value>,
@@ -100,7 +105,12 @@ pub struct Checked {
     pub keep_alive: Option<IdleTimeout>,
     /// Stream the usage in a chunk of its own at the end (`stream_options.include_usage`).
     pub include_usage: bool,
+    /// Log-probabilities with this many alternatives per token, if asked for.
+    pub logprobs: Option<u8>,
 }
+
+/// llama-server's and OpenAI's most alternatives per token.
+const MAX_TOP_LOGPROBS: i64 = 20;
 
 impl GenerationOptions {
     /// Validates every field; `default_max_tokens` applies when the client gives none.
@@ -150,6 +160,7 @@ impl GenerationOptions {
             (None, None) => None,
         };
         Ok(Checked {
+            logprobs: self.logprobs()?,
             keep_alive,
             include_usage: self
                 .stream_options
@@ -163,6 +174,47 @@ impl GenerationOptions {
 }
 
 impl GenerationOptions {
+    /// `logprobs` as chat (`true` plus `top_logprobs`) or text completions (a count) write it.
+    fn logprobs(&self) -> Result<Option<u8>, ApiError> {
+        let count = |field: &str, n: i64| {
+            if (0..=MAX_TOP_LOGPROBS).contains(&n) {
+                Ok(n as u8)
+            } else {
+                Err(ApiError::bad_request(
+                    "invalid_logprobs",
+                    format!("'{field}' must be between 0 and {MAX_TOP_LOGPROBS}, got {n}"),
+                ))
+            }
+        };
+        let top = self
+            .top_logprobs
+            .map(|n| count("top_logprobs", n))
+            .transpose()?;
+        match &self.logprobs {
+            None | Some(serde_json::Value::Null) | Some(serde_json::Value::Bool(false)) => {
+                if top.is_some_and(|n| n > 0) {
+                    return Err(ApiError::bad_request(
+                        "invalid_logprobs",
+                        "'top_logprobs' needs 'logprobs': true",
+                    ));
+                }
+                Ok(None)
+            }
+            Some(serde_json::Value::Bool(true)) => Ok(Some(top.unwrap_or(0))),
+            Some(serde_json::Value::Number(n)) => match n.as_i64() {
+                Some(n) => count("logprobs", n).map(Some),
+                None => Err(ApiError::bad_request(
+                    "invalid_logprobs",
+                    format!("'logprobs' must be true, false or a whole number, got {n}"),
+                )),
+            },
+            Some(other) => Err(ApiError::bad_request(
+                "invalid_logprobs",
+                format!("'logprobs' must be true, false or a whole number, got {other}"),
+            )),
+        }
+    }
+
     /// The samplers asked for, each checked against its range.
     fn sampling(&self) -> Result<SamplingRequest, ApiError> {
         let whole = |field: &str,
@@ -327,10 +379,28 @@ mod tests {
             (r#"{"logit_bias": {"-3": 1}}"#, "invalid_logit_bias"),
             (r#"{"n": 2}"#, "invalid_n"),
             (r#"{"stop": ["a","b","c","d","e"]}"#, "invalid_stop"),
+            (
+                r#"{"logprobs": true, "top_logprobs": 99}"#,
+                "invalid_logprobs",
+            ),
+            (r#"{"top_logprobs": 3}"#, "invalid_logprobs"),
+            (r#"{"logprobs": "yes"}"#, "invalid_logprobs"),
+            (r#"{"logprobs": 21}"#, "invalid_logprobs"),
         ] {
             let err = opts(json).check(None).expect_err(json);
             assert_eq!(err.code, code, "{json}");
         }
+    }
+
+    #[test]
+    fn logprobs_are_read_as_chat_and_text_completions_write_them() {
+        assert_eq!(opts("{}").check(None).expect("valid").logprobs, None);
+        let chat = opts(r#"{"logprobs": true, "top_logprobs": 5}"#);
+        assert_eq!(chat.check(None).expect("valid").logprobs, Some(5));
+        let chat = opts(r#"{"logprobs": true}"#);
+        assert_eq!(chat.check(None).expect("valid").logprobs, Some(0));
+        let text = opts(r#"{"logprobs": 3}"#);
+        assert_eq!(text.check(None).expect("valid").logprobs, Some(3));
     }
 
     #[test]

@@ -1,31 +1,48 @@
 //! Running one completion request: find the model, load it if needed, queue the generation, and
 //! answer as one JSON body or as server-sent events. Chat and text completions differ only in
-//! how a prompt is made and how a piece of output is wrapped, which [`Kind`] captures.
+//! how a prompt is made and how a piece of output is wrapped ([`Kind`], `shape`).
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::time::Instant;
 
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use futures::stream::{self, Stream};
+use futures::stream::Stream;
 use serde_json::{json, Value};
 
 use super::options::Checked;
+pub(super) use super::shape::Kind;
+use super::shape::{self, usage_json, Delta};
 use crate::api::error::ApiError;
 use crate::api::AppState;
+use crate::engine::tools::reader::{Output, OutputReader};
 use crate::engine::{
-    FinishReason, GenerateRequest, Generation, GenerationEvent, LoadedModel, Usage,
+    Constraint, FinishReason, GenerateRequest, Generation, GenerationEvent, LoadedModel,
+    TokenLogprob, Usage,
 };
 use crate::memory::process_rss;
 use crate::metrics::{GenerationRecord, Metrics};
 use crate::pool::Lease;
 
-/// Which OpenAI object the response is made of.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Kind {
-    Chat,
-    Text,
+/// What a request puts to the model: its prompt, the constraint on the output, and how the
+/// output is read back (plain text, or content and tool calls).
+pub(super) struct Prepared {
+    pub prompt: String,
+    pub constraint: Option<Constraint>,
+    pub reader: OutputReader,
+}
+
+impl Prepared {
+    /// A prompt answered in plain text, optionally constrained (structured output).
+    pub fn text(prompt: String, constraint: Option<Constraint>) -> Self {
+        Self {
+            prompt,
+            constraint,
+            reader: OutputReader::plain(),
+        }
+    }
 }
 
 /// A generation under way, with what its response needs.
@@ -40,6 +57,9 @@ pub(super) struct Started {
     timing: Timing,
     metrics: Metrics,
     include_usage: bool,
+    reader: OutputReader,
+    /// Whether the client asked for log-probabilities.
+    logprobs: bool,
 }
 
 /// When things happened, for the generation's record.
@@ -58,27 +78,25 @@ pub(super) async fn start(
     state: &AppState,
     kind: Kind,
     model_id: &str,
-    make_prompt: impl FnOnce(&dyn LoadedModel) -> Result<String, ApiError>,
+    prepare: impl FnOnce(&dyn LoadedModel) -> Result<Prepared, ApiError>,
     checked: Checked,
 ) -> Result<Started, ApiError> {
     let arrived = Instant::now();
     let file = state.catalog.find(model_id)?;
     let include_usage = checked.include_usage;
     let model = state.pool.acquire(file, checked.keep_alive).await?;
-    let prompt = make_prompt(&*model)?;
+    let prepared = prepare(&*model)?;
     let generation = model.generate(GenerateRequest {
-        prompt,
+        prompt: prepared.prompt,
         sampling: checked.sampling.resolve(&model.sampling_defaults()),
         max_tokens: checked.max_tokens,
         stop: checked.stop,
+        constraint: prepared.constraint,
+        logprobs: checked.logprobs,
     })?;
-    let prefix = match kind {
-        Kind::Chat => "chatcmpl",
-        Kind::Text => "cmpl",
-    };
     Ok(Started {
         kind,
-        id: format!("{prefix}-{}", uuid::Uuid::new_v4().simple()),
+        id: format!("{}-{}", kind.id_prefix(), uuid::Uuid::new_v4().simple()),
         created: unix_now(),
         model_id: model_id.to_string(),
         generation,
@@ -92,6 +110,8 @@ pub(super) async fn start(
         },
         metrics: state.metrics.clone(),
         include_usage,
+        reader: prepared.reader,
+        logprobs: checked.logprobs.is_some(),
     })
 }
 
@@ -105,6 +125,7 @@ impl Started {
                 self.timing.first_token.get_or_insert_with(Instant::now);
                 self.timing.pieces = self.timing.pieces.saturating_add(1);
             }
+            Some(GenerationEvent::Logprob(_)) => {}
             Some(GenerationEvent::Done {
                 finish_reason,
                 usage,
@@ -159,15 +180,44 @@ impl Started {
     /// Waits for the whole answer. If the client hangs up, this future is dropped and with it
     /// the generation, which the engine then cancels.
     async fn collect(mut self) -> Result<Json<Value>, ApiError> {
-        let mut text = String::new();
+        let mut content = String::new();
+        let mut calls = Vec::new();
+        let mut logprobs = Vec::new();
+        let mut take = |outputs: Vec<Output>| {
+            for output in outputs {
+                match output {
+                    Output::Content(text) => content.push_str(&text),
+                    Output::Call(call) => calls.push(call),
+                }
+            }
+        };
         loop {
-            let event = self.next().await;
-            match event {
-                Some(GenerationEvent::Text(piece)) => text.push_str(&piece),
+            match self.next().await {
+                Some(GenerationEvent::Text(piece)) => take(self.reader.push(&piece)),
+                Some(GenerationEvent::Logprob(token)) => logprobs.push(token),
                 Some(GenerationEvent::Done {
                     finish_reason,
                     usage,
-                }) => return Ok(Json(self.whole(text, finish_reason, usage))),
+                }) => {
+                    take(self.reader.finish());
+                    let reason = shape::finish_reason(finish_reason, self.reader.calls());
+                    let choice = shape::whole_choice(
+                        self.kind,
+                        content,
+                        &calls,
+                        &logprobs,
+                        self.logprobs,
+                        reason,
+                    );
+                    return Ok(Json(json!({
+                        "id": self.id,
+                        "object": self.kind.object(false),
+                        "created": self.created,
+                        "model": self.model_id,
+                        "choices": [choice],
+                        "usage": usage_json(&usage),
+                    })));
+                }
                 Some(GenerationEvent::Failed(message)) => {
                     return Err(ApiError::server("generation_failed", message))
                 }
@@ -181,66 +231,11 @@ impl Started {
         }
     }
 
-    fn whole(&self, text: String, finish_reason: FinishReason, usage: Usage) -> Value {
-        let choice = match self.kind {
-            Kind::Chat => json!({
-                "index": 0,
-                "message": { "role": "assistant", "content": text },
-                "logprobs": null,
-                "finish_reason": finish_reason,
-            }),
-            Kind::Text => json!({
-                "index": 0,
-                "text": text,
-                "logprobs": null,
-                "finish_reason": finish_reason,
-            }),
-        };
-        json!({
-            "id": self.id,
-            "object": self.object(false),
-            "created": self.created,
-            "model": self.model_id,
-            "choices": [choice],
-            "usage": usage_json(&usage),
-        })
-    }
-
-    fn object(&self, chunk: bool) -> &'static str {
-        match (self.kind, chunk) {
-            (Kind::Chat, false) => "chat.completion",
-            (Kind::Chat, true) => "chat.completion.chunk",
-            (Kind::Text, _) => "text_completion",
-        }
-    }
-
-    /// One streamed chunk. `delta` is a chat delta object or a text piece.
-    fn chunk(
-        &self,
-        piece: Piece,
-        finish_reason: Option<FinishReason>,
-        usage: Option<Usage>,
-    ) -> Value {
-        let choice = match (self.kind, piece) {
-            (Kind::Chat, Piece::Role) => {
-                json!({ "index": 0, "delta": { "role": "assistant", "content": "" }, "logprobs": null, "finish_reason": finish_reason })
-            }
-            (Kind::Chat, Piece::Text(t)) => {
-                json!({ "index": 0, "delta": { "content": t }, "logprobs": null, "finish_reason": finish_reason })
-            }
-            (Kind::Chat, Piece::None) => {
-                json!({ "index": 0, "delta": {}, "logprobs": null, "finish_reason": finish_reason })
-            }
-            (Kind::Text, Piece::Text(t)) => {
-                json!({ "index": 0, "text": t, "logprobs": null, "finish_reason": finish_reason })
-            }
-            (Kind::Text, Piece::Role | Piece::None) => {
-                json!({ "index": 0, "text": "", "logprobs": null, "finish_reason": finish_reason })
-            }
-        };
+    /// One streamed chunk around `choice`.
+    fn chunk(&self, choice: Value, usage: Option<&Usage>) -> Value {
         let mut chunk = json!({
             "id": self.id,
-            "object": self.object(true),
+            "object": self.kind.object(true),
             "created": self.created,
             "model": self.model_id,
             "choices": [choice],
@@ -250,7 +245,7 @@ impl Started {
             chunk["usage"] = Value::Null;
         } else if let Some(usage) = usage {
             // llama-server's: on the chunk that finishes.
-            chunk["usage"] = usage_json(&usage);
+            chunk["usage"] = usage_json(usage);
         }
         chunk
     }
@@ -259,7 +254,7 @@ impl Started {
     fn usage_chunk(&self, usage: &Usage) -> Value {
         json!({
             "id": self.id,
-            "object": self.object(true),
+            "object": self.kind.object(true),
             "created": self.created,
             "model": self.model_id,
             "choices": [],
@@ -267,84 +262,137 @@ impl Started {
         })
     }
 
-    /// The SSE stream: (chat only) a role chunk, one chunk per text piece, a last chunk with
-    /// `finish_reason` and `usage`, then `[DONE]`. Dropping the stream (client gone) drops the
-    /// generation, which cancels it.
+    /// The SSE stream: (chat only) a role chunk, chunks of content and calls as the reader
+    /// passes them on, a last chunk with `finish_reason` and `usage`, then `[DONE]`. Dropping
+    /// the stream (client gone) drops the generation, which cancels it.
     fn into_events(self) -> impl Stream<Item = Result<Event, Infallible>> {
-        let first = if self.kind == Kind::Chat {
-            Phase::Role
-        } else {
-            Phase::Running
+        let mut stream = Streaming {
+            started: self,
+            queued: VecDeque::new(),
+            logprobs: Vec::new(),
+            text_offset: 0,
+            calls: 0,
+            state: StreamState::Running,
         };
-        stream::unfold((self, first), |(mut started, phase)| async move {
-            let (event, next) = match phase {
-                Phase::Role => (
-                    json_event(&started.chunk(Piece::Role, None, None)),
-                    Phase::Running,
-                ),
-                Phase::Running => match started.next().await {
-                    Some(GenerationEvent::Text(t)) => (
-                        json_event(&started.chunk(Piece::Text(t), None, None)),
-                        Phase::Running,
-                    ),
-                    Some(GenerationEvent::Done {
-                        finish_reason,
-                        usage,
-                    }) => (
-                        json_event(&started.chunk(Piece::None, Some(finish_reason), Some(usage))),
-                        if started.include_usage {
-                            Phase::Usage(usage)
-                        } else {
-                            Phase::Done
-                        },
-                    ),
-                    Some(GenerationEvent::Failed(message)) => (
-                        json_event(&ApiError::server("generation_failed", message).to_json()),
-                        Phase::Done,
-                    ),
-                    None => (
-                        json_event(
-                            &ApiError::server(
-                                "generation_failed",
-                                "the generation ended without a result",
-                            )
-                            .to_json(),
-                        ),
-                        Phase::Done,
-                    ),
-                },
-                Phase::Usage(usage) => (json_event(&started.usage_chunk(&usage)), Phase::Done),
-                Phase::Done => (Event::default().data("[DONE]"), Phase::Closed),
-                Phase::Closed => return None,
-            };
-            Some((Ok(event), (started, next)))
+        if stream.started.kind == Kind::Chat {
+            stream.push(Delta::Role, None);
+        }
+        futures::stream::unfold(stream, |mut stream| async move {
+            loop {
+                if let Some(event) = stream.queued.pop_front() {
+                    return Some((Ok(event), stream));
+                }
+                match stream.state {
+                    StreamState::Running => stream.advance().await,
+                    StreamState::Finished => {
+                        stream.state = StreamState::Closed;
+                        return Some((Ok(Event::default().data("[DONE]")), stream));
+                    }
+                    StreamState::Closed => return None,
+                }
+            }
         })
     }
 }
 
-enum Piece {
-    Role,
-    Text(String),
-    None,
+/// A streamed response: events ready to send, and what the next ones need.
+struct Streaming {
+    started: Started,
+    queued: VecDeque<Event>,
+    /// Tokens whose log-probabilities ride on the next chunk.
+    logprobs: Vec<TokenLogprob>,
+    /// Bytes of text sent so far (text completions' `text_offset`).
+    text_offset: usize,
+    /// Calls sent so far: the next call's index.
+    calls: usize,
+    state: StreamState,
 }
 
-enum Phase {
-    Role,
+enum StreamState {
     Running,
-    /// The usage chunk is still to come.
-    Usage(Usage),
-    Done,
+    /// Only `[DONE]` is left.
+    Finished,
     Closed,
 }
 
-/// Usage as OpenAI writes it. No prompt is cached yet, so `cached_tokens` is 0.
-fn usage_json(usage: &Usage) -> Value {
-    json!({
-        "prompt_tokens": usage.prompt_tokens,
-        "completion_tokens": usage.completion_tokens,
-        "total_tokens": usage.total_tokens,
-        "prompt_tokens_details": { "cached_tokens": 0 },
-    })
+/// A call's arguments go out in pieces of this many characters, as OpenAI streams them.
+const ARGUMENT_PIECE: usize = 32;
+
+impl Streaming {
+    /// Waits for the generation's next event and queues what it makes.
+    async fn advance(&mut self) {
+        match self.started.next().await {
+            Some(GenerationEvent::Text(piece)) => {
+                let outputs = self.started.reader.push(&piece);
+                self.send(outputs);
+            }
+            Some(GenerationEvent::Logprob(token)) => self.logprobs.push(token),
+            Some(GenerationEvent::Done {
+                finish_reason,
+                usage,
+            }) => {
+                let outputs = self.started.reader.finish();
+                self.send(outputs);
+                let reason = shape::finish_reason(finish_reason, self.started.reader.calls());
+                self.push(Delta::Empty, Some((reason, &usage)));
+                if self.started.include_usage {
+                    let chunk = self.started.usage_chunk(&usage);
+                    self.queued.push_back(json_event(&chunk));
+                }
+                self.state = StreamState::Finished;
+            }
+            Some(GenerationEvent::Failed(message)) => {
+                self.fail(message);
+            }
+            None => self.fail("the generation ended without a result".into()),
+        }
+    }
+
+    fn fail(&mut self, message: String) {
+        let error = ApiError::server("generation_failed", message).to_json();
+        self.queued.push_back(json_event(&error));
+        self.state = StreamState::Finished;
+    }
+
+    fn send(&mut self, outputs: Vec<Output>) {
+        for output in outputs {
+            match output {
+                Output::Content(text) => self.push(Delta::Content(&text), None),
+                Output::Call(call) => {
+                    let index = self.calls;
+                    self.calls += 1;
+                    self.push(Delta::CallStart { index, call: &call }, None);
+                    let arguments: Vec<char> = call.arguments.chars().collect();
+                    for piece in arguments.chunks(ARGUMENT_PIECE) {
+                        let piece: String = piece.iter().collect();
+                        self.push(
+                            Delta::CallArguments {
+                                index,
+                                arguments: &piece,
+                            },
+                            None,
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Queues one chunk; the log-probabilities gathered since the last ride along.
+    fn push(&mut self, delta: Delta<'_>, finish: Option<(&str, &Usage)>) {
+        let logprobs = if self.started.logprobs && !self.logprobs.is_empty() {
+            let tokens = std::mem::take(&mut self.logprobs);
+            shape::logprobs_json(self.started.kind, &tokens, self.text_offset)
+        } else {
+            Value::Null
+        };
+        if let Delta::Content(text) = &delta {
+            self.text_offset += text.len();
+        }
+        let choice = shape::chunk_choice(self.started.kind, delta, logprobs, finish.map(|f| f.0));
+        let chunk = self.started.chunk(choice, finish.map(|f| f.1));
+        self.queued.push_back(json_event(&chunk));
+    }
 }
 
 fn json_event(value: &Value) -> Event {

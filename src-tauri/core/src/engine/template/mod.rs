@@ -9,13 +9,25 @@
 use minijinja::syntax::SyntaxConfig;
 use minijinja::value::Serde;
 use minijinja::{Environment, ErrorKind, Value};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-/// One chat message as the template sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+use super::tools::ToolCall;
+
+/// One chat message as the template sees it. Fields a message lacks are left out, so
+/// templates' `is defined` tests see them missing, as in Hugging Face's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ChatMessage {
     pub role: String,
     pub content: String,
+    /// An assistant turn's calls.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// A tool result's call.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    /// A tool result's function name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 impl ChatMessage {
@@ -23,6 +35,9 @@ impl ChatMessage {
         Self {
             role: role.to_string(),
             content: content.to_string(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+            name: None,
         }
     }
 }
@@ -62,8 +77,13 @@ impl ChatTemplate {
         })
     }
 
-    /// Renders `messages`, ending with the opening of the assistant's turn.
-    pub fn render(&self, messages: &[ChatMessage]) -> Result<String, String> {
+    /// Renders `messages`, ending with the opening of the assistant's turn. `tools` (OpenAI's
+    /// function objects) fill the template's `tools` variable, which is undefined without.
+    pub fn render(
+        &self,
+        messages: &[ChatMessage],
+        tools: Option<&[serde_json::Value]>,
+    ) -> Result<String, String> {
         let template = self
             .env
             .get_template(NAME)
@@ -71,6 +91,7 @@ impl ChatTemplate {
         template
             .render(minijinja::context! {
                 messages => Value::from(Serde(messages)),
+                tools => tools.map(|t| Value::from(Serde(t))),
                 add_generation_prompt => true,
                 bos_token => self.bos_token.as_str(),
                 eos_token => self.eos_token.as_str(),
@@ -133,7 +154,7 @@ mod tests {
     #[test]
     fn smollm2_without_system_message_gets_its_default_system_prompt() {
         let prompt = smollm2()
-            .render(&[ChatMessage::new("user", "What is 2+2?")])
+            .render(&[ChatMessage::new("user", "What is 2+2?")], None)
             .expect("renders");
         assert_eq!(
             prompt,
@@ -148,12 +169,15 @@ mod tests {
     #[test]
     fn smollm2_with_system_message_uses_it_instead() {
         let prompt = smollm2()
-            .render(&[
-                ChatMessage::new("system", "Answer in French."),
-                ChatMessage::new("user", "Hello"),
-                ChatMessage::new("assistant", "Bonjour"),
-                ChatMessage::new("user", "Thanks"),
-            ])
+            .render(
+                &[
+                    ChatMessage::new("system", "Answer in French."),
+                    ChatMessage::new("user", "Hello"),
+                    ChatMessage::new("assistant", "Bonjour"),
+                    ChatMessage::new("user", "Thanks"),
+                ],
+                None,
+            )
             .expect("renders");
         assert_eq!(
             prompt,
@@ -174,7 +198,7 @@ mod tests {
         )
         .expect("compiles");
         let err = t
-            .render(&[ChatMessage::new("assistant", "hi")])
+            .render(&[ChatMessage::new("assistant", "hi")], None)
             .unwrap_err();
         assert_eq!(err, "Conversation must start with user");
     }
@@ -188,7 +212,7 @@ mod tests {
         )
         .expect("compiles");
         assert_eq!(
-            t.render(&[ChatMessage::new("user", "  hi  ")])
+            t.render(&[ChatMessage::new("user", "  hi  ")], None)
                 .expect("renders"),
             "  <s>hi\n"
         );

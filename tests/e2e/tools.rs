@@ -1,0 +1,100 @@
+//! Tool calls, structured output and log-probabilities, driven by the official `openai` Python
+//! client (`openai_client.py`, one check per run) against both test models, whose templates
+//! know no tools: they get the generic format, its grammar and its system message.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::support::{Server, GEMMA, SMOLLM2};
+
+const CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/e2e/openai_client.py");
+
+/// Runs one check of `openai_client.py`; panics with its output if it fails.
+fn check(server: &Server, model: &str, name: &str) -> Value {
+    let pythonpath = std::env::var("HEADROOM_TEST_PYTHONPATH").expect(
+        "HEADROOM_TEST_PYTHONPATH: the folder scripts/test.sh installs the openai client into",
+    );
+    let output = Command::new("python3")
+        .arg(CLIENT)
+        .arg(server.url("/v1"))
+        .arg(model)
+        .arg(name)
+        .env("PYTHONPATH", pythonpath)
+        .output()
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{name} on {model} failed:\n{stdout}\n{}\nserver log:\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        server.stderr()
+    );
+    let measured: Value = serde_json::from_str(stdout.trim()).expect("the check prints JSON");
+    println!("{model} {name}: {measured}");
+    measured
+}
+
+#[test]
+fn a_forced_call_satisfies_its_schema_and_the_answer_goes_back() {
+    let server = Server::start();
+    for model in [SMOLLM2, GEMMA] {
+        let measured = check(&server, model, "forced_call");
+        assert_eq!(measured["arguments"]["city"], "Paris", "{measured}");
+    }
+}
+
+#[test]
+fn a_streamed_call_is_reassembled_by_the_client() {
+    let server = Server::start();
+    for model in [SMOLLM2, GEMMA] {
+        check(&server, model, "streamed_call");
+    }
+}
+
+#[test]
+fn required_and_auto_choices_give_valid_calls_or_answers() {
+    let server = Server::start();
+    check(&server, SMOLLM2, "required_parallel");
+    check(&server, SMOLLM2, "auto_choice");
+}
+
+#[test]
+fn json_schema_and_json_object_answers_validate() {
+    let server = Server::start();
+    for model in [SMOLLM2, GEMMA] {
+        check(&server, model, "json_schema");
+    }
+    check(&server, SMOLLM2, "json_object");
+}
+
+#[test]
+fn logprobs_are_the_models_own_and_sum_sensibly() {
+    let server = Server::start();
+    for model in [SMOLLM2, GEMMA] {
+        let measured = check(&server, model, "logprobs");
+        assert!(measured["tokens"].as_u64().unwrap_or(0) > 0, "{measured}");
+    }
+}
+
+#[test]
+fn bad_tools_schemas_and_settings_are_400s_and_the_server_goes_on() {
+    let server = Server::start();
+    let seen = check(&server, SMOLLM2, "bad_input");
+    assert_eq!(seen["malformed tool schema"]["code"], "invalid_tools");
+    assert_eq!(seen["not JSON Schema"]["code"], "invalid_tools");
+    assert_eq!(
+        seen["tool_choice names no tool"]["code"],
+        "invalid_tool_choice"
+    );
+    assert_eq!(seen["top_logprobs 99"]["code"], "invalid_logprobs");
+    assert_eq!(
+        seen["bad response schema"]["code"],
+        "invalid_response_format"
+    );
+    assert_eq!(seen["10 MB logit_bias"]["code"], "request_too_large");
+    assert_eq!(
+        seen["5000 logit_bias entries"]["code"],
+        "invalid_logit_bias"
+    );
+}
