@@ -1,7 +1,7 @@
 """Headroom driven by the official `openai` Python client, one check per run.
 
-Usage: openai_client.py BASE_URL MODEL CHECK. Exits non-zero with the reason when the check
-fails; prints one JSON line of what it measured otherwise. The Rust e2e tests (tools.rs) start
+Usage: openai_client.py BASE_URL MODEL CHECK [CHAT_MODEL]. Exits non-zero with the reason when the check
+fails; prints one JSON line of what it measured otherwise. The Rust e2e tests (openai_sdk.rs) start
 the server and run each check; the client and `jsonschema` come from PyPI (scripts/lib.sh).
 """
 
@@ -318,6 +318,56 @@ def bad_input():
     return seen
 
 
+def embeddings():
+    """A paraphrase ranks above an unrelated sentence; base64 (the client's default) and float
+    give the same vectors; a chat model or a shortened size is a clear 400."""
+    sentences = [
+        "The cat sits on the mat.",
+        "A cat is sitting on a mat.",
+        "Stock markets fell sharply today.",
+    ]
+    packed = client.embeddings.create(model=MODEL, input=sentences)
+    plain = client.embeddings.create(model=MODEL, input=sentences, encoding_format="float")
+    vectors = [d.embedding for d in plain.data]
+    assert [d.index for d in plain.data] == [0, 1, 2]
+    for a, b in zip(packed.data, plain.data):
+        assert max(abs(x - y) for x, y in zip(a.embedding, b.embedding)) < 1e-6
+    cos = lambda a, b: sum(x * y for x, y in zip(a, b))
+    norms = [math.sqrt(cos(v, v)) for v in vectors]
+    assert all(abs(n - 1) < 1e-4 for n in norms), norms
+    paraphrase, unrelated = cos(vectors[0], vectors[1]), cos(vectors[0], vectors[2])
+    assert paraphrase > unrelated + 0.3, (paraphrase, unrelated)
+    assert plain.usage.prompt_tokens > len(sentences), plain.usage
+    # Token input: the same sentence as ids ([CLS] hello world [SEP] in BERT's vocabulary)
+    # gives the same vector.
+    one = client.embeddings.create(model=MODEL, input="hello world", encoding_format="float")
+    ids = client.embeddings.create(model=MODEL, input=[[101, 7592, 2088, 102]], encoding_format="float")
+    assert one.usage.prompt_tokens == 4, one.usage
+    assert max(abs(x - y) for x, y in zip(one.data[0].embedding, ids.data[0].embedding)) < 1e-5
+    refused = {}
+    for name, call in {
+        "chat model": lambda: client.embeddings.create(model=CHAT_MODEL, input="hi"),
+        "dimensions": lambda: client.embeddings.create(model=MODEL, input="hi", dimensions=8),
+        "empty input": lambda: client.embeddings.create(model=MODEL, input=[]),
+    }.items():
+        try:
+            call()
+        except openai.BadRequestError as e:
+            refused[name] = (e.body or {}).get("code")
+            continue
+        raise AssertionError(f"{name}: accepted")
+    return {
+        "dimension": len(vectors[0]),
+        "paraphrase": paraphrase,
+        "unrelated": unrelated,
+        "prompt_tokens": plain.usage.prompt_tokens,
+        "hello_world_tokens": one.usage.prompt_tokens,
+        "refused": refused,
+    }
+
+
+CHAT_MODEL = sys.argv[4] if len(sys.argv) > 4 else None
+
 CHECKS = {
     f.__name__: f
     for f in [
@@ -329,6 +379,7 @@ CHECKS = {
         json_object,
         logprobs,
         bad_input,
+        embeddings,
     ]
 }
 

@@ -10,6 +10,8 @@ use serde_json::Value;
 
 pub const SMOLLM2: &str = "SmolLM2-135M-Instruct.Q4_1";
 pub const GEMMA: &str = "gemma-3-270m-q4_k_m";
+/// all-MiniLM-L6-v2, an embedding model (BERT, mean pooling).
+pub const MINILM: &str = "all-MiniLM-L6-v2-f16";
 
 /// The folder with the real test models; the suite cannot mean anything without them.
 pub fn models_dir() -> PathBuf {

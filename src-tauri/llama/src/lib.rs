@@ -28,12 +28,13 @@ use tokio::sync::mpsc;
 use crate::gguf::GgufSummary;
 use headroom_core::memory::{process_memory, resident_bytes_of_file};
 
+use headroom_core::engine::EmbedInput;
 use headroom_core::engine::{
     CancelFlag, ChatMessage, Engine, EngineError, Footprint, GenerateRequest, Generation,
-    GenerationStats, LoadOptions, LoadedModel, SamplingDefaults, ToolFormat,
+    GenerationStats, LoadOptions, LoadedModel, PendingEmbeddings, SamplingDefaults, ToolFormat,
 };
 use prompt::PromptFormat;
-use worker::Job;
+use worker::{EmbedJob, Job, Work};
 
 /// Tokens decoded per `llama_decode` call: long prompts are fed in chunks of this size.
 const BATCH_TOKENS: u32 = 512;
@@ -113,6 +114,7 @@ impl Engine for LlamaEngine {
         };
         let model = Arc::new(model);
         let format = PromptFormat::from_model(&model)?;
+        let embedding = pooling(&model).is_some();
         let tool_format = ToolFormat::detect(
             model
                 .meta_val_str("tokenizer.chat_template")
@@ -147,7 +149,11 @@ impl Engine for LlamaEngine {
             .with_n_batch(BATCH_TOKENS)
             .with_n_ubatch(BATCH_TOKENS)
             .with_n_threads(threads)
-            .with_n_threads_batch(threads);
+            .with_n_threads_batch(threads)
+            .with_embeddings(embedding);
+        if embedding {
+            tracing::info!(path = %path.display(), pooling = ?pooling(&model), "an embedding model: it serves /v1/embeddings, not text");
+        }
 
         let (jobs_tx, jobs_rx) = mpsc::channel(options.queue.max(1));
         let shared = Arc::new(Shared::default());
@@ -208,6 +214,7 @@ impl Engine for LlamaEngine {
             model,
             format,
             tool_format,
+            embedding,
             sampling_defaults,
             context_per_slot: per_slot,
             queue_capacity: options.queue.max(1),
@@ -279,12 +286,14 @@ struct LlamaLoaded {
     format: PromptFormat,
     /// How the model writes tool calls, from its template.
     tool_format: ToolFormat,
+    /// The file names a pooling: the model makes embeddings, not text.
+    embedding: bool,
     /// From the file's `general.sampling.*` keys.
     sampling_defaults: SamplingDefaults,
     context_per_slot: u32,
     queue_capacity: usize,
     /// `None` once unloading began.
-    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    jobs: Mutex<Option<mpsc::Sender<Work>>>,
     shared: Arc<Shared>,
     worker: Mutex<Option<JoinHandle<()>>>,
     path: PathBuf,
@@ -318,6 +327,44 @@ impl LlamaLoaded {
     }
 }
 
+impl LlamaLoaded {
+    /// Queues work for the worker, or says why it cannot take it.
+    fn send(&self, work: Work) -> Result<(), EngineError> {
+        let jobs = self
+            .jobs
+            .lock()
+            .map_err(|_| EngineError::Internal("model state poisoned".into()))?
+            .clone()
+            .ok_or_else(|| EngineError::Internal("the model is unloading".into()))?;
+        // Counted before the send: the worker may take the job (and count it out) at once.
+        self.shared.queued.fetch_add(1, Ordering::Relaxed);
+        jobs.try_send(work).map_err(|e| {
+            self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+            match e {
+                mpsc::error::TrySendError::Full(_) => EngineError::QueueFull {
+                    queued: self.queue_capacity,
+                },
+                mpsc::error::TrySendError::Closed(_) => {
+                    EngineError::Internal("the model's worker has stopped".into())
+                }
+            }
+        })
+    }
+}
+
+/// The pooling the file names (`<arch>.pooling_type`, llama.cpp's enum: 1 mean, 2 CLS, 3 last,
+/// 4 rank), if any; 0 is none.
+fn pooling(model: &LlamaModel) -> Option<i64> {
+    let arch = model.meta_val_str("general.architecture").ok()?;
+    model
+        .meta_val_str(&format!("{arch}.pooling_type"))
+        .ok()?
+        .trim()
+        .parse::<i64>()
+        .ok()
+        .filter(|&p| p > 0)
+}
+
 impl LoadedModel for LlamaLoaded {
     fn footprint(&self) -> Footprint {
         let weights = self.resident_weights().saturating_add(self.weights_anon);
@@ -345,7 +392,60 @@ impl LoadedModel for LlamaLoaded {
         self.sampling_defaults
     }
 
+    fn is_embedding_model(&self) -> bool {
+        self.embedding
+    }
+
+    fn embed(&self, inputs: Vec<EmbedInput>) -> Result<PendingEmbeddings, EngineError> {
+        if !self.embedding {
+            return Err(EngineError::Unsupported(
+                "this model makes text, not embeddings: its file names no pooling".into(),
+            ));
+        }
+        let n_vocab = self.model.n_vocab();
+        // A non-causal model reads an input in one batch.
+        let longest = self.context_per_slot.min(BATCH_TOKENS);
+        let mut tokenized = Vec::with_capacity(inputs.len());
+        for (i, input) in inputs.into_iter().enumerate() {
+            let tokens = match input {
+                // With the model's special tokens around it ([CLS] … [SEP] for BERT).
+                EmbedInput::Text(text) => self.model.vocab().tokenize(text.as_bytes(), true, false),
+                EmbedInput::Tokens(ids) => {
+                    if let Some(bad) = ids.iter().find(|t| !(0..n_vocab).contains(*t)) {
+                        return Err(EngineError::InvalidInput(format!(
+                            "input {i} names token {bad}, but this model's vocabulary has tokens 0 to {}",
+                            n_vocab - 1
+                        )));
+                    }
+                    ids.into_iter()
+                        .map(llama_cpp_2::token::LlamaToken)
+                        .collect()
+                }
+            };
+            let count = u32::try_from(tokens.len()).unwrap_or(u32::MAX);
+            if count > longest {
+                return Err(EngineError::PromptTooLong {
+                    prompt_tokens: count,
+                    context: longest,
+                });
+            }
+            tokenized.push(tokens);
+        }
+        let (reply, pending) = tokio::sync::oneshot::channel();
+        self.send(Work::Embed(EmbedJob {
+            inputs: tokenized,
+            reply,
+        }))?;
+        Ok(PendingEmbeddings::new(pending))
+    }
+
     fn generate(&self, request: GenerateRequest) -> Result<Generation, EngineError> {
+        if self.embedding {
+            return Err(EngineError::Unsupported(
+                "this is an embedding model: it makes vectors (POST /v1/embeddings), not text"
+                    .into(),
+            ));
+        }
         let n_vocab = self.model.n_vocab();
         if let Some(&(token, _)) = request
             .sampling
@@ -381,36 +481,17 @@ impl LoadedModel for LlamaLoaded {
                 context: self.context_per_slot,
             });
         }
-        let jobs = self
-            .jobs
-            .lock()
-            .map_err(|_| EngineError::Internal("model state poisoned".into()))?
-            .clone()
-            .ok_or_else(|| EngineError::Internal("the model is unloading".into()))?;
         // Room for every token of a typical answer: the worker pauses a slot whose client
         // does not read, instead of blocking the other slots.
         let (events_tx, events_rx) = mpsc::channel(256);
         let cancel = CancelFlag::default();
-        let job = Job {
+        self.send(Work::Generate(Box::new(Job {
             tokens,
             grammar,
             request,
             events: events_tx,
             cancel: cancel.clone(),
-        };
-        // Counted before the send: the worker may take the job (and count it out) at once.
-        self.shared.queued.fetch_add(1, Ordering::Relaxed);
-        jobs.try_send(job).map_err(|e| {
-            self.shared.queued.fetch_sub(1, Ordering::Relaxed);
-            match e {
-                mpsc::error::TrySendError::Full(_) => EngineError::QueueFull {
-                    queued: self.queue_capacity,
-                },
-                mpsc::error::TrySendError::Closed(_) => {
-                    EngineError::Internal("the model's worker has stopped".into())
-                }
-            }
-        })?;
+        })))?;
         Ok(Generation::new(events_rx, cancel))
     }
 

@@ -23,13 +23,26 @@ use crate::{Shared, BATCH_TOKENS};
 use headroom_core::engine::stop::{StopMatcher, StopOutcome};
 use headroom_core::engine::utf8::Utf8Assembler;
 use headroom_core::engine::{
-    CancelFlag, EngineError, FinishReason, GenerateRequest, GenerationEvent, SamplingParams, Usage,
+    CancelFlag, Embeddings, EngineError, FinishReason, GenerateRequest, GenerationEvent,
+    SamplingParams, Usage,
 };
 use headroom_core::memory::{process_memory, ProcessMemory};
 
 /// The most events one step sends to one generation: a log-probability, text, a held-back
 /// tail, done.
 const EVENTS_PER_STEP: usize = 4;
+
+/// What the worker is asked to do.
+pub(super) enum Work {
+    Generate(Box<Job>),
+    Embed(EmbedJob),
+}
+
+/// Inputs to embed, each already tokenized and checked to fit one batch.
+pub(super) struct EmbedJob {
+    pub inputs: Vec<Vec<LlamaToken>>,
+    pub reply: tokio::sync::oneshot::Sender<Result<Embeddings, EngineError>>,
+}
 
 /// A queued generation.
 pub(super) struct Job {
@@ -47,7 +60,7 @@ pub(super) struct WorkerSetup<'m> {
     pub context_params: LlamaContextParams,
     pub slots: u32,
     pub context_per_slot: u32,
-    pub jobs: mpsc::Receiver<Job>,
+    pub jobs: mpsc::Receiver<Work>,
     pub shared: &'m Shared,
     /// Told once: what the context added to the process, or why it could not be made.
     pub ready: std::sync::mpsc::Sender<Result<ContextMemory, EngineError>>,
@@ -308,15 +321,22 @@ enum End {
 }
 
 impl Worker<'_> {
-    fn serve(&mut self, jobs: &mut mpsc::Receiver<Job>) {
+    fn serve(&mut self, jobs: &mut mpsc::Receiver<Work>) {
         loop {
             if self.shared.stop.load(Ordering::Acquire) {
                 let why = self.shared.stop_reason();
                 self.end_all(&why);
                 jobs.close();
-                while let Ok(job) = jobs.try_recv() {
+                while let Ok(work) = jobs.try_recv() {
                     self.shared.queued.fetch_sub(1, Ordering::Relaxed);
-                    let _ = job.events.try_send(GenerationEvent::Failed(why.clone()));
+                    match work {
+                        Work::Generate(job) => {
+                            let _ = job.events.try_send(GenerationEvent::Failed(why.clone()));
+                        }
+                        Work::Embed(job) => {
+                            let _ = job.reply.send(Err(EngineError::Internal(why.clone())));
+                        }
+                    }
                 }
                 return;
             }
@@ -335,21 +355,31 @@ impl Worker<'_> {
 
     /// Moves queued jobs into free slots. Blocks while there is nothing at all to do. Returns
     /// false when the queue is closed and every slot is idle: time to exit.
-    fn admit(&mut self, jobs: &mut mpsc::Receiver<Job>) -> bool {
+    fn admit(&mut self, jobs: &mut mpsc::Receiver<Work>) -> bool {
         while let Some(free) = self.slots.iter().position(Option::is_none) {
             let idle = self.slots.iter().all(Option::is_none);
-            let job = if idle {
+            let work = if idle {
                 match jobs.blocking_recv() {
-                    Some(job) => job,
+                    Some(work) => work,
                     None => return false,
                 }
             } else {
                 match jobs.try_recv() {
-                    Ok(job) => job,
+                    Ok(work) => work,
                     Err(_) => break,
                 }
             };
             self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+            let job = match work {
+                Work::Generate(job) => *job,
+                Work::Embed(job) => {
+                    // An embedding model generates nothing, so no slot waits meanwhile.
+                    let result = self.embed(&job.inputs);
+                    self.shared.completed.fetch_add(1, Ordering::Relaxed);
+                    let _ = job.reply.send(result);
+                    continue;
+                }
+            };
             if job.cancel.is_cancelled() || job.events.is_closed() {
                 self.shared.cancelled.fetch_add(1, Ordering::Relaxed);
                 continue;
@@ -543,6 +573,41 @@ impl Worker<'_> {
         self.shared.completed.fetch_add(1, Ordering::Relaxed);
         // Room was reserved when the slot was scheduled (EVENTS_PER_STEP).
         let _ = slot.job.events.try_send(event);
+    }
+
+    /// Each input in sequence 0, one batch each; the pooled vector llama.cpp computes for the
+    /// sequence is its embedding.
+    fn embed(&mut self, inputs: &[Vec<LlamaToken>]) -> Result<Embeddings, EngineError> {
+        let mut vectors = Vec::with_capacity(inputs.len());
+        let mut prompt_tokens = 0u32;
+        for tokens in inputs {
+            self.batch.clear();
+            for (pos, token) in tokens.iter().enumerate() {
+                let pos = i32::try_from(pos).unwrap_or(i32::MAX);
+                self.batch
+                    .add(*token, pos, &[0], true)
+                    .map_err(|e| EngineError::Internal(format!("embedding batch: {e}")))?;
+            }
+            let decoded = self.ctx.decode(&mut self.batch);
+            let vector = decoded
+                .map_err(|e| EngineError::Internal(format!("embedding failed: {e}")))
+                .and_then(|()| {
+                    self.ctx
+                        .embeddings_seq_ith(0)
+                        .map(<[f32]>::to_vec)
+                        .map_err(|e| EngineError::Internal(format!("no pooled embedding: {e}")))
+                });
+            if let Err(e) = self.ctx.clear_kv_cache_seq(Some(0), None, None) {
+                tracing::warn!(error = %e, "could not clear the embedding sequence");
+            }
+            vectors.push(vector?);
+            prompt_tokens =
+                prompt_tokens.saturating_add(u32::try_from(tokens.len()).unwrap_or(u32::MAX));
+        }
+        Ok(Embeddings {
+            vectors,
+            prompt_tokens,
+        })
     }
 
     fn end_all(&mut self, why: &str) {

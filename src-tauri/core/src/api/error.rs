@@ -159,6 +159,8 @@ impl From<EngineError> for ApiError {
             EngineError::InvalidSampling(_) => {
                 Self::bad_request("invalid_logit_bias", e.to_string())
             }
+            EngineError::InvalidInput(_) => Self::bad_request("invalid_input", e.to_string()),
+            EngineError::Unsupported(_) => Self::bad_request("model_not_supported", e.to_string()),
             EngineError::InvalidConstraint(_) => Self::bad_request("invalid_schema", e.to_string()),
             EngineError::QueueFull { .. } => Self::unavailable("queue_full", e.to_string()),
             EngineError::BadModelFile { .. } => Self::server("model_load_failed", e.to_string()),

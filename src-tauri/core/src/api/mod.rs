@@ -54,6 +54,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/models", get(openai::models::list))
         .route("/v1/chat/completions", post(openai::chat::completions))
         .route("/v1/completions", post(openai::completions::completions))
+        .route("/v1/embeddings", post(openai::embeddings::embeddings))
         .route("/api/status", get(status::status))
         .route("/api/events", get(status::events))
         .route("/api/models", get(manage::models))

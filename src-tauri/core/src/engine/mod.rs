@@ -4,6 +4,7 @@
 //! [`LoadedModel`], so llama.cpp today and MLX on Apple Silicon later sit side by side without
 //! the pool knowing which one it holds.
 
+pub mod embed;
 pub mod sampling;
 pub mod stop;
 pub mod template;
@@ -17,6 +18,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+pub use embed::{EmbedInput, Embeddings, PendingEmbeddings};
 pub use sampling::{SamplingDefaults, SamplingParams, SamplingRequest};
 pub use template::ChatMessage;
 pub use tools::{Constraint, ToolFormat};
@@ -66,6 +68,19 @@ pub trait LoadedModel: Send + Sync {
 
     /// Queues a generation. Tokens arrive on the returned [`Generation`]; dropping it cancels.
     fn generate(&self, request: GenerateRequest) -> Result<Generation, EngineError>;
+
+    /// Whether the model makes embeddings (its file names a pooling) rather than text.
+    fn is_embedding_model(&self) -> bool {
+        false
+    }
+
+    /// Queues `inputs` for embedding: one vector each, in order.
+    fn embed(&self, inputs: Vec<EmbedInput>) -> Result<PendingEmbeddings, EngineError> {
+        drop(inputs);
+        Err(EngineError::Unsupported(
+            "this model makes text, not embeddings: its file names no pooling".into(),
+        ))
+    }
 
     /// Counters of the model's generations so far.
     fn stats(&self) -> GenerationStats;
@@ -259,6 +274,12 @@ pub enum EngineError {
     /// A sampling setting this model cannot take (a `logit_bias` token it does not have).
     #[error("{0}")]
     InvalidSampling(String),
+    /// Input this model cannot read (a token id outside its vocabulary).
+    #[error("{0}")]
+    InvalidInput(String),
+    /// The model cannot do what was asked (text from an embedding model, or the reverse).
+    #[error("{0}")]
+    Unsupported(String),
     /// A schema or tool definition the engine cannot turn into a constraint.
     #[error("{0}")]
     InvalidConstraint(String),

@@ -192,6 +192,17 @@ impl LoadedModel for ProtectedModel {
         self.model.tool_format()
     }
 
+    fn is_embedding_model(&self) -> bool {
+        self.model.is_embedding_model()
+    }
+
+    fn embed(
+        &self,
+        inputs: Vec<crate::engine::EmbedInput>,
+    ) -> Result<crate::engine::PendingEmbeddings, EngineError> {
+        self.model.embed(inputs)
+    }
+
     fn generate(&self, request: GenerateRequest) -> Result<Generation, EngineError> {
         self.model.generate(request)
     }

@@ -7,7 +7,10 @@ use crate::engine::SamplingRequest;
 use crate::vocab::{parse_idle_timeout, IdleTimeout};
 
 /// `keep_alive` or `ttl`: a duration string or a number of seconds (negative = forever).
-fn idle_timeout(field: &str, value: &serde_json::Value) -> Result<IdleTimeout, ApiError> {
+pub(super) fn idle_timeout(
+    field: &str,
+    value: &serde_json::Value,
+) -> Result<IdleTimeout, ApiError> {
     let parsed = match value {
         serde_json::Value::Number(n) => n
             .as_f64()

@@ -1,4 +1,4 @@
-//! Tool calls, structured output and log-probabilities, driven by the official `openai` Python
+//! Tool calls, structured output, log-probabilities and embeddings, driven by the official `openai` Python
 //! client (`openai_client.py`, one check per run) against both test models, whose templates
 //! know no tools: they get the generic format, its grammar and its system message.
 
@@ -6,12 +6,16 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::support::{Server, GEMMA, SMOLLM2};
+use crate::support::{Server, GEMMA, MINILM, SMOLLM2};
 
 const CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/e2e/openai_client.py");
 
 /// Runs one check of `openai_client.py`; panics with its output if it fails.
 fn check(server: &Server, model: &str, name: &str) -> Value {
+    check_with(server, model, name, &[])
+}
+
+fn check_with(server: &Server, model: &str, name: &str, extra: &[&str]) -> Value {
     let pythonpath = std::env::var("HEADROOM_TEST_PYTHONPATH").expect(
         "HEADROOM_TEST_PYTHONPATH: the folder scripts/test.sh installs the openai client into",
     );
@@ -20,6 +24,7 @@ fn check(server: &Server, model: &str, name: &str) -> Value {
         .arg(server.url("/v1"))
         .arg(model)
         .arg(name)
+        .args(extra)
         .env("PYTHONPATH", pythonpath)
         .output()
         .expect("python3 runs");
@@ -97,4 +102,24 @@ fn bad_tools_schemas_and_settings_are_400s_and_the_server_goes_on() {
         seen["5000 logit_bias entries"]["code"],
         "invalid_logit_bias"
     );
+}
+
+/// The embedding model (all-MiniLM-L6-v2, converted from PyPI) through the same pool: loaded
+/// on the first request and shown with its measured memory like any model.
+#[tokio::test]
+async fn embeddings_rank_a_paraphrase_above_an_unrelated_sentence() {
+    let server = Server::start();
+    let measured = check_with(&server, MINILM, "embeddings", &[SMOLLM2]);
+    assert_eq!(measured["dimension"], 384);
+    let (status, memory) = server.get("/api/memory/status").await;
+    assert_eq!(status, 200);
+    let model = memory["models"]
+        .as_array()
+        .and_then(|models| models.iter().find(|m| m["id"] == MINILM))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(model["state"], "ready", "{memory}");
+    let total = model["memory"]["total"].as_u64().unwrap_or(0);
+    println!("all-MiniLM-L6-v2 holds {total} bytes");
+    assert!(total > 20_000_000, "{model}");
 }
