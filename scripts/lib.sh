@@ -204,14 +204,14 @@ PY
 
 # The official client libraries the end-to-end tests drive Headroom with, pinned, installed
 # into a folder of their own (put on PYTHONPATH by the tests), not into the system's Python.
-PYTHON_CLIENTS=(openai==3.57.0 jsonschema==4.26.0)
+PYTHON_CLIENTS=(openai==3.57.0 jsonschema==4.26.0 gguf==0.19.0 numpy==2.3.5)
 
 install_python_clients() {
   local dir="$1" stamp="$1/.pinned"
   [[ -f "$stamp" && "$(cat "$stamp")" == "${PYTHON_CLIENTS[*]}" ]] && return 0
   log "installing the Python clients the tests use: ${PYTHON_CLIENTS[*]}"
   rm -rf "$dir"
-  python3 -m pip install --quiet --disable-pip-version-check --only-binary=:all: --target "$dir" \
+  python3 -m pip install --quiet --disable-pip-version-check --no-warn-conflicts --only-binary=:all: --target "$dir" \
     "${PYTHON_CLIENTS[@]}" || die "pip could not install ${PYTHON_CLIENTS[*]} (is PyPI reachable?)"
   echo "${PYTHON_CLIENTS[*]}" >"$stamp"
 }

@@ -15,17 +15,21 @@ fn check(server: &Server, model: &str, name: &str) -> Value {
     check_with(server, model, name, &[])
 }
 
+/// The folder scripts/test.sh installs the Python clients (openai, jsonschema, gguf) into.
+fn pythonpath() -> String {
+    std::env::var("HEADROOM_TEST_PYTHONPATH").expect(
+        "HEADROOM_TEST_PYTHONPATH: the folder scripts/test.sh installs the Python clients into",
+    )
+}
+
 fn check_with(server: &Server, model: &str, name: &str, extra: &[&str]) -> Value {
-    let pythonpath = std::env::var("HEADROOM_TEST_PYTHONPATH").expect(
-        "HEADROOM_TEST_PYTHONPATH: the folder scripts/test.sh installs the openai client into",
-    );
     let output = Command::new("python3")
         .arg(CLIENT)
         .arg(server.url("/v1"))
         .arg(model)
         .arg(name)
         .args(extra)
-        .env("PYTHONPATH", pythonpath)
+        .env("PYTHONPATH", pythonpath())
         .output()
         .expect("python3 runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -122,4 +126,47 @@ async fn embeddings_rank_a_paraphrase_above_an_unrelated_sentence() {
     let total = model["memory"]["total"].as_u64().unwrap_or(0);
     println!("all-MiniLM-L6-v2 holds {total} bytes");
     assert!(total > 20_000_000, "{model}");
+}
+
+/// The native path: SmolLM2 given a template written as Qwen 2.5's (copied with the `gguf`
+/// package's own metadata tool), so it is offered the tools in `<tools>` and its calls are
+/// constrained to, and read from, `<tool_call>` blocks.
+#[test]
+fn a_hermes_template_gets_hermes_calls() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let model = "SmolLM2-135M-hermes";
+    let template = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/core/src/engine/tools/fixtures/hermes.jinja"
+    );
+    let copied = Command::new("python3")
+        .args([
+            "-m",
+            "gguf.scripts.gguf_new_metadata",
+            "--chat-template-file",
+            template,
+        ])
+        .arg(crate::support::model_path(SMOLLM2))
+        .arg(dir.path().join(format!("{model}.gguf")))
+        .env("PYTHONPATH", pythonpath())
+        .output()
+        .expect("python3 runs");
+    assert!(
+        copied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&copied.stderr)
+    );
+    let server = Server::start_with(crate::support::Options {
+        extra_models_dir: Some(dir.path().to_path_buf()),
+        ..Default::default()
+    });
+    let forced = check(&server, model, "forced_call");
+    assert_eq!(forced["arguments"]["city"], "Paris", "{forced}");
+    check(&server, model, "streamed_call");
+    check(&server, model, "auto_choice");
+    assert!(
+        server.stderr().contains("tool calls in the hermes format"),
+        "{}",
+        server.stderr()
+    );
 }

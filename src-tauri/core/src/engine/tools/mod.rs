@@ -37,10 +37,13 @@ pub struct ToolSpec {
 impl ToolSpec {
     /// The tool as Hugging Face templates and OpenAI write it.
     pub fn to_json(&self) -> Value {
-        let mut function = json!({ "name": self.name, "parameters": self.parameters });
+        // OpenAI's key order, which templates print as they find it.
+        let mut function = serde_json::Map::new();
+        function.insert("name".into(), json!(self.name));
         if let Some(description) = &self.description {
-            function["description"] = json!(description);
+            function.insert("description".into(), json!(description));
         }
+        function.insert("parameters".into(), self.parameters.clone());
         json!({ "type": "function", "function": function })
     }
 }
@@ -307,6 +310,54 @@ mod tests {
             )),
             ToolFormat::Llama3
         );
+    }
+
+    /// A template written as Qwen 2.5's is (Hermes calls): the tools in the system message,
+    /// earlier calls and results rendered in its own markup.
+    const HERMES: &str = include_str!("fixtures/hermes.jinja");
+
+    #[test]
+    fn a_hermes_template_is_planned_natively_and_renders_tools_calls_and_results() {
+        use crate::engine::template::ChatTemplate;
+        assert_eq!(ToolFormat::detect(Some(HERMES)), ToolFormat::Hermes);
+        let mut assistant = ChatMessage::new("assistant", "");
+        assistant.tool_calls = vec![ToolCall {
+            id: "call_1".into(),
+            name: "get_weather".into(),
+            arguments: r#"{"city": "Paris"}"#.into(),
+        }];
+        let mut result = ChatMessage::new("tool", "18 C");
+        result.tool_call_id = Some("call_1".into());
+        let request = ToolRequest {
+            tools: vec![weather()],
+            choice: ToolChoice::Auto,
+            parallel: true,
+            response_schema: None,
+        };
+        let plan = plan(
+            ToolFormat::Hermes,
+            vec![
+                ChatMessage::new("user", "Weather in Paris?"),
+                assistant,
+                result,
+            ],
+            &request,
+        );
+        let constraint = plan.constraint.expect("constrained");
+        assert_eq!(constraint.trigger.as_deref(), Some("<tool_call>"));
+        assert!(constraint.repeat);
+        let template = ChatTemplate::new(HERMES, "", "<|im_end|>").expect("compiles");
+        let prompt = template
+            .render(&plan.messages, plan.template_tools.as_deref())
+            .expect("renders");
+        assert!(prompt.contains(r#"<tools>
+{"type": "function", "function": {"name": "get_weather", "description": "The weather in a city", "parameters": "#), "{prompt}");
+        assert!(prompt.contains("<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call><|im_end|>"), "{prompt}");
+        assert!(
+            prompt.contains("<|im_start|>user\n<tool_response>\n18 C\n</tool_response><|im_end|>"),
+            "{prompt}"
+        );
+        assert!(prompt.ends_with("<|im_start|>assistant\n"));
     }
 
     #[test]
