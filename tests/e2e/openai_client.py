@@ -366,6 +366,47 @@ def embeddings():
     }
 
 
+def extra(obj, name):
+    """A field the typed client does not declare (llama-server's `reasoning_content`)."""
+    return getattr(obj, name, None) or (obj.model_extra or {}).get(name)
+
+
+def reasoning():
+    """A template that opens <think>: the thinking goes to reasoning_content, whole and
+    streamed, and reasoning_format none keeps the raw text, which the split adds up to."""
+    ask = dict(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Is 17 a prime number?"}],
+        max_tokens=60,
+        temperature=0,
+    )
+    raw = client.chat.completions.create(**ask, extra_body={"reasoning_format": "none"})
+    raw_text = raw.choices[0].message.content
+    assert extra(raw.choices[0].message, "reasoning_content") is None
+    split = client.chat.completions.create(**ask)
+    thought = extra(split.choices[0].message, "reasoning_content") or ""
+    answer = split.choices[0].message.content or ""
+    if "</think>" in raw_text:
+        before, after = raw_text.split("</think>", 1)
+        assert (thought, answer) == (before, after.lstrip()), (thought, answer, raw_text)
+    else:
+        assert (thought, answer) == (raw_text, ""), (thought, answer, raw_text)
+    assert thought, "no reasoning at all"
+    streamed_thought, streamed_answer = "", ""
+    for chunk in client.chat.completions.create(**ask, stream=True):
+        if chunk.choices:
+            delta = chunk.choices[0].delta
+            streamed_thought += extra(delta, "reasoning_content") or ""
+            streamed_answer += delta.content or ""
+    assert (streamed_thought, streamed_answer) == (thought, answer)
+    try:
+        client.chat.completions.create(**ask, extra_body={"reasoning_format": "sometimes"})
+        raise AssertionError("reasoning_format sometimes accepted")
+    except openai.BadRequestError as e:
+        assert (e.body or {}).get("code") == "invalid_reasoning_format", e.body
+    return {"reasoning_chars": len(thought), "answer_chars": len(answer), "closed": "</think>" in raw_text}
+
+
 CHAT_MODEL = sys.argv[4] if len(sys.argv) > 4 else None
 
 CHECKS = {
@@ -380,6 +421,7 @@ CHECKS = {
         logprobs,
         bad_input,
         embeddings,
+        reasoning,
     ]
 }
 

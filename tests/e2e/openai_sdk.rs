@@ -128,26 +128,22 @@ async fn embeddings_rank_a_paraphrase_above_an_unrelated_sentence() {
     assert!(total > 20_000_000, "{model}");
 }
 
-/// The native path: SmolLM2 given a template written as Qwen 2.5's (copied with the `gguf`
-/// package's own metadata tool), so it is offered the tools in `<tools>` and its calls are
-/// constrained to, and read from, `<tool_call>` blocks.
-#[test]
-fn a_hermes_template_gets_hermes_calls() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let model = "SmolLM2-135M-hermes";
-    let template = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/core/src/engine/tools/fixtures/hermes.jinja"
+/// SmolLM2 copied into `dir` as `model` with another chat template (a fixture), by the `gguf`
+/// package's own metadata tool.
+fn retemplated(dir: &std::path::Path, model: &str, fixture: &str) {
+    let template = format!(
+        "{}/core/src/engine/tools/fixtures/{fixture}",
+        env!("CARGO_MANIFEST_DIR")
     );
     let copied = Command::new("python3")
         .args([
             "-m",
             "gguf.scripts.gguf_new_metadata",
             "--chat-template-file",
-            template,
         ])
+        .arg(template)
         .arg(crate::support::model_path(SMOLLM2))
-        .arg(dir.path().join(format!("{model}.gguf")))
+        .arg(dir.join(format!("{model}.gguf")))
         .env("PYTHONPATH", pythonpath())
         .output()
         .expect("python3 runs");
@@ -156,6 +152,15 @@ fn a_hermes_template_gets_hermes_calls() {
         "{}",
         String::from_utf8_lossy(&copied.stderr)
     );
+}
+
+/// The native path: SmolLM2 given a template written as Qwen 2.5's, so it is offered the tools
+/// in `<tools>` and its calls are constrained to, and read from, `<tool_call>` blocks.
+#[test]
+fn a_hermes_template_gets_hermes_calls() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let model = "SmolLM2-135M-hermes";
+    retemplated(dir.path(), model, "hermes.jinja");
     let server = Server::start_with(crate::support::Options {
         extra_models_dir: Some(dir.path().to_path_buf()),
         ..Default::default()
@@ -168,5 +173,23 @@ fn a_hermes_template_gets_hermes_calls() {
         server.stderr().contains("tool calls in the hermes format"),
         "{}",
         server.stderr()
+    );
+}
+
+/// Reasoning: SmolLM2 given a template whose generation prompt opens `<think>`, as DeepSeek-R1's
+/// and Qwen3's do; no thinking model small enough is on PyPI.
+#[test]
+fn thinking_goes_to_reasoning_content() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let model = "SmolLM2-135M-thinking";
+    retemplated(dir.path(), model, "thinking.jinja");
+    let server = Server::start_with(crate::support::Options {
+        extra_models_dir: Some(dir.path().to_path_buf()),
+        ..Default::default()
+    });
+    let measured = check(&server, model, "reasoning");
+    assert!(
+        measured["reasoning_chars"].as_u64().unwrap_or(0) > 0,
+        "{measured}"
     );
 }

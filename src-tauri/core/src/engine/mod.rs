@@ -5,6 +5,7 @@
 //! the pool knowing which one it holds.
 
 pub mod embed;
+pub mod reasoning;
 pub mod sampling;
 pub mod stop;
 pub mod template;

@@ -10,6 +10,7 @@ use super::tools::ToolFields;
 use crate::api::body::JsonBody;
 use crate::api::error::ApiError;
 use crate::api::AppState;
+use crate::engine::reasoning::ReasoningSplitter;
 use crate::engine::tools::{self, ToolCall, ToolRequest};
 use crate::engine::ChatMessage;
 
@@ -21,6 +22,9 @@ pub struct ChatRequest {
     pub options: GenerationOptions,
     #[serde(flatten)]
     pub tools: ToolFields,
+    /// llama-server's switch: `"none"` keeps `<think>` blocks in the content; `"auto"` (the
+    /// default) and `"deepseek"` put them in `reasoning_content`.
+    pub reasoning_format: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -131,6 +135,8 @@ pub struct ChatCall {
     pub messages: Vec<ChatMessage>,
     pub checked: Checked,
     pub tools: ToolRequest,
+    /// Split `<think>` blocks off into `reasoning_content`.
+    pub split_reasoning: bool,
     pub stream: bool,
 }
 
@@ -139,6 +145,16 @@ impl ChatRequest {
         Ok(ChatCall {
             checked: self.options.check(None)?,
             tools: self.tools.check()?,
+            split_reasoning: match self.reasoning_format.as_deref() {
+                None | Some("auto") | Some("deepseek") => true,
+                Some("none") => false,
+                Some(other) => {
+                    return Err(ApiError::bad_request(
+                        "invalid_reasoning_format",
+                        format!("'reasoning_format' must be \"auto\", \"deepseek\" or \"none\", got \"{other}\""),
+                    ))
+                }
+            },
             stream: self.options.stream,
             messages: to_messages(self.messages)?,
             model: self.model,
@@ -157,7 +173,7 @@ pub async fn completions(
     JsonBody(request): JsonBody<ChatRequest>,
 ) -> Result<Response, ApiError> {
     let call = request.prepare()?;
-    let (messages, request) = (call.messages, call.tools);
+    let (messages, request, split) = (call.messages, call.tools, call.split_reasoning);
     let started = start(
         &state,
         Kind::Chat,
@@ -166,6 +182,7 @@ pub async fn completions(
             let plan = tools::plan(model.tool_format(), messages, &request);
             let prompt = model.render_chat(&plan.messages, plan.template_tools.as_deref())?;
             Ok(Prepared {
+                reasoning: ReasoningSplitter::new(&prompt, split),
                 prompt,
                 constraint: plan.constraint,
                 reader: plan.reader,

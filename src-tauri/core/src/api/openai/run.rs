@@ -17,6 +17,7 @@ pub(super) use super::shape::Kind;
 use super::shape::{self, usage_json, Delta};
 use crate::api::error::ApiError;
 use crate::api::AppState;
+use crate::engine::reasoning::{Part, ReasoningSplitter};
 use crate::engine::tools::reader::{Output, OutputReader};
 use crate::engine::{
     Constraint, FinishReason, GenerateRequest, Generation, GenerationEvent, LoadedModel,
@@ -31,6 +32,8 @@ use crate::pool::Lease;
 pub(super) struct Prepared {
     pub prompt: String,
     pub constraint: Option<Constraint>,
+    /// Splits thinking off the answer (chat), or passes everything on (text completions).
+    pub reasoning: ReasoningSplitter,
     pub reader: OutputReader,
 }
 
@@ -40,6 +43,7 @@ impl Prepared {
         Self {
             prompt,
             constraint,
+            reasoning: ReasoningSplitter::inline(),
             reader: OutputReader::plain(),
         }
     }
@@ -57,6 +61,7 @@ pub(super) struct Started {
     timing: Timing,
     metrics: Metrics,
     include_usage: bool,
+    reasoning: ReasoningSplitter,
     reader: OutputReader,
     /// Whether the client asked for log-probabilities.
     logprobs: bool,
@@ -110,6 +115,7 @@ pub(super) async fn start(
         },
         metrics: state.metrics.clone(),
         include_usage,
+        reasoning: prepared.reasoning,
         reader: prepared.reader,
         logprobs: checked.logprobs.is_some(),
     })
@@ -177,13 +183,36 @@ impl Started {
         }
     }
 
+    /// Splits a piece of text into reasoning and what the reader passes on of the answer;
+    /// `None` is the end of the generation.
+    fn read(&mut self, piece: Option<&str>) -> (String, Vec<Output>) {
+        let parts = match piece {
+            Some(text) => self.reasoning.push(text),
+            None => self.reasoning.finish(),
+        };
+        let mut thought = String::new();
+        let mut outputs = Vec::new();
+        for part in parts {
+            match part {
+                Part::Reasoning(text) => thought.push_str(&text),
+                Part::Answer(text) => outputs.extend(self.reader.push(&text)),
+            }
+        }
+        if piece.is_none() {
+            outputs.extend(self.reader.finish());
+        }
+        (thought, outputs)
+    }
+
     /// Waits for the whole answer. If the client hangs up, this future is dropped and with it
     /// the generation, which the engine then cancels.
     async fn collect(mut self) -> Result<Json<Value>, ApiError> {
+        let mut reasoning = String::new();
         let mut content = String::new();
         let mut calls = Vec::new();
         let mut logprobs = Vec::new();
-        let mut take = |outputs: Vec<Output>| {
+        let mut take = |(thought, outputs): (String, Vec<Output>)| {
+            reasoning.push_str(&thought);
             for output in outputs {
                 match output {
                     Output::Content(text) => content.push_str(&text),
@@ -193,18 +222,21 @@ impl Started {
         };
         loop {
             match self.next().await {
-                Some(GenerationEvent::Text(piece)) => take(self.reader.push(&piece)),
+                Some(GenerationEvent::Text(piece)) => take(self.read(Some(&piece))),
                 Some(GenerationEvent::Logprob(token)) => logprobs.push(token),
                 Some(GenerationEvent::Done {
                     finish_reason,
                     usage,
                 }) => {
-                    take(self.reader.finish());
+                    take(self.read(None));
                     let reason = shape::finish_reason(finish_reason, self.reader.calls());
                     let choice = shape::whole_choice(
                         self.kind,
-                        content,
-                        &calls,
+                        shape::Answer {
+                            reasoning,
+                            content,
+                            calls: &calls,
+                        },
                         &logprobs,
                         self.logprobs,
                         reason,
@@ -323,16 +355,16 @@ impl Streaming {
     async fn advance(&mut self) {
         match self.started.next().await {
             Some(GenerationEvent::Text(piece)) => {
-                let outputs = self.started.reader.push(&piece);
-                self.send(outputs);
+                let read = self.started.read(Some(&piece));
+                self.send(read);
             }
             Some(GenerationEvent::Logprob(token)) => self.logprobs.push(token),
             Some(GenerationEvent::Done {
                 finish_reason,
                 usage,
             }) => {
-                let outputs = self.started.reader.finish();
-                self.send(outputs);
+                let read = self.started.read(None);
+                self.send(read);
                 let reason = shape::finish_reason(finish_reason, self.started.reader.calls());
                 self.push(Delta::Empty, Some((reason, &usage)));
                 if self.started.include_usage {
@@ -354,7 +386,10 @@ impl Streaming {
         self.state = StreamState::Finished;
     }
 
-    fn send(&mut self, outputs: Vec<Output>) {
+    fn send(&mut self, (thought, outputs): (String, Vec<Output>)) {
+        if !thought.is_empty() {
+            self.push(Delta::Reasoning(&thought), None);
+        }
         for output in outputs {
             match output {
                 Output::Content(text) => self.push(Delta::Content(&text), None),

@@ -39,11 +39,17 @@ pub(super) fn finish_reason(reason: FinishReason, calls: usize) -> &'static str 
     }
 }
 
+/// What the model said, read: its thinking, its answer and its calls.
+pub(super) struct Answer<'a> {
+    pub reasoning: String,
+    pub content: String,
+    pub calls: &'a [ToolCall],
+}
+
 /// A whole response's one choice.
 pub(super) fn whole_choice(
     kind: Kind,
-    content: String,
-    calls: &[ToolCall],
+    answer: Answer<'_>,
     logprobs: &[TokenLogprob],
     asked_logprobs: bool,
     finish_reason: &str,
@@ -53,9 +59,18 @@ pub(super) fn whole_choice(
     } else {
         Value::Null
     };
+    let Answer {
+        reasoning,
+        content,
+        calls,
+    } = answer;
     match kind {
         Kind::Chat => {
             let mut message = json!({ "role": "assistant", "content": content });
+            if !reasoning.is_empty() {
+                // llama-server's and LM Studio's name for it.
+                message["reasoning_content"] = json!(reasoning);
+            }
             if !calls.is_empty() {
                 // OpenAI: no content beside calls is null, not "".
                 if content.is_empty() {
@@ -83,6 +98,8 @@ fn call_json(call: &ToolCall) -> Value {
 pub(super) enum Delta<'a> {
     /// Chat's first chunk.
     Role,
+    /// Thinking, as `reasoning_content`.
+    Reasoning(&'a str),
     Content(&'a str),
     /// A call's first chunk: its index, id and name.
     CallStart {
@@ -110,6 +127,7 @@ pub(super) fn chunk_choice(
             let delta = match delta {
                 Delta::Role => json!({ "role": "assistant", "content": "" }),
                 Delta::Content(text) => json!({ "content": text }),
+                Delta::Reasoning(text) => json!({ "reasoning_content": text }),
                 Delta::CallStart { index, call } => json!({ "tool_calls": [{
                     "index": index,
                     "id": call.id,
@@ -206,8 +224,11 @@ mod tests {
         };
         let choice = whole_choice(
             Kind::Chat,
-            String::new(),
-            std::slice::from_ref(&call),
+            Answer {
+                reasoning: String::new(),
+                content: String::new(),
+                calls: std::slice::from_ref(&call),
+            },
             &[],
             false,
             finish_reason(FinishReason::Stop, 1),
