@@ -11,6 +11,7 @@
 //! a [`ToolRequest`] and read [`reader::Output`]s.
 
 pub mod constraint;
+mod functiongemma;
 mod generic;
 mod hermes;
 mod llama3;
@@ -115,6 +116,8 @@ pub enum ToolFormat {
     Mistral,
     /// Llama 3.1+: a bare `{"name", "parameters"}` object.
     Llama3,
+    /// FunctionGemma: `<start_function_call>call:NAME{key:<escape>v<escape>}<end_function_call>`.
+    FunctionGemma,
 }
 
 impl ToolFormat {
@@ -127,7 +130,9 @@ impl ToolFormat {
         if !source.contains("tools") && !source.contains("tool_calls") {
             return Self::Generic;
         }
-        if source.contains("<tool_call>") {
+        if source.contains(functiongemma::OPEN) {
+            Self::FunctionGemma
+        } else if source.contains("<tool_call>") {
             Self::Hermes
         } else if source.contains("[TOOL_CALLS]") {
             Self::Mistral
@@ -144,6 +149,7 @@ impl ToolFormat {
             Self::Hermes => "hermes",
             Self::Mistral => "mistral",
             Self::Llama3 => "llama3",
+            Self::FunctionGemma => "functiongemma",
         }
     }
 }
@@ -204,22 +210,28 @@ pub fn plan(format: ToolFormat, messages: Vec<ChatMessage>, request: &ToolReques
     };
     match format {
         ToolFormat::Generic => generic::plan(messages, request),
-        ToolFormat::Hermes => native(messages, request, hermes::constraint(request), format),
-        ToolFormat::Mistral => native(messages, request, mistral::constraint(request), format),
-        ToolFormat::Llama3 => native(messages, request, llama3::constraint(request), format),
+        ToolFormat::Hermes => native(messages, request, Some(hermes::constraint(request)), format),
+        ToolFormat::Mistral => native(
+            messages,
+            request,
+            Some(mistral::constraint(request)),
+            format,
+        ),
+        ToolFormat::Llama3 => native(messages, request, Some(llama3::constraint(request)), format),
+        ToolFormat::FunctionGemma => native(messages, request, None, format),
     }
 }
 
 fn native(
     messages: Vec<ChatMessage>,
     request: &ToolRequest,
-    constraint: Constraint,
+    constraint: Option<Constraint>,
     format: ToolFormat,
 ) -> ToolPlan {
     ToolPlan {
         messages,
         template_tools: Some(offered(request).iter().map(|t| t.to_json()).collect()),
-        constraint: Some(constraint),
+        constraint,
         reader: reader::OutputReader::native(format),
     }
 }

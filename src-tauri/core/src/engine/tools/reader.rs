@@ -1,7 +1,7 @@
 //! Reads a generation's text back into content and tool calls, piece by piece, so content
 //! streams as it comes and a call is passed on as soon as it is complete.
 
-use super::{generic, hermes, llama3, mistral, ToolCall, ToolFormat};
+use super::{functiongemma, generic, hermes, llama3, mistral, ToolCall, ToolFormat};
 
 /// What the model said: text for the user, or a call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,36 +101,52 @@ impl OutputReader {
 
     fn scan(&mut self, format: ToolFormat, end: bool) -> Vec<Output> {
         match format {
-            ToolFormat::Hermes => self.scan_blocks(end),
+            ToolFormat::Hermes => {
+                self.scan_blocks(hermes::OPEN, hermes::CLOSE, hermes::parse_block, end)
+            }
+            ToolFormat::FunctionGemma => self.scan_blocks(
+                functiongemma::OPEN,
+                functiongemma::CLOSE,
+                functiongemma::parse_block,
+                end,
+            ),
             ToolFormat::Mistral => self.scan_until_marker(mistral::OPEN, end, mistral::parse_calls),
             ToolFormat::Llama3 => self.scan_llama3(end),
             ToolFormat::Generic => Vec::new(),
         }
     }
 
-    /// Hermes: content, `<tool_call>…</tool_call>` blocks, content.
-    fn scan_blocks(&mut self, end: bool) -> Vec<Output> {
+    /// Content, `OPEN…CLOSE` blocks (Hermes' `<tool_call>`, FunctionGemma's), content.
+    fn scan_blocks(
+        &mut self,
+        open: &str,
+        close: &str,
+        parse: fn(&str) -> Option<Output>,
+        end: bool,
+    ) -> Vec<Output> {
         let mut out = Vec::new();
         loop {
             if self.inside {
-                let Some(at) = self.held.find(hermes::CLOSE) else {
+                let Some(at) = self.held.find(close) else {
                     if end {
                         // An unclosed block (cut short): a call if what is there parses.
                         let inside = std::mem::take(&mut self.held);
-                        out.extend(hermes::parse_block(&inside).or_else(|| {
-                            Some(Output::Content(format!("{}{inside}", hermes::OPEN)))
-                        }));
+                        out.push(
+                            parse(&inside)
+                                .unwrap_or_else(|| Output::Content(format!("{open}{inside}"))),
+                        );
                     }
                     return out;
                 };
-                let inside: String = self.held.drain(..at + hermes::CLOSE.len()).collect();
+                let inside: String = self.held.drain(..at + close.len()).collect();
                 let inside = &inside[..at];
-                out.push(hermes::parse_block(inside).unwrap_or_else(|| {
-                    Output::Content(format!("{}{inside}{}", hermes::OPEN, hermes::CLOSE))
-                }));
+                out.push(
+                    parse(inside)
+                        .unwrap_or_else(|| Output::Content(format!("{open}{inside}{close}"))),
+                );
                 self.inside = false;
             } else {
-                let (before, found) = split_at_marker(&mut self.held, hermes::OPEN, end);
+                let (before, found) = split_at_marker(&mut self.held, open, end);
                 out.extend(content(&before));
                 if !found {
                     return out;
@@ -282,6 +298,22 @@ mod tests {
         assert_eq!(
             out,
             vec![Output::Content("<tool_call>oops</tool_call>".into())]
+        );
+    }
+
+    #[test]
+    fn functiongemma_blocks_become_calls() {
+        let mut reader = OutputReader::native(ToolFormat::FunctionGemma);
+        let out = feed(
+            &mut reader,
+            &[
+                "<start_function_",
+                "call>call:get_weather{city:<escape>Paris<escape>}<end_function_call>",
+            ],
+        );
+        assert!(
+            matches!(out.as_slice(), [Output::Call(c)] if c.arguments == r#"{"city":"Paris"}"#),
+            "{out:?}"
         );
     }
 
