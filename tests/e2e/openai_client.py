@@ -196,7 +196,18 @@ def json_schema():
     assert choice.finish_reason == "stop", choice
     person = json.loads(choice.message.content)
     jsonschema.validate(person, PERSON)
-    # The same through the client's typed helper, which parses into a pydantic model.
+    # Sampled, too: the grammar then stands beside the sampler chain, not the greedy pick.
+    for seed in (1, 2, 3):
+        sampled = client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": "Describe a French programmer as JSON."}],
+            response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON}},
+            max_tokens=150,
+            temperature=0.8,
+            seed=seed,
+        )
+        assert sampled.choices[0].finish_reason == "stop", sampled.choices[0]
+        jsonschema.validate(json.loads(sampled.choices[0].message.content), PERSON)
     return {"person": person}
 
 
