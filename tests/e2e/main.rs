@@ -8,6 +8,7 @@ mod support;
 mod app;
 
 mod access;
+mod anthropic_sdk;
 mod bad_input;
 mod bursts;
 mod chat;

@@ -1,47 +1,27 @@
-//! Tool calls, structured output, log-probabilities and embeddings, driven by the official `openai` Python
-//! client (`openai_client.py`, one check per run) against both test models, whose templates
+//! Tool calls, structured output, log-probabilities, reasoning and embeddings, driven by the
+//! official `openai` Python client (`openai_client.py`, one check per run) against both test models, whose templates
 //! know no tools: they get the generic format, its grammar and its system message.
 
 use std::process::Command;
 
 use serde_json::Value;
 
-use crate::support::{Server, GEMMA, MINILM, SMOLLM2};
-
-const CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/e2e/openai_client.py");
+use crate::support::{python_check, pythonpath, Server, GEMMA, MINILM, SMOLLM2};
 
 /// Runs one check of `openai_client.py`; panics with its output if it fails.
 fn check(server: &Server, model: &str, name: &str) -> Value {
     check_with(server, model, name, &[])
 }
 
-/// The folder scripts/test.sh installs the Python clients (openai, jsonschema, gguf) into.
-fn pythonpath() -> String {
-    std::env::var("HEADROOM_TEST_PYTHONPATH").expect(
-        "HEADROOM_TEST_PYTHONPATH: the folder scripts/test.sh installs the Python clients into",
-    )
-}
-
 fn check_with(server: &Server, model: &str, name: &str, extra: &[&str]) -> Value {
-    let output = Command::new("python3")
-        .arg(CLIENT)
-        .arg(server.url("/v1"))
-        .arg(model)
-        .arg(name)
-        .args(extra)
-        .env("PYTHONPATH", pythonpath())
-        .output()
-        .expect("python3 runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{name} on {model} failed:\n{stdout}\n{}\nserver log:\n{}",
-        String::from_utf8_lossy(&output.stderr),
-        server.stderr()
-    );
-    let measured: Value = serde_json::from_str(stdout.trim()).expect("the check prints JSON");
-    println!("{model} {name}: {measured}");
-    measured
+    python_check(
+        server,
+        "openai_client.py",
+        &server.url("/v1"),
+        model,
+        name,
+        extra,
+    )
 }
 
 #[test]

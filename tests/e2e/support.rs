@@ -645,3 +645,41 @@ pub fn non_loopback_addresses() -> Vec<std::net::IpAddr> {
         .filter(|a: &std::net::IpAddr| !a.is_loopback())
         .collect()
 }
+
+/// The folder scripts/test.sh installs the Python clients (openai, anthropic, jsonschema, gguf)
+/// into.
+pub fn pythonpath() -> String {
+    std::env::var("HEADROOM_TEST_PYTHONPATH").expect(
+        "HEADROOM_TEST_PYTHONPATH: the folder scripts/test.sh installs the Python clients into",
+    )
+}
+
+/// Runs one check of a client script in tests/e2e (`script BASE_URL MODEL CHECK EXTRA…`) and
+/// returns the JSON it prints; panics with its output and the server's log if it fails.
+pub fn python_check(
+    server: &Server,
+    script: &str,
+    base_url: &str,
+    model: &str,
+    check: &str,
+    extra: &[&str],
+) -> Value {
+    let path = format!("{}/../tests/e2e/{script}", env!("CARGO_MANIFEST_DIR"));
+    let output = Command::new("python3")
+        .arg(path)
+        .args([base_url, model, check])
+        .args(extra)
+        .env("PYTHONPATH", pythonpath())
+        .output()
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{check} on {model} failed:\n{stdout}\n{}\nserver log:\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        server.stderr()
+    );
+    let measured: Value = serde_json::from_str(stdout.trim()).expect("the check prints JSON");
+    println!("{model} {check}: {measured}");
+    measured
+}

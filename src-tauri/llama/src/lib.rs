@@ -396,6 +396,10 @@ impl LoadedModel for LlamaLoaded {
         self.embedding
     }
 
+    fn count_tokens(&self, prompt: &str) -> Result<u32, EngineError> {
+        Ok(u32::try_from(prompt::tokenize(&self.model, prompt).len()).unwrap_or(u32::MAX))
+    }
+
     fn embed(&self, inputs: Vec<EmbedInput>) -> Result<PendingEmbeddings, EngineError> {
         if !self.embedding {
             return Err(EngineError::Unsupported(

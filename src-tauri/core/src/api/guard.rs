@@ -70,12 +70,14 @@ fn is_public(path: &str) -> bool {
     path == "/" || path == "/health" || path.starts_with("/ui/")
 }
 
+/// `Authorization: Bearer <key>`, or `x-api-key: <key>` as Anthropic's SDKs send it.
 fn carries_key(headers: &axum::http::HeaderMap, key: &str) -> bool {
-    let Some(given) = headers
+    let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-    else {
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let anthropic = headers.get("x-api-key").and_then(|v| v.to_str().ok());
+    let Some(given) = bearer.or(anthropic) else {
         return false;
     };
     // Constant time, so the time to refuse does not tell how much of a guess was right.
@@ -181,5 +183,13 @@ mod tests {
             );
             assert_eq!(carries_key(&headers, "0123456789abcdef"), ok, "{value}");
         }
+        let mut anthropic = axum::http::HeaderMap::new();
+        anthropic.insert(
+            "x-api-key",
+            axum::http::HeaderValue::from_static("0123456789abcdef"),
+        );
+        assert!(carries_key(&anthropic, "0123456789abcdef"));
+        anthropic.insert("x-api-key", axum::http::HeaderValue::from_static("nope"));
+        assert!(!carries_key(&anthropic, "0123456789abcdef"));
     }
 }

@@ -1,8 +1,10 @@
-//! The HTTP API: OpenAI-compatible endpoints under `/v1`, Headroom's own under `/api`, and the
-//! web UI at `/`. Served on loopback only.
+//! The HTTP API: OpenAI- and Anthropic-compatible endpoints under `/v1`, Headroom's own under
+//! `/api`, and the web UI at `/`. Served on loopback only.
 
+pub mod anthropic;
 pub mod body;
 pub mod error;
+pub mod generation;
 mod guard;
 mod manage;
 pub mod openai;
@@ -55,6 +57,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/chat/completions", post(openai::chat::completions))
         .route("/v1/completions", post(openai::completions::completions))
         .route("/v1/embeddings", post(openai::embeddings::embeddings))
+        .route("/v1/messages", post(anthropic::messages))
+        .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
         .route("/api/status", get(status::status))
         .route("/api/events", get(status::events))
         .route("/api/models", get(manage::models))

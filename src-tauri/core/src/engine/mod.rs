@@ -62,6 +62,14 @@ pub trait LoadedModel: Send + Sync {
         tools: Option<&[serde_json::Value]>,
     ) -> Result<String, EngineError>;
 
+    /// How many tokens `prompt` is for this model (a rendered chat prompt, special tokens
+    /// parsed as the generation would).
+    fn count_tokens(&self, _prompt: &str) -> Result<u32, EngineError> {
+        Err(EngineError::Unsupported(
+            "this engine cannot count tokens".into(),
+        ))
+    }
+
     /// How the model writes tool calls, read off its chat template at load.
     fn tool_format(&self) -> ToolFormat {
         ToolFormat::Generic

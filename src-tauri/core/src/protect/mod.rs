@@ -192,6 +192,10 @@ impl LoadedModel for ProtectedModel {
         self.model.tool_format()
     }
 
+    fn count_tokens(&self, prompt: &str) -> Result<u32, EngineError> {
+        self.model.count_tokens(prompt)
+    }
+
     fn is_embedding_model(&self) -> bool {
         self.model.is_embedding_model()
     }

@@ -3,6 +3,7 @@
 use serde::Deserialize;
 
 use crate::api::error::ApiError;
+use crate::api::generation::Settings;
 use crate::engine::SamplingRequest;
 use crate::vocab::{parse_idle_timeout, IdleTimeout};
 
@@ -110,6 +111,19 @@ pub struct Checked {
     pub include_usage: bool,
     /// Log-probabilities with this many alternatives per token, if asked for.
     pub logprobs: Option<u8>,
+}
+
+impl Checked {
+    /// What the generation needs of it (the rest shapes the OpenAI response).
+    pub fn settings(&self) -> Settings {
+        Settings {
+            sampling: self.sampling.clone(),
+            max_tokens: self.max_tokens,
+            stop: self.stop.clone(),
+            keep_alive: self.keep_alive,
+            logprobs: self.logprobs,
+        }
+    }
 }
 
 /// llama-server's and OpenAI's most alternatives per token.

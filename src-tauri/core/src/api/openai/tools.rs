@@ -5,7 +5,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::api::error::ApiError;
-use crate::engine::tools::{ToolChoice, ToolRequest, ToolSpec};
+use crate::engine::tools::{check_schema, ToolChoice, ToolRequest, ToolSpec};
 
 /// OpenAI's own limit.
 const MAX_TOOLS: usize = 128;
@@ -180,21 +180,6 @@ fn response_format(value: &Value) -> Result<Option<Value>, ApiError> {
             value.get("type").unwrap_or(&Value::Null)
         ))),
     }
-}
-
-/// A JSON Schema, checked against its meta-schema. Only objects and booleans are schemas.
-fn check_schema(schema: &Value) -> Result<(), String> {
-    if !schema.is_object() && !schema.is_boolean() {
-        return Err(format!("a JSON Schema is an object, got {schema}"));
-    }
-    jsonschema::meta::validate(schema).map_err(|e| {
-        let at = e.instance_path().to_string();
-        if at.is_empty() {
-            format!("not a valid JSON Schema: {e}")
-        } else {
-            format!("not a valid JSON Schema at {at}: {e}")
-        }
-    })
 }
 
 #[cfg(test)]

@@ -267,6 +267,21 @@ fn call_schema(request: &ToolRequest, arguments_key: &str) -> Value {
     }
 }
 
+/// A JSON Schema, checked against its meta-schema. Only objects and booleans are schemas.
+pub fn check_schema(schema: &Value) -> Result<(), String> {
+    if !schema.is_object() && !schema.is_boolean() {
+        return Err(format!("a JSON Schema is an object, got {schema}"));
+    }
+    jsonschema::meta::validate(schema).map_err(|e| {
+        let at = e.instance_path().to_string();
+        if at.is_empty() {
+            format!("not a valid JSON Schema: {e}")
+        } else {
+            format!("not a valid JSON Schema at {at}: {e}")
+        }
+    })
+}
+
 /// Reads a `{"name", "arguments" | "parameters"}` object into a call.
 fn call_from_json(value: &Value) -> Option<ToolCall> {
     let name = value.get("name")?.as_str()?;
