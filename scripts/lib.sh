@@ -204,7 +204,7 @@ PY
 
 # The official client libraries the end-to-end tests drive Headroom with, pinned, installed
 # into a folder of their own (put on PYTHONPATH by the tests), not into the system's Python.
-PYTHON_CLIENTS=(openai==3.57.0 anthropic==2.15.0 jsonschema==4.26.0 gguf==0.19.0 numpy==2.3.5)
+PYTHON_CLIENTS=(openai==3.57.0 anthropic==2.15.0 ollama==0.6.3 jsonschema==4.26.0 gguf==0.19.0 numpy==2.3.5)
 
 install_python_clients() {
   local dir="$1" stamp="$1/.pinned"

@@ -21,6 +21,7 @@ mod lifecycle;
 mod load;
 mod models;
 mod notifications;
+mod ollama_sdk;
 mod openai_sdk;
 mod pool;
 mod pressure;

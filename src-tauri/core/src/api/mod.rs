@@ -1,5 +1,5 @@
-//! The HTTP API: OpenAI- and Anthropic-compatible endpoints under `/v1`, Headroom's own under
-//! `/api`, and the web UI at `/`. Served on loopback only.
+//! The HTTP API: OpenAI- and Anthropic-compatible endpoints under `/v1`, Ollama's under `/api`
+//! beside Headroom's own, and the web UI at `/`. Served on loopback only.
 
 pub mod anthropic;
 pub mod body;
@@ -7,6 +7,7 @@ pub mod error;
 pub mod generation;
 mod guard;
 mod manage;
+pub mod ollama;
 pub mod openai;
 mod prometheus;
 mod settings;
@@ -59,6 +60,19 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/embeddings", post(openai::embeddings::embeddings))
         .route("/v1/messages", post(anthropic::messages))
         .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
+        .route("/api/chat", post(ollama::chat))
+        .route("/api/generate", post(ollama::generate))
+        .route("/api/embed", post(ollama::embed))
+        .route("/api/embeddings", post(ollama::embeddings))
+        .route("/api/tags", get(ollama::tags))
+        .route("/api/ps", get(ollama::ps))
+        .route("/api/show", post(ollama::show))
+        .route("/api/version", get(ollama::version))
+        .route("/api/pull", post(ollama::unsupported))
+        .route("/api/push", post(ollama::unsupported))
+        .route("/api/create", post(ollama::unsupported))
+        .route("/api/copy", post(ollama::unsupported))
+        .route("/api/delete", delete(ollama::unsupported))
         .route("/api/status", get(status::status))
         .route("/api/events", get(status::events))
         .route("/api/models", get(manage::models))

@@ -27,7 +27,7 @@ pub struct ModelFile {
 /// Which contents a file has: another file renamed over it (how careful downloaders finish)
 /// has another inode; a file rewritten in place another length or modification time. The pool
 /// compares the loaded model's with the file's at each request. `Default`: not known.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct FileVersion {
     pub inode: u64,
     pub len: u64,

@@ -1,0 +1,172 @@
+//! Ollama's own API (`/api/chat`, `/api/generate`, `/api/embed`, `/api/tags`, `/api/ps`,
+//! `/api/show`, `/api/version`) for the clients that speak it: the `ollama` libraries, Open
+//! WebUI, editors' plugins. Translated onto the same generation and pool as the other dialects.
+//!
+//! Model names: Ollama clients send `name:tag`. A Headroom model id is a file name, so `id` and
+//! `id:latest` both name it, and the lists call it `id:latest`; any other tag is not found.
+
+mod generate;
+mod models;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+
+use crate::api::error::ApiError;
+use crate::api::generation::Settings;
+use crate::api::openai::options::GenerationOptions;
+
+pub use generate::{chat, generate};
+pub use models::{embed, embeddings, ps, show, tags, unsupported, version};
+
+/// An error in Ollama's shape, `{"error": "…"}`, with the status the other routes give it.
+pub struct OllamaError(pub ApiError);
+
+impl From<ApiError> for OllamaError {
+    fn from(e: ApiError) -> Self {
+        Self(e)
+    }
+}
+
+impl IntoResponse for OllamaError {
+    fn into_response(self) -> Response {
+        (self.0.status, Json(json!({ "error": self.0.message }))).into_response()
+    }
+}
+
+/// `name` or `name:latest` → the model id.
+fn model_id(name: &str) -> Result<String, ApiError> {
+    let id = name.strip_suffix(":latest").unwrap_or(name);
+    if id.contains(':') {
+        return Err(ApiError::not_found(
+            "model_not_found",
+            format!("model '{name}' not found: Headroom's models have only the tag 'latest'"),
+        )
+        .with_status(StatusCode::NOT_FOUND));
+    }
+    Ok(id.to_string())
+}
+
+/// How the lists name a model.
+fn model_name(id: &str) -> String {
+    format!("{id}:latest")
+}
+
+/// The time as Ollama writes it (RFC 3339, UTC).
+fn timestamp(unix_ms: u64) -> String {
+    let secs = unix_ms / 1000;
+    let days = i64::try_from(secs / 86_400).unwrap_or_default();
+    let (year, month, day) = crate::engine::template::civil_from_days(days);
+    let rest = secs % 86_400;
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rest / 3600,
+        rest / 60 % 60,
+        rest % 60,
+        unix_ms % 1000
+    )
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or_default()
+}
+
+/// Ollama's `options` (and `keep_alive`) checked as the OpenAI routes check the same samplers.
+/// `num_ctx` is accepted and ignored: the context per request is Headroom's `context_size`.
+fn settings(options: Option<&Value>, keep_alive: Option<&Value>) -> Result<Settings, ApiError> {
+    let mut mapped = serde_json::Map::new();
+    if let Some(Value::Object(options)) = options {
+        for key in [
+            "temperature",
+            "top_k",
+            "top_p",
+            "min_p",
+            "typical_p",
+            "repeat_penalty",
+            "repeat_last_n",
+            "presence_penalty",
+            "frequency_penalty",
+            "seed",
+            "stop",
+        ] {
+            if let Some(value) = options.get(key) {
+                mapped.insert(key.into(), value.clone());
+            }
+        }
+        // -1 (forever) and -2 (fill the context) mean no limit here.
+        if let Some(n) = options.get("num_predict").and_then(Value::as_i64) {
+            if n > 0 {
+                mapped.insert("max_tokens".into(), json!(n));
+            }
+        }
+    } else if let Some(other) = options {
+        if !other.is_null() {
+            return Err(ApiError::bad_request(
+                "invalid_options",
+                format!("'options' must be an object, got {other}"),
+            ));
+        }
+    }
+    if let Some(keep_alive) = keep_alive {
+        mapped.insert("keep_alive".into(), keep_alive.clone());
+    }
+    let options: GenerationOptions = serde_json::from_value(Value::Object(mapped))
+        .map_err(|e| ApiError::bad_request("invalid_options", format!("'options': {e}")))?;
+    Ok(options.check(None)?.settings())
+}
+
+/// `format`: `"json"` or a JSON Schema.
+fn format_schema(format: Option<&Value>) -> Result<Option<Value>, ApiError> {
+    match format {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s == "json" => Ok(Some(json!({ "type": "object" }))),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(schema @ Value::Object(_)) => {
+            crate::engine::tools::check_schema(schema).map_err(|why| {
+                ApiError::bad_request("invalid_format", format!("'format': {why}"))
+            })?;
+            Ok(Some(schema.clone()))
+        }
+        Some(other) => Err(ApiError::bad_request(
+            "invalid_format",
+            format!("'format' must be \"json\" or a JSON Schema, got {other}"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_map_to_ids_and_back() {
+        assert_eq!(model_id("smol").ok().as_deref(), Some("smol"));
+        assert_eq!(model_id("smol:latest").ok().as_deref(), Some("smol"));
+        assert!(model_id("smol:7b").is_err());
+        assert_eq!(model_name("smol"), "smol:latest");
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339() {
+        assert_eq!(timestamp(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(timestamp(1_764_547_200_123), "2025-12-01T00:00:00.123Z");
+    }
+
+    #[test]
+    fn options_are_checked_like_the_openai_fields() {
+        let s = settings(
+            Some(&json!({"temperature": 0, "num_predict": 5, "num_ctx": 8192})),
+            None,
+        )
+        .expect("valid");
+        assert_eq!((s.sampling.temperature, s.max_tokens), (Some(0.0), Some(5)));
+        assert!(settings(Some(&json!({"temperature": 9})), None).is_err());
+        assert!(
+            settings(Some(&json!({"num_predict": -1})), None).is_ok_and(|s| s.max_tokens.is_none())
+        );
+    }
+}
