@@ -9,9 +9,10 @@ use crate::api::error::ApiError;
 use crate::api::AppState;
 use crate::engine::reasoning::{Part, ReasoningSplitter};
 use crate::engine::tools::reader::{Output, OutputReader};
+use crate::engine::tools::{self, ToolCall, ToolRequest};
 use crate::engine::{
-    Constraint, FinishReason, GenerateRequest, Generation, GenerationEvent, LoadedModel,
-    SamplingRequest, TokenLogprob, Usage,
+    ChatMessage, Constraint, FinishReason, GenerateRequest, Generation, GenerationEvent,
+    LoadedModel, SamplingRequest, TokenLogprob, Usage,
 };
 use crate::memory::process_rss;
 use crate::metrics::{GenerationRecord, Metrics};
@@ -48,6 +49,45 @@ impl Prepared {
             constraint,
             reasoning: ReasoningSplitter::inline(),
             reader: OutputReader::plain(),
+        }
+    }
+}
+
+/// A chat prompt in the model's own format: the tools planned for its tool format, rendered by
+/// its template, the thinking split off when `split_reasoning`.
+pub fn chat_prompt(
+    model: &dyn LoadedModel,
+    messages: Vec<ChatMessage>,
+    tools: &ToolRequest,
+    split_reasoning: bool,
+) -> Result<Prepared, ApiError> {
+    let plan = tools::plan(model.tool_format(), messages, tools);
+    let prompt = model.render_chat(&plan.messages, plan.template_tools.as_deref())?;
+    Ok(Prepared {
+        reasoning: ReasoningSplitter::new(&prompt, split_reasoning),
+        prompt,
+        constraint: plan.constraint,
+        reader: plan.reader,
+    })
+}
+
+/// A whole answer, read.
+#[derive(Debug, Default)]
+pub struct Whole {
+    pub thought: String,
+    pub content: String,
+    pub calls: Vec<ToolCall>,
+    pub logprobs: Vec<TokenLogprob>,
+}
+
+impl Whole {
+    fn take(&mut self, thought: String, outputs: Vec<Output>) {
+        self.thought.push_str(&thought);
+        for output in outputs {
+            match output {
+                Output::Content(text) => self.content.push_str(&text),
+                Output::Call(call) => self.calls.push(call),
+            }
         }
     }
 }
@@ -139,6 +179,28 @@ impl Generating {
     /// How many calls were read so far: a turn with calls ends for them.
     pub fn calls(&self) -> usize {
         self.reader.calls()
+    }
+
+    /// Waits for the whole answer: what it said, why it ended, its token counts. If the client
+    /// hangs up, the future is dropped and with it the generation, which the engine cancels.
+    pub async fn collect(&mut self) -> Result<(Whole, FinishReason, Usage), String> {
+        let mut whole = Whole::default();
+        loop {
+            match self.step().await {
+                Step::Read { thought, outputs } => whole.take(thought, outputs),
+                Step::Logprob(token) => whole.logprobs.push(token),
+                Step::Done {
+                    thought,
+                    outputs,
+                    finish_reason,
+                    usage,
+                } => {
+                    whole.take(thought, outputs);
+                    return Ok((whole, finish_reason, usage));
+                }
+                Step::Failed(message) => return Err(message),
+            }
+        }
     }
 
     /// Waits for the generation's next event and reads it.

@@ -5,6 +5,8 @@
 //! A template that opens the block itself (its generation prompt ends with `<think>`) starts
 //! the model inside it; otherwise a block counts only at the very start of the output.
 
+use super::tools::reader::partial_suffix;
+
 /// Where the text goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Part {
@@ -93,7 +95,11 @@ impl ReasoningSplitter {
                         self.state = State::Answering;
                     }
                     None => {
-                        let keep = if end { 0 } else { partial_close(&self.held) };
+                        let keep = if end {
+                            0
+                        } else {
+                            partial_suffix(&self.held, CLOSE)
+                        };
                         let cut = self.held.len() - keep;
                         let thought: String = self.held.drain(..cut).collect();
                         push(&mut out, Part::Reasoning(thought));
@@ -112,16 +118,6 @@ fn push(out: &mut Vec<Part>, part: Part) {
     if !empty {
         out.push(part);
     }
-}
-
-/// The length of the longest tail of `text` that begins `</think>`.
-fn partial_close(text: &str) -> usize {
-    (1..CLOSE.len().min(text.len() + 1))
-        .rev()
-        .find(|&n| {
-            text.is_char_boundary(text.len() - n) && CLOSE.starts_with(&text[text.len() - n..])
-        })
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -15,9 +15,8 @@ use serde_json::{json, Value};
 use super::request::MessagesRequest;
 use super::{decode, AnthropicError};
 use crate::api::error::ApiError;
-use crate::api::generation::{self, Generating, Prepared, Step};
+use crate::api::generation::{self, Generating, Step};
 use crate::api::AppState;
-use crate::engine::reasoning::ReasoningSplitter;
 use crate::engine::tools::reader::Output;
 use crate::engine::tools::{self, ToolCall};
 use crate::engine::{FinishReason, Usage};
@@ -32,16 +31,7 @@ pub async fn messages(
     let answer = generation::start(
         &state,
         &request.model,
-        |model| {
-            let plan = tools::plan(model.tool_format(), messages, &tool_request);
-            let prompt = model.render_chat(&plan.messages, plan.template_tools.as_deref())?;
-            Ok(Prepared {
-                reasoning: ReasoningSplitter::new(&prompt, true),
-                prompt,
-                constraint: plan.constraint,
-                reader: plan.reader,
-            })
-        },
+        |model| generation::chat_prompt(model, messages, &tool_request, true),
         translated.settings,
     )
     .await?;
@@ -107,62 +97,36 @@ struct Reply {
 impl Reply {
     /// The message with its content blocks: thinking, text, then the tool uses.
     async fn collect(mut self) -> Result<Value, AnthropicError> {
-        let mut thinking = String::new();
-        let mut text = String::new();
-        let mut calls = Vec::new();
-        let mut take = |thought: String, outputs: Vec<Output>| {
-            thinking.push_str(&thought);
-            for output in outputs {
-                match output {
-                    Output::Content(t) => text.push_str(&t),
-                    Output::Call(call) => calls.push(call),
-                }
-            }
-        };
-        loop {
-            match self.answer.step().await {
-                Step::Read { thought, outputs } => take(thought, outputs),
-                Step::Logprob(_) => {}
-                Step::Done {
-                    thought,
-                    outputs,
-                    finish_reason,
-                    usage,
-                } => {
-                    take(thought, outputs);
-                    let mut content = Vec::new();
-                    if !thinking.is_empty() {
-                        content.push(
-                            json!({ "type": "thinking", "thinking": thinking, "signature": "" }),
-                        );
-                    }
-                    if !text.is_empty() {
-                        content.push(json!({ "type": "text", "text": text }));
-                    }
-                    for call in &calls {
-                        content.push(json!({
-                            "type": "tool_use",
-                            "id": tool_use_id(call),
-                            "name": call.name,
-                            "input": call.arguments_value(),
-                        }));
-                    }
-                    return Ok(json!({
-                        "id": self.id,
-                        "type": "message",
-                        "role": "assistant",
-                        "model": self.answer.model_id(),
-                        "content": content,
-                        "stop_reason": stop_reason(finish_reason, calls.len()),
-                        "stop_sequence": null,
-                        "usage": usage_json(&usage),
-                    }));
-                }
-                Step::Failed(message) => {
-                    return Err(ApiError::server("generation_failed", message).into())
-                }
-            }
+        let (whole, finish_reason, usage) = self
+            .answer
+            .collect()
+            .await
+            .map_err(|message| ApiError::server("generation_failed", message))?;
+        let mut content = Vec::new();
+        if !whole.thought.is_empty() {
+            content.push(json!({ "type": "thinking", "thinking": whole.thought, "signature": "" }));
         }
+        if !whole.content.is_empty() {
+            content.push(json!({ "type": "text", "text": whole.content }));
+        }
+        for call in &whole.calls {
+            content.push(json!({
+                "type": "tool_use",
+                "id": tool_use_id(call),
+                "name": call.name,
+                "input": call.arguments_value(),
+            }));
+        }
+        Ok(json!({
+            "id": self.id,
+            "type": "message",
+            "role": "assistant",
+            "model": self.answer.model_id(),
+            "content": content,
+            "stop_reason": stop_reason(finish_reason, whole.calls.len()),
+            "stop_sequence": null,
+            "usage": usage_json(&usage),
+        }))
     }
 
     /// Anthropic's event stream: `message_start`, then per content block `content_block_start`,

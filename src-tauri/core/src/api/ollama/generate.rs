@@ -20,7 +20,7 @@ use crate::api::openai::tools::ToolFields;
 use crate::api::AppState;
 use crate::engine::reasoning::ReasoningSplitter;
 use crate::engine::tools::reader::Output;
-use crate::engine::tools::{self, ToolCall, ToolRequest};
+use crate::engine::tools::{ToolCall, ToolRequest};
 use crate::engine::{ChatMessage, FinishReason, Usage};
 
 #[derive(Debug, Deserialize)]
@@ -83,16 +83,7 @@ pub async fn chat(
     let answer = generation::start(
         &state,
         &id,
-        |model| {
-            let plan = tools::plan(model.tool_format(), messages, &tool_request);
-            let prompt = model.render_chat(&plan.messages, plan.template_tools.as_deref())?;
-            Ok(Prepared {
-                reasoning: ReasoningSplitter::new(&prompt, split),
-                prompt,
-                constraint: plan.constraint,
-                reader: plan.reader,
-            })
-        },
+        |model| generation::chat_prompt(model, messages, &tool_request, split),
         settings,
     )
     .await?;
@@ -317,28 +308,21 @@ async fn respond(
     started: Instant,
 ) -> Response {
     if !stream {
-        let mut whole = Line::new();
-        loop {
-            match answer.step().await {
-                Step::Read { thought, outputs } => whole.take(thought, outputs),
-                Step::Logprob(_) => {}
-                Step::Done {
-                    thought,
-                    outputs,
-                    finish_reason,
-                    usage,
-                } => {
-                    whole.take(thought, outputs);
-                    let mut line = whole.json(&name, kind);
-                    finish(&mut line, finish_reason, &usage, started);
-                    return Json(line).into_response();
-                }
-                Step::Failed(message) => {
-                    return OllamaError(ApiError::server("generation_failed", message))
-                        .into_response()
-                }
+        return match answer.collect().await {
+            Ok((whole, finish_reason, usage)) => {
+                let line = Line {
+                    thought: whole.thought,
+                    content: whole.content,
+                    calls: whole.calls,
+                };
+                let mut json = line.json(&name, kind);
+                finish(&mut json, finish_reason, &usage, started);
+                Json(json).into_response()
             }
-        }
+            Err(message) => {
+                OllamaError(ApiError::server("generation_failed", message)).into_response()
+            }
+        };
     }
     let lines = futures::stream::unfold(Some(answer), move |answer| {
         let name = name.clone();

@@ -5,13 +5,13 @@ use axum::response::Response;
 use serde::Deserialize;
 
 use super::options::{Checked, GenerationOptions};
-use super::run::{start, Kind, Prepared};
+use super::run::{start, Kind};
 use super::tools::ToolFields;
 use crate::api::body::JsonBody;
 use crate::api::error::ApiError;
+use crate::api::generation;
 use crate::api::AppState;
-use crate::engine::reasoning::ReasoningSplitter;
-use crate::engine::tools::{self, ToolCall, ToolRequest};
+use crate::engine::tools::{ToolCall, ToolRequest};
 use crate::engine::ChatMessage;
 
 #[derive(Debug, Deserialize)]
@@ -178,16 +178,7 @@ pub async fn completions(
         &state,
         Kind::Chat,
         &call.model,
-        |model| {
-            let plan = tools::plan(model.tool_format(), messages, &request);
-            let prompt = model.render_chat(&plan.messages, plan.template_tools.as_deref())?;
-            Ok(Prepared {
-                reasoning: ReasoningSplitter::new(&prompt, split),
-                prompt,
-                constraint: plan.constraint,
-                reader: plan.reader,
-            })
-        },
+        |model| generation::chat_prompt(model, messages, &request, split),
         call.checked,
     )
     .await?;

@@ -65,56 +65,21 @@ impl Started {
     /// Waits for the whole answer. If the client hangs up, this future is dropped and with it
     /// the generation, which the engine then cancels.
     async fn collect(mut self) -> Result<Json<Value>, ApiError> {
-        let mut reasoning = String::new();
-        let mut content = String::new();
-        let mut calls = Vec::new();
-        let mut logprobs = Vec::new();
-        let mut take = |(thought, outputs): (String, Vec<Output>)| {
-            reasoning.push_str(&thought);
-            for output in outputs {
-                match output {
-                    Output::Content(text) => content.push_str(&text),
-                    Output::Call(call) => calls.push(call),
-                }
-            }
-        };
-        loop {
-            match self.answer.step().await {
-                Step::Read { thought, outputs } => take((thought, outputs)),
-                Step::Logprob(token) => logprobs.push(token),
-                Step::Done {
-                    thought,
-                    outputs,
-                    finish_reason,
-                    usage,
-                } => {
-                    take((thought, outputs));
-                    let reason = shape::finish_reason(finish_reason, self.answer.calls());
-                    let choice = shape::whole_choice(
-                        self.kind,
-                        shape::Answer {
-                            reasoning,
-                            content,
-                            calls: &calls,
-                        },
-                        &logprobs,
-                        self.logprobs,
-                        reason,
-                    );
-                    return Ok(Json(json!({
-                        "id": self.id,
-                        "object": self.kind.object(false),
-                        "created": self.created,
-                        "model": self.answer.model_id(),
-                        "choices": [choice],
-                        "usage": usage_json(&usage),
-                    })));
-                }
-                Step::Failed(message) => {
-                    return Err(ApiError::server("generation_failed", message))
-                }
-            }
-        }
+        let (whole, finish_reason, usage) = self
+            .answer
+            .collect()
+            .await
+            .map_err(|message| ApiError::server("generation_failed", message))?;
+        let reason = shape::finish_reason(finish_reason, whole.calls.len());
+        let choice = shape::whole_choice(self.kind, whole, self.logprobs, reason);
+        Ok(Json(json!({
+            "id": self.id,
+            "object": self.kind.object(false),
+            "created": self.created,
+            "model": self.answer.model_id(),
+            "choices": [choice],
+            "usage": usage_json(&usage),
+        })))
     }
 
     /// One streamed chunk around `choice`.

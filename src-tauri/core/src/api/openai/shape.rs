@@ -3,6 +3,7 @@
 
 use serde_json::{json, Value};
 
+use crate::api::generation::Whole;
 use crate::engine::tools::ToolCall;
 use crate::engine::{FinishReason, TokenLogprob, Usage};
 
@@ -39,31 +40,24 @@ pub(super) fn finish_reason(reason: FinishReason, calls: usize) -> &'static str 
     }
 }
 
-/// What the model said, read: its thinking, its answer and its calls.
-pub(super) struct Answer<'a> {
-    pub reasoning: String,
-    pub content: String,
-    pub calls: &'a [ToolCall],
-}
-
 /// A whole response's one choice.
 pub(super) fn whole_choice(
     kind: Kind,
-    answer: Answer<'_>,
-    logprobs: &[TokenLogprob],
+    whole: Whole,
     asked_logprobs: bool,
     finish_reason: &str,
 ) -> Value {
     let logprobs = if asked_logprobs {
-        logprobs_json(kind, logprobs, 0)
+        logprobs_json(kind, &whole.logprobs, 0)
     } else {
         Value::Null
     };
-    let Answer {
-        reasoning,
+    let Whole {
+        thought: reasoning,
         content,
         calls,
-    } = answer;
+        ..
+    } = whole;
     match kind {
         Kind::Chat => {
             let mut message = json!({ "role": "assistant", "content": content });
@@ -224,12 +218,10 @@ mod tests {
         };
         let choice = whole_choice(
             Kind::Chat,
-            Answer {
-                reasoning: String::new(),
-                content: String::new(),
-                calls: std::slice::from_ref(&call),
+            Whole {
+                calls: vec![call],
+                ..Whole::default()
             },
-            &[],
             false,
             finish_reason(FinishReason::Stop, 1),
         );

@@ -8,7 +8,7 @@
 
 use serde_json::{json, Value};
 
-use super::reader::{Output, OutputReader};
+use super::reader::{content, Output, OutputReader};
 use super::{call_from_json, call_schema, offered, Constraint, ToolChoice, ToolPlan, ToolRequest};
 use crate::engine::template::ChatMessage;
 
@@ -185,14 +185,6 @@ fn cut_response(text: &str) -> Option<String> {
         body.pop();
     }
     None
-}
-
-fn content(text: &str) -> Vec<Output> {
-    if text.is_empty() {
-        Vec::new()
-    } else {
-        vec![Output::Content(text.to_string())]
-    }
 }
 
 #[cfg(test)]

@@ -221,8 +221,9 @@ fn split_at_marker(held: &mut String, marker: &str, end: bool) -> (String, bool)
     (held.drain(..cut).collect(), false)
 }
 
-/// The length of the longest tail of `text` that begins `marker`.
-fn partial_suffix(text: &str, marker: &str) -> usize {
+/// The length of the longest tail of `text` that begins `marker`: text to hold back, since the
+/// next piece may complete the marker.
+pub(crate) fn partial_suffix(text: &str, marker: &str) -> usize {
     (1..marker.len().min(text.len() + 1))
         .rev()
         .find(|&n| {
@@ -231,7 +232,8 @@ fn partial_suffix(text: &str, marker: &str) -> usize {
         .unwrap_or(0)
 }
 
-fn content(text: &str) -> Vec<Output> {
+/// Text as content, nothing for none.
+pub(super) fn content(text: &str) -> Vec<Output> {
     if text.is_empty() {
         Vec::new()
     } else {
