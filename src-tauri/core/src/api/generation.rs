@@ -81,7 +81,8 @@ pub struct Whole {
 }
 
 impl Whole {
-    fn take(&mut self, thought: String, outputs: Vec<Output>) {
+    /// Adds what one step read.
+    pub fn take(&mut self, thought: String, outputs: Vec<Output>) {
         self.thought.push_str(&thought);
         for output in outputs {
             match output {

@@ -15,11 +15,10 @@ use serde_json::{json, Value};
 
 use super::{format_schema, model_id, now_ms, settings, timestamp, OllamaError};
 use crate::api::error::ApiError;
-use crate::api::generation::{self, Generating, Prepared, Settings, Step};
+use crate::api::generation::{self, Generating, Prepared, Settings, Step, Whole};
 use crate::api::openai::tools::ToolFields;
 use crate::api::AppState;
 use crate::engine::reasoning::ReasoningSplitter;
-use crate::engine::tools::reader::Output;
 use crate::engine::tools::{ToolCall, ToolRequest};
 use crate::engine::{ChatMessage, FinishReason, Usage};
 
@@ -227,64 +226,34 @@ async fn load_or_unload(
     Ok(Json(line).into_response())
 }
 
-/// What one line says.
-struct Line {
-    thought: String,
-    content: String,
-    calls: Vec<ToolCall>,
-}
-
-impl Line {
-    fn new() -> Self {
-        Self {
-            thought: String::new(),
-            content: String::new(),
-            calls: Vec::new(),
+/// One NDJSON line (or the whole answer) in Ollama's shape.
+fn line_json(said: &Whole, name: &str, kind: Kind) -> Value {
+    let (thought, content, calls) = (&said.thought, &said.content, &said.calls);
+    let mut line = json!({ "model": name, "created_at": timestamp(now_ms()) });
+    match kind {
+        Kind::Chat => {
+            let mut message = json!({ "role": "assistant", "content": content });
+            if !thought.is_empty() {
+                message["thinking"] = json!(thought);
+            }
+            if !calls.is_empty() {
+                let calls: Vec<Value> = calls
+                    .iter()
+                    .map(|c| json!({ "function": { "name": c.name, "arguments": c.arguments_value() } }))
+                    .collect();
+                message["tool_calls"] = json!(calls);
+            }
+            line["message"] = message;
         }
-    }
-
-    fn take(&mut self, thought: String, outputs: Vec<Output>) {
-        self.thought.push_str(&thought);
-        for output in outputs {
-            match output {
-                Output::Content(text) => self.content.push_str(&text),
-                Output::Call(call) => self.calls.push(call),
+        Kind::Generate => {
+            line["response"] = json!(content);
+            if !thought.is_empty() {
+                line["thinking"] = json!(thought);
             }
         }
     }
-
-    fn is_empty(&self) -> bool {
-        self.thought.is_empty() && self.content.is_empty() && self.calls.is_empty()
-    }
-
-    fn json(&self, name: &str, kind: Kind) -> Value {
-        let mut line = json!({ "model": name, "created_at": timestamp(now_ms()) });
-        match kind {
-            Kind::Chat => {
-                let mut message = json!({ "role": "assistant", "content": self.content });
-                if !self.thought.is_empty() {
-                    message["thinking"] = json!(self.thought);
-                }
-                if !self.calls.is_empty() {
-                    let calls: Vec<Value> = self
-                        .calls
-                        .iter()
-                        .map(|c| json!({ "function": { "name": c.name, "arguments": c.arguments_value() } }))
-                        .collect();
-                    message["tool_calls"] = json!(calls);
-                }
-                line["message"] = message;
-            }
-            Kind::Generate => {
-                line["response"] = json!(self.content);
-                if !self.thought.is_empty() {
-                    line["thinking"] = json!(self.thought);
-                }
-            }
-        }
-        line["done"] = json!(false);
-        line
-    }
+    line["done"] = json!(false);
+    line
 }
 
 /// The last line's fields: why it ended and Ollama's counters (durations in nanoseconds).
@@ -310,12 +279,7 @@ async fn respond(
     if !stream {
         return match answer.collect().await {
             Ok((whole, finish_reason, usage)) => {
-                let line = Line {
-                    thought: whole.thought,
-                    content: whole.content,
-                    calls: whole.calls,
-                };
-                let mut json = line.json(&name, kind);
+                let mut json = line_json(&whole, &name, kind);
                 finish(&mut json, finish_reason, &usage, started);
                 Json(json).into_response()
             }
@@ -331,12 +295,12 @@ async fn respond(
             loop {
                 let (line, more) = match answer.step().await {
                     Step::Read { thought, outputs } => {
-                        let mut line = Line::new();
-                        line.take(thought, outputs);
-                        if line.is_empty() {
+                        if thought.is_empty() && outputs.is_empty() {
                             continue;
                         }
-                        (line.json(&name, kind), true)
+                        let mut said = Whole::default();
+                        said.take(thought, outputs);
+                        (line_json(&said, &name, kind), true)
                     }
                     Step::Logprob(_) => continue,
                     Step::Done {
@@ -345,9 +309,9 @@ async fn respond(
                         finish_reason,
                         usage,
                     } => {
-                        let mut last = Line::new();
+                        let mut last = Whole::default();
                         last.take(thought, outputs);
-                        let mut line = last.json(&name, kind);
+                        let mut line = line_json(&last, &name, kind);
                         finish(&mut line, finish_reason, &usage, started);
                         (line, false)
                     }
