@@ -315,7 +315,12 @@ impl Picker {
             Self::Chain(sampler) => sampler.sample(ctx, at),
             Self::Constrained { grammar, chain } => {
                 let logits = ctx.get_logits_ith(at);
-                let first = pick_from(chain.as_mut(), candidates(logits));
+                // Greedy reads the logits straight, as the unconstrained fast path does: no
+                // candidate array per token.
+                let first = match chain.as_mut() {
+                    Some(chain) => pick_from(Some(chain), candidates(logits)),
+                    None => LlamaToken(most_likely(logits)),
+                };
                 let token = if allows(grammar, first, logits) {
                     first
                 } else {
@@ -353,9 +358,14 @@ fn pick_from(chain: Option<&mut LlamaSampler>, mut candidates: LlamaTokenDataArr
             return token;
         }
     }
-    let logits: Vec<f32> = candidates.data.iter().map(|d| d.logit()).collect();
-    let best = usize::try_from(most_likely(&logits)).unwrap_or(0);
-    candidates.data.get(best).map_or(LlamaToken(0), |d| d.id())
+    // The first of the largest, as `most_likely` picks, without copying the logits out.
+    let mut best = (candidates.data.first(), f32::NEG_INFINITY);
+    for candidate in &candidates.data {
+        if candidate.logit() > best.1 {
+            best = (Some(candidate), candidate.logit());
+        }
+    }
+    best.0.map_or(LlamaToken(0), LlamaTokenData::id)
 }
 
 /// Whether the grammar lets `token` come next: applied to that one candidate, it leaves its
