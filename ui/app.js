@@ -322,6 +322,31 @@ const UNLOAD_REASONS = {
   shutdown: "at shutdown",
 };
 
+/** The API a generation came in through, as its users know it. */
+const DIALECTS = {
+  openai_chat: "OpenAI chat completions",
+  openai_completions: "OpenAI completions",
+  openai_responses: "OpenAI Responses",
+  anthropic_messages: "Anthropic Messages",
+  ollama_chat: "Ollama /api/chat",
+  ollama_generate: "Ollama /api/generate",
+};
+
+/** A finished generation in plain words: which model, through which API, how it ended. */
+function describeGeneration(e) {
+  const via = `${e.model} via ${DIALECTS[e.dialect] ?? e.dialect}`;
+  const tokens = `${e.generated_tokens} token${e.generated_tokens === 1 ? "" : "s"}`;
+  const rate = e.tokens_per_second == null ? "" : ` at ${e.tokens_per_second.toFixed(1)} tok/s`;
+  switch (e.outcome) {
+    case "error":
+      return [`Generation failed: ${via}`, "bad"];
+    case "cancelled":
+      return [`Client went away: ${via}, stopped after ${tokens}`, "warn"];
+    default:
+      return [`Answered ${via}: ${tokens}${rate}`, "info"];
+  }
+}
+
 /** The event in plain words with a tone, or null for events that only mean "re-read". */
 function describe(e) {
   switch (e.type) {
@@ -350,6 +375,8 @@ function describe(e) {
       const later = e.restart_required.length ? `; after restart: ${e.restart_required.join(", ")}` : "";
       return [`Settings changed: ${e.changed.join(", ")}${later}`, "info"];
     }
+    case "generation":
+      return describeGeneration(e);
     case "lagged":
       return [`Missed ${e.missed} events; the page re-read the state`, "warn"];
     default:

@@ -308,6 +308,34 @@ test("Stop unloads the model and Recent events says what it gave back", async (t
   });
 });
 
+test("Recent events name the API each answer came in through", async (t) => {
+  await withPage("dialects", server, "/", async (page) => {
+    await mainReady(page);
+    const post = async (path, body) => {
+      const response = await fetch(`${server.url}${path}`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify(body),
+      });
+      assert.equal(response.status, 200, `${path}: ${await response.clone().text()}`);
+      return response.json();
+    };
+    const say = [{ role: "user", content: "Say hello." }];
+    const anthropic = await post("/v1/messages", { model: SMOL, max_tokens: 4, messages: say });
+    const ollama = await post("/api/chat", { model: SMOL, messages: say, stream: false, options: { num_predict: 4 } });
+    const lines = [];
+    for (const [api, tokens] of [
+      ["Anthropic Messages", anthropic.usage.output_tokens],
+      ["Ollama /api/chat", ollama.eval_count],
+    ]) {
+      const line = page.locator("#events li", { hasText: `Answered ${SMOL} via ${api}: ${tokens} token` });
+      await line.waitFor();
+      lines.push((await line.textContent()).trim());
+    }
+    t.diagnostic(lines.join(" · "));
+  });
+});
+
 test("a pinned model's Stop button is disabled and says why", async (t) => {
   const pinned = await startServer({ env: { HEADROOM_PINNED: SMOL } });
   try {

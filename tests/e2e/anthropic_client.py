@@ -69,6 +69,28 @@ def stream():
     return {"pieces": len(pieces), "text": streamed_text}
 
 
+def stop_sequence():
+    """A stop sequence ends the turn before it, and the message names it, whole and streamed."""
+    ask = dict(
+        model=MODEL,
+        max_tokens=40,
+        system="Answer in one sentence.",
+        messages=[{"role": "user", "content": "What is the capital of France?"}],
+        stop_sequences=["Paris", "never said"],
+        extra_body={"temperature": 0},
+    )
+    whole = client.messages.create(**ask)
+    assert (whole.stop_reason, whole.stop_sequence) == ("stop_sequence", "Paris"), whole
+    text = "".join(b.text for b in whole.content if b.type == "text")
+    assert "Paris" not in text, text
+    with client.messages.stream(**ask) as s:
+        final = s.get_final_message()
+    assert (final.stop_reason, final.stop_sequence) == ("stop_sequence", "Paris"), final
+    plain = client.messages.create(**dict(ask, stop_sequences=["never said"]))
+    assert (plain.stop_reason, plain.stop_sequence) in (("end_turn", None), ("max_tokens", None)), plain
+    return {"text": text, "without": "".join(b.text for b in plain.content if b.type == "text")}
+
+
 def forced_tool_use():
     """tool_choice naming a tool: a tool_use block whose input satisfies the schema; then the
     tool_result turn, answered in text."""
@@ -182,7 +204,7 @@ def bad_input():
     return seen
 
 
-CHECKS = {f.__name__: f for f in [create, stream, forced_tool_use, streamed_tool_use, count_tokens, bad_input]}
+CHECKS = {f.__name__: f for f in [create, stream, stop_sequence, forced_tool_use, streamed_tool_use, count_tokens, bad_input]}
 
 if __name__ == "__main__":
     print(json.dumps(CHECKS[CHECK](), default=str))

@@ -24,6 +24,13 @@ fn messages_whole_and_streamed_through_the_sdk() {
         "{whole}"
     );
     check(&server, "stream");
+    let stopped = check(&server, "stop_sequence");
+    assert!(
+        stopped["without"]
+            .as_str()
+            .is_some_and(|t| t.contains("Paris")),
+        "without the stop sequence the answer goes on: {stopped}"
+    );
 }
 
 #[test]

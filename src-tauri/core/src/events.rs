@@ -1,6 +1,6 @@
-//! The app-wide event stream: every change in the pool, every pressure tier change and every
-//! settings change, in the order they happened. `/api/events`, the timeline, notifications and
-//! the tray all follow this one stream.
+//! The app-wide event stream: every change in the pool, every pressure tier change, every
+//! settings change and every finished generation, in the order they happened. `/api/events`,
+//! the timeline, notifications and the tray all follow this one stream.
 //!
 //! Each subsystem publishes its own kind of event through a [`Publish`] the bus hands it; it
 //! does not know the bus, so the subsystems stay below this module in the graph.
@@ -9,6 +9,7 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 
 use crate::config::SettingsChanged;
+use crate::metrics::GenerationFinished;
 use crate::pool::PoolEvent;
 use crate::pressure::TierChanged;
 use crate::vocab::Publish;
@@ -20,6 +21,7 @@ pub enum Event {
     Pool(PoolEvent),
     Pressure(TierChanged),
     Settings(SettingsChanged),
+    Generation(GenerationFinished),
 }
 
 impl From<PoolEvent> for Event {
@@ -37,6 +39,12 @@ impl From<TierChanged> for Event {
 impl From<SettingsChanged> for Event {
     fn from(event: SettingsChanged) -> Self {
         Self::Settings(event)
+    }
+}
+
+impl From<GenerationFinished> for Event {
+    fn from(event: GenerationFinished) -> Self {
+        Self::Generation(event)
     }
 }
 

@@ -178,6 +178,8 @@ struct Slot {
     logits_at: Option<i32>,
     text: Utf8Assembler,
     stop: StopMatcher,
+    /// The stop string that matched, once one has.
+    stopped_by: Option<String>,
 }
 
 impl Slot {
@@ -194,6 +196,7 @@ impl Slot {
             logits_at: None,
             text: Utf8Assembler::default(),
             stop,
+            stopped_by: None,
         }
     }
 
@@ -611,8 +614,9 @@ impl Worker<'_> {
         let bytes = model.vocab().token_to_piece(token, false, None);
         let text = slot.text.push(&bytes);
         match slot.stop.push(&text) {
-            StopOutcome::Stopped(text) => {
+            StopOutcome::Stopped { text, matched } => {
                 send_text(slot, text);
+                slot.stopped_by = Some(matched);
                 // Whatever follows the stop string is not part of the answer.
                 slot.text.finish();
                 return Some(End::Finished(FinishReason::Stop));
@@ -656,6 +660,7 @@ impl Worker<'_> {
                 GenerationEvent::Done {
                     finish_reason,
                     usage: slot.usage(),
+                    stop_sequence: slot.stopped_by.take(),
                 }
             }
             End::Failed(message) => GenerationEvent::Failed(message),

@@ -14,10 +14,11 @@ use crate::engine::{
     ChatMessage, Constraint, FinishReason, GenerateRequest, Generation, GenerationEvent,
     LoadedModel, SamplingRequest, TokenLogprob, Usage,
 };
+use crate::events::Bus;
 use crate::memory::process_rss;
-use crate::metrics::{GenerationRecord, Metrics};
+use crate::metrics::{GenerationFinished, GenerationRecord, Metrics};
 use crate::pool::Lease;
-use crate::vocab::IdleTimeout;
+use crate::vocab::{Dialect, IdleTimeout};
 
 /// How to generate, as a dialect's request asked, checked.
 #[derive(Debug, Clone, Default)]
@@ -78,6 +79,8 @@ pub struct Whole {
     pub content: String,
     pub calls: Vec<ToolCall>,
     pub logprobs: Vec<TokenLogprob>,
+    /// The stop string that ended it, if one did.
+    pub stop_sequence: Option<String>,
 }
 
 impl Whole {
@@ -103,12 +106,14 @@ pub enum Step {
     },
     /// A sampled token's log-probability (when asked for), before the text it makes.
     Logprob(TokenLogprob),
-    /// The end: the last of the text, why it ended, and the token counts.
+    /// The end: the last of the text, why it ended (and at which stop string, if one), and
+    /// the token counts.
     Done {
         thought: String,
         outputs: Vec<Output>,
         finish_reason: FinishReason,
         usage: Usage,
+        stop_sequence: Option<String>,
     },
     Failed(String),
 }
@@ -116,11 +121,14 @@ pub enum Step {
 /// A generation under way.
 pub struct Generating {
     model_id: String,
+    dialect: Dialect,
     generation: Generation,
     /// Holding the lease keeps the model loaded, and counted busy, until the response ends.
     lease: Lease,
     timing: Timing,
     metrics: Metrics,
+    /// Where the finished generation is announced (the web UI's recent events).
+    bus: Bus,
     reasoning: ReasoningSplitter,
     reader: OutputReader,
 }
@@ -136,9 +144,11 @@ struct Timing {
     recorded: bool,
 }
 
-/// Finds and loads `model_id`, makes its prompt and queues the generation.
+/// Finds and loads `model_id`, makes its prompt and queues the generation. `dialect` is the
+/// API the request came in through, for the record.
 pub async fn start(
     state: &AppState,
+    dialect: Dialect,
     model_id: &str,
     prepare: impl FnOnce(&dyn LoadedModel) -> Result<Prepared, ApiError>,
     settings: Settings,
@@ -157,6 +167,7 @@ pub async fn start(
     })?;
     Ok(Generating {
         model_id: model_id.to_string(),
+        dialect,
         generation,
         lease: model,
         timing: Timing {
@@ -167,6 +178,7 @@ pub async fn start(
             recorded: false,
         },
         metrics: state.metrics.clone(),
+        bus: state.bus.clone(),
         reasoning: prepared.reasoning,
         reader: prepared.reader,
     })
@@ -195,8 +207,10 @@ impl Generating {
                     outputs,
                     finish_reason,
                     usage,
+                    stop_sequence,
                 } => {
                     whole.take(thought, outputs);
+                    whole.stop_sequence = stop_sequence;
                     return Ok((whole, finish_reason, usage));
                 }
                 Step::Failed(message) => return Err(message),
@@ -215,6 +229,7 @@ impl Generating {
             Some(GenerationEvent::Done {
                 finish_reason,
                 usage,
+                stop_sequence,
             }) => {
                 let (thought, outputs) = self.read(None);
                 Step::Done {
@@ -222,6 +237,7 @@ impl Generating {
                     outputs,
                     finish_reason,
                     usage,
+                    stop_sequence,
                 }
             }
             Some(GenerationEvent::Failed(message)) => Step::Failed(message),
@@ -242,6 +258,7 @@ impl Generating {
             Some(GenerationEvent::Done {
                 finish_reason,
                 usage,
+                ..
             }) => {
                 self.timing.prompt_tokens = usage.prompt_tokens;
                 self.timing.pieces = usage.completion_tokens;
@@ -277,7 +294,7 @@ impl Generating {
         (thought, outputs)
     }
 
-    /// Adds this generation to the metrics, once.
+    /// Adds this generation to the metrics and announces it, once.
     fn record(&mut self, outcome: &str) {
         if std::mem::replace(&mut self.timing.recorded, true) {
             return;
@@ -288,8 +305,9 @@ impl Generating {
             let secs = now.duration_since(first).as_secs_f64();
             (t.pieces > 1 && secs > 0.0).then(|| f64::from(t.pieces - 1) / secs)
         });
-        self.metrics.generation_finished(GenerationRecord {
+        let record = GenerationRecord {
             model: self.model_id.clone(),
+            dialect: self.dialect,
             finished_at: unix_now_ms(),
             ttft_ms: t
                 .first_token
@@ -300,7 +318,9 @@ impl Generating {
             outcome: outcome.to_string(),
             process_memory: process_rss(),
             model_memory: Some(self.lease.footprint().total),
-        });
+        };
+        self.metrics.generation_finished(record.clone());
+        self.bus.publish(GenerationFinished { record });
     }
 }
 

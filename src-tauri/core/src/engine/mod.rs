@@ -220,6 +220,8 @@ pub enum GenerationEvent {
     Done {
         finish_reason: FinishReason,
         usage: Usage,
+        /// The request's stop string that ended it, if one did.
+        stop_sequence: Option<String>,
     },
     Failed(String),
 }

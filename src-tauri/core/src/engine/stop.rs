@@ -13,8 +13,9 @@ pub struct StopMatcher {
 pub enum StopOutcome {
     /// Send this text (possibly empty) and go on.
     Continue(String),
-    /// A stop string matched: send this text, which ends just before it, and stop.
-    Stopped(String),
+    /// A stop string matched: send `text`, which ends just before it, and stop. `matched` is
+    /// the stop string (Anthropic's `stop_sequence` names it).
+    Stopped { text: String, matched: String },
 }
 
 impl StopMatcher {
@@ -28,15 +29,17 @@ impl StopMatcher {
 
     pub fn push(&mut self, text: &str) -> StopOutcome {
         self.held.push_str(text);
-        if let Some(at) = self
+        // The earliest match wins; at one place, the longest.
+        if let Some((at, stop)) = self
             .stops
             .iter()
-            .filter_map(|stop| self.held.find(stop.as_str()))
-            .min()
+            .filter_map(|stop| self.held.find(stop.as_str()).map(|at| (at, stop)))
+            .min_by_key(|(at, stop)| (*at, std::cmp::Reverse(stop.len())))
         {
-            let before = self.held[..at].to_string();
+            let text = self.held[..at].to_string();
+            let matched = stop.clone();
             self.held.clear();
-            return StopOutcome::Stopped(before);
+            return StopOutcome::Stopped { text, matched };
         }
         let keep = self.longest_partial_match();
         let split = self.held.len() - keep;
@@ -72,19 +75,37 @@ mod tests {
     use super::*;
 
     fn run(stops: &[&str], pieces: &[&str]) -> (String, bool) {
+        let (out, matched) = run_matching(stops, pieces);
+        (out, matched.is_some())
+    }
+
+    /// The text sent and the stop string that ended it.
+    fn run_matching(stops: &[&str], pieces: &[&str]) -> (String, Option<String>) {
         let mut m = StopMatcher::new(stops.iter().map(|s| s.to_string()).collect());
         let mut out = String::new();
         for piece in pieces {
             match m.push(piece) {
                 StopOutcome::Continue(t) => out.push_str(&t),
-                StopOutcome::Stopped(t) => {
-                    out.push_str(&t);
-                    return (out, true);
+                StopOutcome::Stopped { text, matched } => {
+                    out.push_str(&text);
+                    return (out, Some(matched));
                 }
             }
         }
         out.push_str(&m.finish());
-        (out, false)
+        (out, None)
+    }
+
+    #[test]
+    fn the_earliest_stop_is_the_one_named() {
+        assert_eq!(
+            run_matching(&["two", "one t"], &["zero one two"]),
+            ("zero ".into(), Some("one t".into()))
+        );
+        assert_eq!(
+            run_matching(&["o", "on"], &["zero one"]),
+            ("zer".into(), Some("o".into()))
+        );
     }
 
     #[test]

@@ -6,6 +6,8 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 
+use crate::vocab::Dialect;
+
 /// How many generations are kept.
 pub const KEPT: usize = 100;
 
@@ -13,6 +15,8 @@ pub const KEPT: usize = 100;
 #[derive(Debug, Clone, Serialize)]
 pub struct GenerationRecord {
     pub model: String,
+    /// The API the request came in through.
+    pub dialect: Dialect,
     /// Unix time in milliseconds when it ended.
     pub finished_at: u64,
     /// From the request's arrival (including any load) to the first token.
@@ -27,6 +31,15 @@ pub struct GenerationRecord {
     pub process_memory: Option<u64>,
     /// The model's measured footprint when it ended.
     pub model_memory: Option<u64>,
+}
+
+/// A generation's record as the event stream sends it, typed `generation`: the web UI lists it
+/// among the recent events, naming the dialect.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename = "generation")]
+pub struct GenerationFinished {
+    #[serde(flatten)]
+    pub record: GenerationRecord,
 }
 
 /// A ring of the last [`KEPT`] records.
@@ -61,6 +74,7 @@ mod tests {
     fn record(n: u32) -> GenerationRecord {
         GenerationRecord {
             model: "m".into(),
+            dialect: Dialect::OpenAiChat,
             finished_at: 0,
             ttft_ms: None,
             tokens_per_second: None,

@@ -16,7 +16,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-pub use generations::{GenerationLog, GenerationRecord};
+pub use generations::{GenerationFinished, GenerationLog, GenerationRecord};
 
 use crate::engine::Footprint;
 use crate::memory::SystemMemory;

@@ -20,6 +20,7 @@ use crate::api::AppState;
 use crate::engine::tools::reader::Output;
 use crate::engine::tools::{self, ToolCall};
 use crate::engine::{FinishReason, Usage};
+use crate::vocab::Dialect;
 
 pub async fn messages(
     State(state): State<AppState>,
@@ -30,6 +31,7 @@ pub async fn messages(
     let (messages, tool_request) = (translated.messages, translated.tools);
     let answer = generation::start(
         &state,
+        Dialect::AnthropicMessages,
         &request.model,
         |model| generation::chat_prompt(model, messages, &tool_request, true),
         translated.settings,
@@ -68,13 +70,15 @@ pub async fn count_tokens(
     Ok(Json(json!({ "input_tokens": tokens })))
 }
 
-/// Anthropic's name for why the turn ended.
-fn stop_reason(reason: FinishReason, calls: usize) -> &'static str {
-    match reason {
+/// Anthropic's name for why the turn ended, and the stop sequence that ended it.
+fn stop_reason(reason: FinishReason, calls: usize, stop_sequence: Option<&str>) -> Value {
+    let reason = match reason {
         _ if calls > 0 => "tool_use",
+        _ if stop_sequence.is_some() => "stop_sequence",
         FinishReason::Stop => "end_turn",
         FinishReason::Length => "max_tokens",
-    }
+    };
+    json!({ "stop_reason": reason, "stop_sequence": stop_sequence })
 }
 
 /// Anthropic's tool-use ids begin `toolu_`.
@@ -117,16 +121,22 @@ impl Reply {
                 "input": call.arguments_value(),
             }));
         }
-        Ok(json!({
+        let mut message = json!({
             "id": self.id,
             "type": "message",
             "role": "assistant",
             "model": self.answer.model_id(),
             "content": content,
-            "stop_reason": stop_reason(finish_reason, whole.calls.len()),
-            "stop_sequence": null,
             "usage": usage_json(&usage),
-        }))
+        });
+        let ended = stop_reason(
+            finish_reason,
+            whole.calls.len(),
+            whole.stop_sequence.as_deref(),
+        );
+        message["stop_reason"] = ended["stop_reason"].clone();
+        message["stop_sequence"] = ended["stop_sequence"].clone();
+        Ok(message)
     }
 
     /// Anthropic's event stream: `message_start`, then per content block `content_block_start`,
@@ -202,15 +212,20 @@ impl Streaming {
                 outputs,
                 finish_reason,
                 usage,
+                stop_sequence,
             } => {
                 self.send(&thought, outputs);
                 self.close();
-                let reason = stop_reason(finish_reason, self.reply.answer.calls());
+                let delta = stop_reason(
+                    finish_reason,
+                    self.reply.answer.calls(),
+                    stop_sequence.as_deref(),
+                );
                 self.event(
                     "message_delta",
                     &json!({
                         "type": "message_delta",
-                        "delta": { "stop_reason": reason, "stop_sequence": null },
+                        "delta": delta,
                         "usage": usage_json(&usage),
                     }),
                 );

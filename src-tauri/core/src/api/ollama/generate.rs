@@ -21,6 +21,7 @@ use crate::api::AppState;
 use crate::engine::reasoning::ReasoningSplitter;
 use crate::engine::tools::{ToolCall, ToolRequest};
 use crate::engine::{ChatMessage, FinishReason, Usage};
+use crate::vocab::Dialect;
 
 #[derive(Debug, Deserialize)]
 pub struct ChatRequest {
@@ -81,6 +82,7 @@ pub async fn chat(
     let split = request.think != Some(false);
     let answer = generation::start(
         &state,
+        Dialect::OllamaChat,
         &id,
         |model| generation::chat_prompt(model, messages, &tool_request, split),
         settings,
@@ -115,6 +117,7 @@ pub async fn generate(
     let (prompt_text, system, raw) = (request.prompt, request.system, request.raw);
     let answer = generation::start(
         &state,
+        Dialect::OllamaGenerate,
         &id,
         |model| {
             let constraint = schema.map(crate::engine::Constraint::json);
@@ -308,6 +311,7 @@ async fn respond(
                         outputs,
                         finish_reason,
                         usage,
+                        ..
                     } => {
                         let mut last = Whole::default();
                         last.take(thought, outputs);

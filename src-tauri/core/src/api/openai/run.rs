@@ -20,6 +20,7 @@ use crate::api::generation::{self, unix_now, Generating, Step};
 use crate::api::AppState;
 use crate::engine::tools::reader::Output;
 use crate::engine::{LoadedModel, TokenLogprob, Usage};
+use crate::vocab::Dialect;
 
 /// A generation under way, with what its OpenAI response needs.
 pub(super) struct Started {
@@ -42,7 +43,11 @@ pub(super) async fn start(
 ) -> Result<Started, ApiError> {
     let include_usage = checked.include_usage;
     let logprobs = checked.logprobs.is_some();
-    let answer = generation::start(state, model_id, prepare, checked.settings()).await?;
+    let dialect = match kind {
+        Kind::Chat => Dialect::OpenAiChat,
+        Kind::Text => Dialect::OpenAiCompletions,
+    };
+    let answer = generation::start(state, dialect, model_id, prepare, checked.settings()).await?;
     Ok(Started {
         kind,
         id: format!("{}-{}", kind.id_prefix(), uuid::Uuid::new_v4().simple()),
@@ -180,6 +185,7 @@ impl Streaming {
                 outputs,
                 finish_reason,
                 usage,
+                ..
             } => {
                 self.send((thought, outputs));
                 let reason = shape::finish_reason(finish_reason, self.started.answer.calls());
