@@ -1,4 +1,4 @@
-//! A client that hangs up mid-stream stops its generation.
+//! A client that hangs up mid-stream stops its generation, in every dialect.
 
 use std::time::{Duration, Instant};
 
@@ -141,12 +141,95 @@ async fn many_clients_hanging_up_at_once_leave_no_generation_task_or_connection_
     server.complete_ok(SMOLLM2, 4).await;
 }
 
+/// Every dialect's stream (Ollama's NDJSON, Anthropic's and the Responses API's events) stops
+/// its generation when the client hangs up, and the record names the dialect.
+#[tokio::test]
+async fn each_dialects_stream_stops_when_its_client_hangs_up() {
+    let server = Server::start();
+    server.complete_ok(SMOLLM2, 1).await;
+    let count = "Count from 1 to 1000, separated by commas: 1, 2, 3,";
+    let dialects = [
+        (
+            "ollama_chat",
+            "/api/chat",
+            json!({"model": SMOLLM2, "messages": [{"role": "user", "content": count}],
+                   "options": {"num_predict": 1000, "temperature": 0}}),
+        ),
+        (
+            "ollama_generate",
+            "/api/generate",
+            json!({"model": SMOLLM2, "prompt": "1, 2, 3, 4, 5,", "raw": true,
+                   "options": {"num_predict": 1000, "temperature": 0}}),
+        ),
+        (
+            "anthropic_messages",
+            "/v1/messages",
+            json!({"model": SMOLLM2, "max_tokens": 1000, "temperature": 0, "stream": true,
+                   "messages": [{"role": "user", "content": count}]}),
+        ),
+        (
+            "openai_responses",
+            "/v1/responses",
+            json!({"model": SMOLLM2, "max_output_tokens": 1000, "temperature": 0, "stream": true,
+                   "input": count}),
+        ),
+    ];
+    for (cancelled, (dialect, path, body)) in dialects.into_iter().enumerate() {
+        let model = server.model_status(SMOLLM2).await.expect("loaded");
+        let before = model["stats"]["generated_tokens"].as_u64().unwrap_or(0);
+        let mut response = server
+            .client
+            .post(server.url(path))
+            .json(&body)
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(response.status(), 200, "{path}");
+        // A dozen lines: a few NDJSON objects, or a few events of three lines each.
+        let mut lines = 0;
+        while lines < 12 {
+            let chunk = response
+                .chunk()
+                .await
+                .expect("read")
+                .expect("stream still open");
+            lines += chunk.iter().filter(|&&b| b == b'\n').count();
+        }
+        drop(response);
+        let stats = stats_once(&server, "cancelled", cancelled as u64 + 1).await;
+        assert_eq!(stats["active"], 0, "{path}: {stats}");
+        let (_, recent) = server.get("/api/metrics/generations").await;
+        let last = recent["generations"]
+            .as_array()
+            .and_then(|records| records.last())
+            .cloned()
+            .unwrap_or_default();
+        let generated = stats["generated_tokens"].as_u64().unwrap_or(u64::MAX) - before;
+        println!(
+            "{path}: hung up after {lines} lines, {generated} tokens generated; recorded {last}"
+        );
+        assert_eq!(last["dialect"], dialect, "{recent}");
+        assert_eq!(last["outcome"], "cancelled", "{last}");
+        assert!(generated < 60, "{path} kept generating: {stats}");
+    }
+    assert_eq!(
+        stats_once(&server, "completed", 1).await["completed"],
+        1,
+        "only the warm-up completed"
+    );
+}
+
 /// SmolLM2's generation counters as soon as one generation has been cancelled.
 async fn stats_once_cancelled(server: &Server) -> serde_json::Value {
+    stats_once(server, "cancelled", 1).await
+}
+
+/// SmolLM2's generation counters once `counter` has reached `n`.
+async fn stats_once(server: &Server, counter: &str, n: u64) -> serde_json::Value {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let model = server.model_status(SMOLLM2).await.expect("loaded");
-        if model["stats"]["cancelled"] == 1 {
+        if model["stats"][counter].as_u64() >= Some(n) {
             return model["stats"].clone();
         }
         assert!(

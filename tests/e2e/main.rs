@@ -25,5 +25,6 @@ mod ollama_sdk;
 mod openai_sdk;
 mod pool;
 mod pressure;
+mod responses_sdk;
 mod sampling;
 mod settings;

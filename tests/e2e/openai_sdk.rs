@@ -2,11 +2,9 @@
 //! official `openai` Python client (`openai_client.py`, one check per run) against both test models, whose templates
 //! know no tools: they get the generic format, its grammar and its system message.
 
-use std::process::Command;
-
 use serde_json::Value;
 
-use crate::support::{python_check, pythonpath, Server, GEMMA, MINILM, SMOLLM2};
+use crate::support::{python_check, retemplated, Server, GEMMA, MINILM, SMOLLM2};
 
 /// Runs one check of `openai_client.py`; panics with its output if it fails.
 fn check(server: &Server, model: &str, name: &str) -> Value {
@@ -106,32 +104,6 @@ async fn embeddings_rank_a_paraphrase_above_an_unrelated_sentence() {
     let total = model["memory"]["total"].as_u64().unwrap_or(0);
     println!("all-MiniLM-L6-v2 holds {total} bytes");
     assert!(total > 20_000_000, "{model}");
-}
-
-/// SmolLM2 copied into `dir` as `model` with another chat template (a fixture), by the `gguf`
-/// package's own metadata tool.
-fn retemplated(dir: &std::path::Path, model: &str, fixture: &str) {
-    let template = format!(
-        "{}/core/src/engine/tools/fixtures/{fixture}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let copied = Command::new("python3")
-        .args([
-            "-m",
-            "gguf.scripts.gguf_new_metadata",
-            "--chat-template-file",
-        ])
-        .arg(template)
-        .arg(crate::support::model_path(SMOLLM2))
-        .arg(dir.join(format!("{model}.gguf")))
-        .env("PYTHONPATH", pythonpath())
-        .output()
-        .expect("python3 runs");
-    assert!(
-        copied.status.success(),
-        "{}",
-        String::from_utf8_lossy(&copied.stderr)
-    );
 }
 
 /// The native path: SmolLM2 given a template written as Qwen 2.5's, so it is offered the tools

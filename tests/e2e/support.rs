@@ -683,3 +683,29 @@ pub fn python_check(
     println!("{model} {check}: {measured}");
     measured
 }
+
+/// SmolLM2 copied into `dir` as `model` with another chat template (a fixture), by the `gguf`
+/// package's own metadata tool.
+pub fn retemplated(dir: &std::path::Path, model: &str, fixture: &str) {
+    let template = format!(
+        "{}/core/src/engine/tools/fixtures/{fixture}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let copied = Command::new("python3")
+        .args([
+            "-m",
+            "gguf.scripts.gguf_new_metadata",
+            "--chat-template-file",
+        ])
+        .arg(template)
+        .arg(model_path(SMOLLM2))
+        .arg(dir.join(format!("{model}.gguf")))
+        .env("PYTHONPATH", pythonpath())
+        .output()
+        .expect("python3 runs");
+    assert!(
+        copied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&copied.stderr)
+    );
+}

@@ -57,6 +57,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/models", get(openai::models::list))
         .route("/v1/chat/completions", post(openai::chat::completions))
         .route("/v1/completions", post(openai::completions::completions))
+        .route("/v1/responses", post(openai::responses::create))
+        .route(
+            "/v1/responses/{id}",
+            get(openai::responses::not_stored).delete(openai::responses::not_stored),
+        )
         .route("/v1/embeddings", post(openai::embeddings::embeddings))
         .route("/v1/messages", post(anthropic::messages))
         .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
