@@ -25,6 +25,7 @@ mod ollama_sdk;
 mod openai_sdk;
 mod pool;
 mod pressure;
+mod prompt_cache;
 mod responses_sdk;
 mod sampling;
 mod settings;

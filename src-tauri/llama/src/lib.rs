@@ -83,7 +83,7 @@ impl Engine for LlamaEngine {
         };
         // llama.cpp aborts the process on some malformed files instead of returning an
         // error; a file whose header does not hold together never reaches it.
-        read_header(path)?;
+        let summary = read_header(path)?;
 
         // Held until the context is measured: the measurements are process-wide differences,
         // and another load (or another model's first large batch) in between would count twice.
@@ -171,6 +171,7 @@ impl Engine for LlamaEngine {
                         context_params,
                         slots,
                         context_per_slot: per_slot,
+                        sliding_window: summary.sliding_window,
                         jobs: jobs_rx,
                         shared: &shared,
                         ready: ready_tx,
@@ -270,6 +271,8 @@ pub(crate) struct Shared {
     generated_tokens: AtomicU64,
     completed: AtomicU64,
     cancelled: AtomicU64,
+    /// Prompt tokens reused from a slot's KV sequence.
+    cached_tokens: AtomicU64,
 }
 
 impl Shared {
@@ -507,6 +510,7 @@ impl LoadedModel for LlamaLoaded {
             generated_tokens: s.generated_tokens.load(Ordering::Relaxed),
             completed: s.completed.load(Ordering::Relaxed),
             cancelled: s.cancelled.load(Ordering::Relaxed),
+            cached_tokens: s.cached_tokens.load(Ordering::Relaxed),
         }
     }
 

@@ -4,6 +4,11 @@
 //! slot still reading its prompt contributes a chunk of it, and a single `llama_decode` moves them
 //! all forward. Requests beyond the slots wait in the job queue. Between two steps the loop
 //! drops slots whose client went away, so a hang-up costs at most one more token.
+//!
+//! A slot's KV sequence outlives its generation: the worker remembers which tokens it holds,
+//! and the next request goes to the free slot sharing the longest prefix with its prompt,
+//! keeps that part of the cache and computes only the rest (llama-server's prompt cache). A
+//! chat's next turn thus costs its new tokens, not the whole conversation again.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -62,6 +67,9 @@ pub(super) struct WorkerSetup<'m> {
     pub context_params: LlamaContextParams,
     pub slots: u32,
     pub context_per_slot: u32,
+    /// Sliding-window attention's window (Gemma 3): such layers drop older positions, which
+    /// limits what prefix of a sequence can be reused.
+    pub sliding_window: Option<u32>,
     pub jobs: mpsc::Receiver<Work>,
     pub shared: &'m Shared,
     /// Told once: what the context added to the process, or why it could not be made.
@@ -76,6 +84,7 @@ pub(super) fn run(setup: WorkerSetup<'_>) {
         context_params,
         slots,
         context_per_slot,
+        sliding_window,
         mut jobs,
         shared,
         ready,
@@ -122,7 +131,10 @@ pub(super) fn run(setup: WorkerSetup<'_>) {
         ctx,
         batch: LlamaBatch::new(BATCH_TOKENS as usize, 1),
         slots: (0..slots).map(|_| None).collect(),
+        kept: (0..slots).map(|_| None).collect(),
+        uses: 0,
         context_per_slot,
+        sliding_window,
         shared,
         largest_batch: WARM_UP_TOKENS,
     };
@@ -167,8 +179,12 @@ fn warm_up(model: &LlamaModel, ctx: &mut LlamaContext<'_>) -> Result<(), EngineE
 struct Slot {
     job: Job,
     picker: Picker,
-    /// Prompt tokens already decoded.
+    /// Prompt tokens already decoded (or reused from the cache).
     prompt_done: usize,
+    /// Prompt tokens reused from what the sequence held.
+    cached: usize,
+    /// Generated tokens decoded into the sequence, in order (the last sampled one is not yet).
+    fed: Vec<LlamaToken>,
     /// Next position in this sequence.
     pos: i32,
     /// The token sampled last, to be decoded next.
@@ -183,14 +199,23 @@ struct Slot {
 }
 
 impl Slot {
-    fn new(job: Job, grammar: Option<LlamaSampler>, n_vocab: i32, context: u32) -> Self {
+    /// A slot whose sequence already holds the first `cached` tokens of the job's prompt.
+    fn new(
+        job: Job,
+        grammar: Option<LlamaSampler>,
+        n_vocab: i32,
+        context: u32,
+        cached: usize,
+    ) -> Self {
         let picker = Picker::for_request(&job.request.sampling, grammar, n_vocab, context);
         let stop = StopMatcher::new(job.request.stop.clone());
         Self {
             job,
             picker,
-            prompt_done: 0,
-            pos: 0,
+            prompt_done: cached,
+            cached,
+            fed: Vec::new(),
+            pos: i32::try_from(cached).unwrap_or(i32::MAX),
             last: None,
             generated: 0,
             logits_at: None,
@@ -206,12 +231,77 @@ impl Slot {
             prompt_tokens,
             completion_tokens: self.generated,
             total_tokens: prompt_tokens.saturating_add(self.generated),
+            cached_tokens: u32::try_from(self.cached).unwrap_or(u32::MAX),
         }
     }
 
     fn gone(&self) -> bool {
         self.job.cancel.is_cancelled() || self.job.events.is_closed()
     }
+
+    /// The tokens its sequence holds: the prompt read so far and the generated tokens fed
+    /// back, `None` if that does not add up to its position (then nothing is reused).
+    fn held(self) -> Option<Vec<LlamaToken>> {
+        let mut tokens = self.job.tokens;
+        tokens.truncate(self.prompt_done);
+        tokens.extend(self.fed);
+        (i32::try_from(tokens.len()).ok() == Some(self.pos)).then_some(tokens)
+    }
+}
+
+/// What a free slot's KV sequence still holds from its last generation.
+struct Kept {
+    tokens: Vec<LlamaToken>,
+    /// When it was last used (the worker's use counter): the least recent is given up first.
+    used: u64,
+}
+
+/// The length of the common prefix of two token lists.
+fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+/// Which free slot a prompt goes to, and how many of its tokens that slot's sequence shares.
+///
+/// The slot sharing the longest prefix, when most of what it holds is that prefix (a chat's
+/// next turn): nothing of value is overwritten. Otherwise another conversation would be pushed
+/// out for a few shared tokens (a chat template's opening), so an empty slot is taken, else
+/// the least recently used. With `reuse` off, the prefix is not looked at.
+fn choose_slot(
+    free: &[(usize, Option<&Kept>)],
+    prompt: &[LlamaToken],
+    reuse: bool,
+) -> Option<(usize, usize)> {
+    let shared = |kept: Option<&Kept>| match kept {
+        Some(k) if reuse => common_prefix(&k.tokens, prompt),
+        _ => 0,
+    };
+    let best = free
+        .iter()
+        .map(|&(i, kept)| (i, shared(kept), kept.map_or(0, |k| k.tokens.len())))
+        .max_by_key(|&(i, n, _)| (n, std::cmp::Reverse(i)));
+    if let Some((i, n, held)) = best {
+        if n > 0 && n * 2 >= held {
+            return Some((i, n));
+        }
+    }
+    free.iter()
+        .min_by_key(|(i, kept)| (kept.map_or(0, |k| k.used + 1), *i))
+        .map(|&(i, kept)| (i, shared(kept)))
+}
+
+/// How much of a prefix of `shared` tokens a sequence can keep. At least one prompt token is
+/// always computed (its logits pick the first token). Sliding-window layers keep only their
+/// window: the reused prefix must still have its last `window` positions there, as
+/// llama-server checks; `pos_min` is the oldest position the sequence holds.
+fn reusable(shared: usize, prompt: usize, window: Option<u32>, pos_min: i32) -> usize {
+    let keep = shared.min(prompt.saturating_sub(1));
+    // Without a known window, only a sequence that still holds position 0 is trusted.
+    let needed_from = window.map_or(0, |w| keep.saturating_sub(w as usize));
+    if keep == 0 || usize::try_from(pos_min).unwrap_or(0) > needed_from {
+        return 0;
+    }
+    keep
 }
 
 /// How a slot picks its next token from the logits of its last step.
@@ -400,7 +490,12 @@ struct Worker<'m> {
     ctx: LlamaContext<'m>,
     batch: LlamaBatch<'static>,
     slots: Vec<Option<Slot>>,
+    /// Per slot, while it is free: what its sequence holds, for the next prompt to reuse.
+    kept: Vec<Option<Kept>>,
+    /// Counts admissions, to date `Kept::used`.
+    uses: u64,
     context_per_slot: u32,
+    sliding_window: Option<u32>,
     shared: &'m Shared,
     /// Tokens in the largest batch decoded so far (the warm-up's is 1).
     largest_batch: usize,
@@ -449,7 +544,7 @@ impl Worker<'_> {
     /// Moves queued jobs into free slots. Blocks while there is nothing at all to do. Returns
     /// false when the queue is closed and every slot is idle: time to exit.
     fn admit(&mut self, jobs: &mut mpsc::Receiver<Work>) -> bool {
-        while let Some(free) = self.slots.iter().position(Option::is_none) {
+        while self.slots.iter().any(Option::is_none) {
             let idle = self.slots.iter().all(Option::is_none);
             let work = if idle {
                 match jobs.blocking_recv() {
@@ -487,11 +582,60 @@ impl Worker<'_> {
                 Some(Ok(sampler)) => Some(sampler),
                 None => None,
             };
+            let Some((free, cached)) = self.claim_slot(&job.tokens, job.request.cache_prompt)
+            else {
+                break;
+            };
             self.shared.active.fetch_add(1, Ordering::Relaxed);
+            self.shared
+                .cached_tokens
+                .fetch_add(cached as u64, Ordering::Relaxed);
             let n_vocab = self.model.n_vocab();
-            self.slots[free] = Some(Slot::new(job, grammar, n_vocab, self.context_per_slot));
+            self.slots[free] = Some(Slot::new(
+                job,
+                grammar,
+                n_vocab,
+                self.context_per_slot,
+                cached,
+            ));
         }
         true
+    }
+
+    /// Takes a free slot for `prompt` and readies its sequence: keeps the longest prefix it
+    /// can reuse (when `reuse`) and removes the rest. Returns the slot and how many prompt
+    /// tokens its sequence already holds.
+    fn claim_slot(&mut self, prompt: &[LlamaToken], reuse: bool) -> Option<(usize, usize)> {
+        let free: Vec<(usize, Option<&Kept>)> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, slot)| slot.is_none())
+            .map(|(i, _)| (i, self.kept[i].as_ref()))
+            .collect();
+        let (i, shared) = choose_slot(&free, prompt, reuse)?;
+        self.uses += 1;
+        self.kept[i] = None;
+        let seq = i as i32;
+        let keep = reusable(
+            shared,
+            prompt.len(),
+            self.sliding_window,
+            self.ctx.kv_cache_seq_pos_min(seq),
+        );
+        let kept = keep > 0
+            && matches!(
+                self.ctx
+                    .clear_kv_cache_seq(Some(i as u32), u32::try_from(keep).ok(), None),
+                Ok(true)
+            );
+        if kept {
+            return Some((i, keep));
+        }
+        if let Err(e) = self.ctx.clear_kv_cache_seq(Some(i as u32), None, None) {
+            tracing::warn!(error = %e, slot = i, "could not clear a KV sequence");
+        }
+        Some((i, 0))
     }
 
     fn drop_abandoned(&mut self) {
@@ -523,6 +667,7 @@ impl Worker<'_> {
                 continue;
             }
             slot.logits_at = Some(at);
+            slot.fed.push(token);
             slot.pos += 1;
         }
         // Then prompt chunks, as much as the batch holds.
@@ -641,15 +786,11 @@ impl Worker<'_> {
             return;
         };
         self.shared.active.fetch_sub(1, Ordering::Relaxed);
-        // Free the sequence's cells for the next request in this slot.
-        if let Err(e) = self.ctx.clear_kv_cache_seq(Some(i as u32), None, None) {
-            tracing::warn!(error = %e, slot = i, "could not clear a KV sequence");
-        }
         let event = match end {
             End::Cancelled => {
                 self.shared.cancelled.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(slot = i, generated = slot.generated, "generation cancelled");
-                return;
+                None
             }
             End::Finished(finish_reason) => {
                 let mut tail = slot.text.finish();
@@ -657,17 +798,34 @@ impl Worker<'_> {
                 if !tail.is_empty() {
                     send_text(&mut slot, tail);
                 }
-                GenerationEvent::Done {
+                Some(GenerationEvent::Done {
                     finish_reason,
                     usage: slot.usage(),
                     stop_sequence: slot.stopped_by.take(),
-                }
+                })
             }
-            End::Failed(message) => GenerationEvent::Failed(message),
+            End::Failed(message) => Some(GenerationEvent::Failed(message)),
         };
-        self.shared.completed.fetch_add(1, Ordering::Relaxed);
-        // Room was reserved when the slot was scheduled (EVENTS_PER_STEP).
-        let _ = slot.job.events.try_send(event);
+        let failed = matches!(event, Some(GenerationEvent::Failed(_)));
+        if let Some(event) = event {
+            self.shared.completed.fetch_add(1, Ordering::Relaxed);
+            // Room was reserved when the slot was scheduled (EVENTS_PER_STEP).
+            let _ = slot.job.events.try_send(event);
+        }
+        // The sequence stays as it is for the next prompt that shares a prefix with it, unless
+        // its last decode failed (then what it holds is unknown).
+        self.kept[i] = match (failed, slot.held()) {
+            (false, Some(tokens)) => Some(Kept {
+                tokens,
+                used: self.uses,
+            }),
+            _ => {
+                if let Err(e) = self.ctx.clear_kv_cache_seq(Some(i as u32), None, None) {
+                    tracing::warn!(error = %e, slot = i, "could not clear a KV sequence");
+                }
+                None
+            }
+        };
     }
 
     /// Each input in sequence 0, one batch each; the pooled vector llama.cpp computes for the
@@ -725,7 +883,82 @@ fn send_text(slot: &mut Slot, text: String) {
 
 #[cfg(test)]
 mod tests {
-    use super::most_likely;
+    use super::{choose_slot, most_likely, reusable, Kept};
+    use llama_cpp_2::token::LlamaToken;
+
+    fn kept(tokens: &[i32], used: u64) -> Kept {
+        Kept {
+            tokens: tokens.iter().map(|&t| LlamaToken(t)).collect(),
+            used,
+        }
+    }
+
+    fn prompt(tokens: &[i32]) -> Vec<LlamaToken> {
+        tokens.iter().map(|&t| LlamaToken(t)).collect()
+    }
+
+    #[test]
+    fn a_prompt_goes_to_the_slot_holding_its_longest_prefix() {
+        let (a, b) = (kept(&[1, 2, 3], 5), kept(&[1, 2, 3, 4, 5], 1));
+        let free = [(0, Some(&a)), (1, Some(&b)), (2, None)];
+        assert_eq!(
+            choose_slot(&free, &prompt(&[1, 2, 3, 4, 9]), true),
+            Some((1, 4))
+        );
+        assert_eq!(choose_slot(&free, &prompt(&[1, 2, 7]), true), Some((0, 2)));
+        // With reuse off, the empty slot, and nothing counted as shared.
+        assert_eq!(
+            choose_slot(&free, &prompt(&[1, 2, 3, 4, 9]), false),
+            Some((2, 0))
+        );
+    }
+
+    #[test]
+    fn a_few_shared_tokens_do_not_push_another_conversation_out() {
+        // Slot 0 holds a long conversation that shares only its first two tokens.
+        let long = kept(&[1, 2, 3, 4, 5, 6, 7, 8], 5);
+        let older = kept(&[9, 9], 2);
+        assert_eq!(
+            choose_slot(&[(0, Some(&long)), (1, None)], &prompt(&[1, 2, 9]), true),
+            Some((1, 0))
+        );
+        // No empty slot: the least recently used goes, still reusing what it shares.
+        assert_eq!(
+            choose_slot(
+                &[(0, Some(&long)), (1, Some(&older))],
+                &prompt(&[1, 2, 9]),
+                true
+            ),
+            Some((1, 0))
+        );
+        let old_long = kept(&[1, 2, 3, 4, 5, 6, 7, 8], 1);
+        let recent = kept(&[9, 9], 6);
+        assert_eq!(
+            choose_slot(
+                &[(0, Some(&old_long)), (1, Some(&recent))],
+                &prompt(&[1, 2, 9]),
+                true
+            ),
+            Some((0, 2))
+        );
+        assert_eq!(choose_slot(&[], &prompt(&[9]), true), None);
+    }
+
+    #[test]
+    fn one_prompt_token_is_always_computed_and_a_sliding_window_limits_reuse() {
+        // The whole prompt cached: its last token is computed again for its logits.
+        assert_eq!(reusable(10, 10, None, 0), 9);
+        assert_eq!(reusable(4, 10, None, 0), 4);
+        assert_eq!(reusable(0, 10, None, 0), 0);
+        // Window 512: keeping 1000 positions needs 488.. still there.
+        assert_eq!(reusable(1000, 2000, Some(512), 400), 1000);
+        assert_eq!(reusable(1000, 2000, Some(512), 600), 0);
+        // Short of the window, the sequence must still start at 0.
+        assert_eq!(reusable(300, 2000, Some(512), 0), 300);
+        assert_eq!(reusable(300, 2000, Some(512), 1), 0);
+        // An unknown window: only a sequence that still holds position 0.
+        assert_eq!(reusable(300, 2000, None, 7), 0);
+    }
 
     #[test]
     fn the_most_likely_token_is_the_first_of_the_largest_logits() {

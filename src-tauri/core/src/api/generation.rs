@@ -30,6 +30,8 @@ pub struct Settings {
     pub keep_alive: Option<IdleTimeout>,
     /// Log-probabilities with this many alternatives per token, if asked for.
     pub logprobs: Option<u8>,
+    /// Reuse a cached prompt prefix; `None` follows the `cache_prompt` setting.
+    pub cache_prompt: Option<bool>,
 }
 
 /// What a request puts to the model: its prompt, the constraint on the output, and how the
@@ -141,6 +143,7 @@ struct Timing {
     /// Text pieces received: tokens, near enough, when the request ends early.
     pieces: u32,
     prompt_tokens: u32,
+    cached_tokens: u32,
     recorded: bool,
 }
 
@@ -164,6 +167,9 @@ pub async fn start(
         stop: settings.stop,
         constraint: prepared.constraint,
         logprobs: settings.logprobs,
+        cache_prompt: settings
+            .cache_prompt
+            .unwrap_or_else(|| state.live.store().live().cache_prompt),
     })?;
     Ok(Generating {
         model_id: model_id.to_string(),
@@ -175,6 +181,7 @@ pub async fn start(
             first_token: None,
             pieces: 0,
             prompt_tokens: 0,
+            cached_tokens: 0,
             recorded: false,
         },
         metrics: state.metrics.clone(),
@@ -261,6 +268,7 @@ impl Generating {
                 ..
             }) => {
                 self.timing.prompt_tokens = usage.prompt_tokens;
+                self.timing.cached_tokens = usage.cached_tokens;
                 self.timing.pieces = usage.completion_tokens;
                 let outcome = match finish_reason {
                     FinishReason::Stop => "stop",
@@ -314,6 +322,7 @@ impl Generating {
                 .map(|first| first.duration_since(t.arrived).as_secs_f64() * 1000.0),
             tokens_per_second,
             prompt_tokens: t.prompt_tokens,
+            cached_tokens: t.cached_tokens,
             generated_tokens: t.pieces,
             outcome: outcome.to_string(),
             process_memory: process_rss(),

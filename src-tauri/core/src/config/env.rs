@@ -104,6 +104,9 @@ pub(super) fn apply(
             "HEADROOM_MAP_WEIGHTS" => {
                 settings.map_weights = parse_bool(&key, "map_weights", &value)?
             }
+            "HEADROOM_CACHE_PROMPT" => {
+                settings.cache_prompt = parse_bool(&key, "cache_prompt", &value)?
+            }
             "HEADROOM_NOTIFICATIONS" => {
                 settings.notifications = parse_bool(&key, "notifications", &value)?
             }

@@ -49,6 +49,9 @@ pub struct Settings {
     /// Map model weights from their files (reclaimable file pages, kept safe from writers by
     /// `protect`), or read them into the process's memory.
     pub map_weights: bool,
+    /// Reuse the longest prefix of a prompt that a slot's KV cache still holds (a chat's
+    /// earlier turns), computing only the rest. A request's `cache_prompt` overrides it.
+    pub cache_prompt: bool,
     /// The most memory the loaded models may hold together: "auto" (RAM minus a quarter of
     /// it, the quarter kept between 4 and 8 GiB), a percentage of RAM, or a size.
     pub memory_limit: MemoryLimit,
@@ -87,6 +90,7 @@ impl Default for Settings {
             context_size: 4096,
             queue_size: 64,
             map_weights: true,
+            cache_prompt: true,
             memory_limit: MemoryLimit::Auto,
             headroom_margin: HeadroomMargins::default(),
             memory_floor: ByteSize(1 << 30),

@@ -151,6 +151,8 @@ pub struct GenerationStats {
     pub completed: u64,
     /// Generations ended early because the client went away or the request was cancelled.
     pub cancelled: u64,
+    /// Prompt tokens reused from the KV cache instead of being computed, over all generations.
+    pub cached_tokens: u64,
 }
 
 /// One request's prompt and how to sample its completion.
@@ -166,6 +168,9 @@ pub struct GenerateRequest {
     pub constraint: Option<Constraint>,
     /// Report each sampled token's log-probability and this many alternatives (0–20).
     pub logprobs: Option<u8>,
+    /// Reuse the longest prefix of the prompt that a slot's KV cache still holds from an
+    /// earlier request (llama-server's `cache_prompt`), computing only the rest.
+    pub cache_prompt: bool,
 }
 
 /// Why a generation ended, in OpenAI's words.
@@ -184,6 +189,9 @@ pub struct Usage {
     pub prompt_tokens: u32,
     pub completion_tokens: u32,
     pub total_tokens: u32,
+    /// Prompt tokens whose KV came from the cache rather than being computed (part of
+    /// `prompt_tokens`).
+    pub cached_tokens: u32,
 }
 
 /// A sampled token's log-probability, and the likeliest tokens at its place.

@@ -24,6 +24,8 @@ pub struct GenerationRecord {
     /// Generated tokens per second after the first one.
     pub tokens_per_second: Option<f64>,
     pub prompt_tokens: u32,
+    /// Of the prompt tokens, those reused from the KV cache.
+    pub cached_tokens: u32,
     pub generated_tokens: u32,
     /// "stop", "length", "error" or "cancelled".
     pub outcome: String,
@@ -79,6 +81,7 @@ mod tests {
             ttft_ms: None,
             tokens_per_second: None,
             prompt_tokens: n,
+            cached_tokens: 0,
             generated_tokens: 0,
             outcome: "stop".into(),
             process_memory: None,

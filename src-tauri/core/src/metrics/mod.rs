@@ -38,6 +38,7 @@ pub struct Metrics {
     pressure_wakes: Family<Labels, Counter>,
     tokens_generated: Family<Labels, Counter>,
     prompt_tokens: Family<Labels, Counter>,
+    cached_prompt_tokens: Family<Labels, Counter>,
     ttft: Family<Labels, Histogram>,
     rate: Family<Labels, Histogram>,
     pub generations: Arc<GenerationLog>,
@@ -54,6 +55,7 @@ impl Default for Metrics {
             pressure_wakes: Family::default(),
             tokens_generated: Family::default(),
             prompt_tokens: Family::default(),
+            cached_prompt_tokens: Family::default(),
             // 5 ms .. ~80 s
             ttft: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.005, 2.0, 15))
@@ -106,6 +108,9 @@ impl Metrics {
         self.prompt_tokens
             .get_or_create(&model)
             .inc_by(u64::from(record.prompt_tokens));
+        self.cached_prompt_tokens
+            .get_or_create(&model)
+            .inc_by(u64::from(record.cached_tokens));
         if let Some(ttft_ms) = record.ttft_ms {
             self.ttft.get_or_create(&model).observe(ttft_ms / 1000.0);
         }
@@ -157,8 +162,13 @@ impl Metrics {
         );
         registry.register(
             "prompt_tokens",
-            "Prompt tokens processed, by model",
+            "Prompt tokens, computed or reused from the KV cache, by model",
             self.prompt_tokens.clone(),
+        );
+        registry.register(
+            "prompt_tokens_cached",
+            "Prompt tokens reused from the KV cache instead of computed, by model",
+            self.cached_prompt_tokens.clone(),
         );
         registry.register(
             "time_to_first_token_seconds",

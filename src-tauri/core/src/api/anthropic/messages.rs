@@ -90,7 +90,13 @@ fn tool_use_id(call: &ToolCall) -> String {
 }
 
 fn usage_json(usage: &Usage) -> Value {
-    json!({ "input_tokens": usage.prompt_tokens, "output_tokens": usage.completion_tokens })
+    // Anthropic's `input_tokens` are those after the last cache read; the prompt is their sum.
+    json!({
+        "input_tokens": usage.prompt_tokens.saturating_sub(usage.cached_tokens),
+        "cache_read_input_tokens": usage.cached_tokens,
+        "cache_creation_input_tokens": 0,
+        "output_tokens": usage.completion_tokens,
+    })
 }
 
 struct Reply {

@@ -118,6 +118,7 @@ impl MessagesRequest {
                 stop,
                 keep_alive: None,
                 logprobs: None,
+                cache_prompt: None,
             },
         })
     }

@@ -268,7 +268,8 @@ fn finish(line: &mut Value, reason: FinishReason, usage: &Usage, started: Instan
         FinishReason::Length => "length",
     });
     line["total_duration"] = json!(total);
-    line["prompt_eval_count"] = json!(usage.prompt_tokens);
+    // Ollama counts the prompt tokens it evaluated: a prefix reused from the cache is not.
+    line["prompt_eval_count"] = json!(usage.prompt_tokens.saturating_sub(usage.cached_tokens));
     line["eval_count"] = json!(usage.completion_tokens);
 }
 

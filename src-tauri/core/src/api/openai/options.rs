@@ -82,6 +82,9 @@ pub struct GenerationOptions {
     pub keep_alive: Option<serde_json::Value>,
     /// The same in seconds, as LM Studio writes it.
     pub ttl: Option<serde_json::Value>,
+    /// llama-server's switch: `false` computes the whole prompt even when a slot holds a
+    /// prefix of it. Absent, the `cache_prompt` setting decides.
+    pub cache_prompt: Option<bool>,
 }
 
 /// `stream_options`: OpenAI's `include_usage` asks for a last chunk with the usage.
@@ -111,6 +114,7 @@ pub struct Checked {
     pub include_usage: bool,
     /// Log-probabilities with this many alternatives per token, if asked for.
     pub logprobs: Option<u8>,
+    pub cache_prompt: Option<bool>,
 }
 
 impl Checked {
@@ -122,6 +126,7 @@ impl Checked {
             stop: self.stop.clone(),
             keep_alive: self.keep_alive,
             logprobs: self.logprobs,
+            cache_prompt: self.cache_prompt,
         }
     }
 }
@@ -178,6 +183,7 @@ impl GenerationOptions {
         };
         Ok(Checked {
             logprobs: self.logprobs()?,
+            cache_prompt: self.cache_prompt,
             keep_alive,
             include_usage: self
                 .stream_options

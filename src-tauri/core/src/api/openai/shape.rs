@@ -186,13 +186,14 @@ pub(super) fn logprobs_json(kind: Kind, tokens: &[TokenLogprob], offset: usize) 
     }
 }
 
-/// Usage as OpenAI writes it. No prompt is cached yet, so `cached_tokens` is 0.
+/// Usage as OpenAI writes it: `cached_tokens` are the prompt tokens reused from the KV cache
+/// (part of `prompt_tokens`).
 pub(super) fn usage_json(usage: &Usage) -> Value {
     json!({
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
         "total_tokens": usage.total_tokens,
-        "prompt_tokens_details": { "cached_tokens": 0 },
+        "prompt_tokens_details": { "cached_tokens": usage.cached_tokens },
     })
 }
 

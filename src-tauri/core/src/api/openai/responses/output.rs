@@ -117,7 +117,7 @@ pub fn new_id(prefix: &str) -> String {
 pub fn usage_json(usage: &Usage) -> Value {
     json!({
         "input_tokens": usage.prompt_tokens,
-        "input_tokens_details": { "cached_tokens": 0 },
+        "input_tokens_details": { "cached_tokens": usage.cached_tokens },
         "output_tokens": usage.completion_tokens,
         "output_tokens_details": { "reasoning_tokens": 0 },
         "total_tokens": usage.total_tokens,
