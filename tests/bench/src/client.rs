@@ -86,13 +86,22 @@ impl Endpoint {
 
     /// Sends a streamed `/v1/completions` request and times its pieces.
     pub async fn stream_completion(&self, body: &Value) -> anyhow::Result<StreamTiming> {
+        Ok(self.stream("/v1/completions", body).await?.0)
+    }
+
+    /// Sends a streamed `/v1/chat/completions` request, times its pieces and returns the answer.
+    pub async fn stream_chat(&self, body: &Value) -> anyhow::Result<(StreamTiming, String)> {
+        self.stream("/v1/chat/completions", body).await
+    }
+
+    async fn stream(&self, path: &str, body: &Value) -> anyhow::Result<(StreamTiming, String)> {
         let mut body = body.clone();
         body["stream"] = json!(true);
         body["stream_options"] = json!({"include_usage": true});
         let started = Instant::now();
         let mut response = self
             .client
-            .post(self.url("/v1/completions"))
+            .post(self.url(path))
             .json(&body)
             .send()
             .await
@@ -105,6 +114,7 @@ impl Endpoint {
             );
         }
         let mut buffer = String::new();
+        let mut answer = String::new();
         let (mut first, mut last, mut usage) = (None, None, None);
         while let Some(chunk) = response.chunk().await.context("stream")? {
             let now = started.elapsed();
@@ -112,7 +122,12 @@ impl Endpoint {
                 if let Some(error) = data.get("error") {
                     bail!("the stream carried an error: {error}");
                 }
-                let text = data["choices"][0]["text"].as_str().unwrap_or("");
+                let choice = &data["choices"][0];
+                let text = choice["text"]
+                    .as_str()
+                    .or_else(|| choice["delta"]["content"].as_str())
+                    .unwrap_or("");
+                answer.push_str(text);
                 if !text.is_empty() {
                     first.get_or_insert(now);
                     last = Some(now);
@@ -125,12 +140,13 @@ impl Endpoint {
         let (Some(first_piece), Some(last_piece), Some(usage)) = (first, last, usage) else {
             bail!("the stream ended without text or usage");
         };
-        Ok(StreamTiming {
+        let timing = StreamTiming {
             first_piece,
             last_piece,
             prompt_tokens: usage["prompt_tokens"].as_u64().unwrap_or(0),
             completion_tokens: usage["completion_tokens"].as_u64().unwrap_or(0),
-        })
+        };
+        Ok((timing, answer))
     }
 
     /// Follows `/api/events` (Headroom's) from now on.

@@ -152,6 +152,13 @@ async fn main() -> anyhow::Result<()> {
                 phases::speed::run(&cx, model, &mut rows).await,
             );
         }
+        if wanted("multiturn") {
+            eprintln!("==> multi-turn chat: {}", model.name);
+            outcome(
+                format!("multi-turn chat, {}", model.name),
+                phases::multiturn::run(&cx, model, &mut rows).await,
+            );
+        }
         if wanted("concurrency") {
             for clients in [4, 8] {
                 eprintln!("==> {clients} at once: {}", model.name);

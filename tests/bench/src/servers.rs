@@ -167,10 +167,29 @@ pub struct Reference {
 impl Reference {
     /// Starts it and waits until `/health` says the model is ready: the time from the spawn
     /// to ready is its load time (its process start included, a few ms).
+    /// llama-server without its prompt cache, for the engine-to-engine rows.
     pub async fn start(
         binary: &Path,
         model: &Path,
         shape: Shape,
+    ) -> anyhow::Result<(Self, Duration)> {
+        Self::start_with(binary, model, shape, false).await
+    }
+
+    /// llama-server as its users run it: its prompt cache on (the default).
+    pub async fn start_as_shipped(
+        binary: &Path,
+        model: &Path,
+        shape: Shape,
+    ) -> anyhow::Result<(Self, Duration)> {
+        Self::start_with(binary, model, shape, true).await
+    }
+
+    async fn start_with(
+        binary: &Path,
+        model: &Path,
+        shape: Shape,
+        prompt_cache: bool,
     ) -> anyhow::Result<(Self, Duration)> {
         let port = free_port()?;
         let log = tempfile::NamedTempFile::new().context("log file")?;
@@ -185,9 +204,15 @@ impl Reference {
             // `-c` is the whole context, shared by the slots.
             .args(["-c", &(shape.context_per_slot * shape.slots).to_string()])
             // No warm-up decode at load: its load time then leaves out what Headroom's includes
-            // (a one-token warm-up), which errs in its favour. No prompt cache across requests:
-            // Headroom keeps none, and with it llama-server's repeated prompts would measure it.
-            .args(["--no-warmup", "--no-cache-prompt", "-cram", "0"])
+            // (a one-token warm-up), which errs in its favour.
+            .arg("--no-warmup")
+            // Without a prompt cache (and Headroom's off too) for the engine-to-engine rows,
+            // where a repeated prompt would measure the cache instead of the engine.
+            .args(if prompt_cache {
+                &[][..]
+            } else {
+                &["--no-cache-prompt", "-cram", "0"][..]
+            })
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log.reopen().context("log file")?)

@@ -1,5 +1,6 @@
 //! Four and eight requests at once on one model: the memory they add over the loaded model, and
-//! the tokens per second they make together, beside llama-server with as many slots.
+//! the tokens per second they make together, beside llama-server with as many slots. Neither
+//! keeps a prompt cache here, as in the speed rows.
 
 use anyhow::Context as _;
 
@@ -28,7 +29,7 @@ pub async fn run(
     // Both servers loaded, taking turns run by run, so the machine's drift hits both alike (a
     // block of runs per server measured it instead). Each figure is still one process's memory,
     // and the idle server's threads sleep while the other runs.
-    let headroom = cx.start_headroom(clients).await?;
+    let headroom = cx.start_headroom_uncached(clients).await?;
     let (_, loaded) = headroom.load(model.id).await?;
     // The KV cache of one slot, as Headroom computes it from the model's header.
     let kv_per_slot = loaded["estimate"]["kv"]

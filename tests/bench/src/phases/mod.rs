@@ -6,6 +6,7 @@ pub mod concurrency;
 pub mod idle;
 pub mod lifecycle;
 pub mod micro;
+pub mod multiturn;
 pub mod pressure;
 pub mod speed;
 pub mod weights;
@@ -100,6 +101,13 @@ impl Context {
 
     pub async fn start_headroom(&self, slots: u32) -> anyhow::Result<Headroom> {
         self.start_headroom_with(slots, &[]).await
+    }
+
+    /// Headroom without its prompt cache, beside llama-server without its own: the
+    /// engine-to-engine rows, where a repeated prompt would measure the cache instead.
+    pub async fn start_headroom_uncached(&self, slots: u32) -> anyhow::Result<Headroom> {
+        self.start_headroom_with(slots, &[("HEADROOM_CACHE_PROMPT", "false")])
+            .await
     }
 
     /// The same, with more settings (`HEADROOM_*` variables).

@@ -1,5 +1,7 @@
 //! Generation and prompt speed, and time to first token, over HTTP: both servers loaded side by
 //! side with one slot each, measured in turns, so drift in the machine's speed hits both alike.
+//! Neither keeps a prompt cache here (the engine-to-engine comparison; multiturn.rs measures
+//! the caches).
 //! With llama-bench built on both llama.cpp builds, each run also decodes without a server on
 //! each, so a gap between the servers can be split into the llama.cpp builds' and the servers'.
 
@@ -56,7 +58,7 @@ struct Whole {
 }
 
 pub async fn run(cx: &Context, model: Model, rows: &mut Vec<Row>) -> anyhow::Result<()> {
-    let headroom = cx.start_headroom(1).await?;
+    let headroom = cx.start_headroom_uncached(1).await?;
     headroom.load(model.id).await?;
     let (reference, _) =
         Reference::start(&cx.reference, &cx.model_path(model), cx.shape(1)).await?;
