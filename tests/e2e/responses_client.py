@@ -192,6 +192,9 @@ def bad_input():
     refused("image input", lambda: client.responses.create(
         model=MODEL, input=[{"role": "user", "content": [{"type": "input_image", "image_url": "http://x/y.png"}]}]
     ))
+    refused("unknown item type", lambda: client.responses.create(
+        model=MODEL, input=[{"type": "computer_call_output", "call_id": "c", "output": {}}]
+    ))
     refused("unknown model", lambda: client.responses.create(model="no-such-model", input="x"), openai.NotFoundError)
     refused("retrieve", lambda: client.responses.retrieve("resp_123"), openai.NotFoundError)
     after = client.responses.create(**GREEDY, input="Say yes.", max_output_tokens=5)

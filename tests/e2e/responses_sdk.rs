@@ -70,6 +70,7 @@ fn what_cannot_be_served_is_refused_in_openais_shape() {
     assert_eq!(seen["web_search tool"]["code"], "invalid_tools");
     assert_eq!(seen["bad schema"]["code"], "invalid_response_format");
     assert_eq!(seen["image input"]["code"], "invalid_input");
+    assert_eq!(seen["unknown item type"]["code"], "invalid_input");
     assert_eq!(seen["unknown model"]["status"], 404);
     assert_eq!(seen["retrieve"]["code"], "response_not_found");
 }

@@ -77,7 +77,7 @@ struct Args {
     /// Seconds of idle sampling.
     #[arg(long, default_value_t = 60)]
     idle_seconds: u64,
-    /// Only these phases (speed, concurrency, lifecycle, weights, pressure, bursts, idle, micro).
+    /// Only these phases (speed, multiturn, concurrency, lifecycle, weights, pressure, bursts, idle, micro).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Where the JSON goes.

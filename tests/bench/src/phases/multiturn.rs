@@ -5,10 +5,12 @@
 use super::{Context, Model};
 use crate::client::Endpoint;
 use crate::report::{Goal, Row};
-use crate::servers::Reference;
+use crate::servers::{Headroom, HeadroomLaunch, Reference};
 use serde_json::{json, Value};
 
 const TURNS: usize = 12;
+/// Context per slot: the conversation outgrows the benchmark's usual 1024 tokens.
+const CONTEXT: u32 = 4096;
 /// Tokens each answer may take: twelve turns of question and answer make ~2,000 tokens.
 const ANSWER_TOKENS: u32 = 150;
 
@@ -52,10 +54,22 @@ async fn conversation(target: &Endpoint, model: Model, run: usize) -> anyhow::Re
 }
 
 pub async fn run(cx: &Context, model: Model, rows: &mut Vec<Row>) -> anyhow::Result<()> {
-    let headroom = cx.start_headroom(1).await?;
+    let shape = crate::servers::Shape {
+        context_per_slot: CONTEXT,
+        ..cx.shape(1)
+    };
+    let headroom = Headroom::start(HeadroomLaunch {
+        binary: &cx.headroom,
+        models_dir: &cx.models_dir,
+        shape,
+        cgroups: &[],
+        desktop: None,
+        env: &[],
+    })
+    .await?;
     headroom.load(model.id).await?;
     let (reference, _) =
-        Reference::start_as_shipped(&cx.reference, &cx.model_path(model), cx.shape(1)).await?;
+        Reference::start_as_shipped(&cx.reference, &cx.model_path(model), shape).await?;
     let targets = [&headroom.endpoint, &reference.endpoint];
     // Per server, per turn, the runs' figures.
     let mut turns: [Vec<Vec<f64>>; 2] = [vec![Vec::new(); TURNS], vec![Vec::new(); TURNS]];
@@ -82,8 +96,8 @@ pub async fn run(cx: &Context, model: Model, rows: &mut Vec<Row>) -> anyhow::Res
                 )
                 .goal(Goal::RatioAtMost(1.0))
                 .note(format!(
-                    "{TURNS} turns of up to {ANSWER_TOKENS} tokens, each answer appended; \
-                     both with their prompt cache (the default)"
+                    "{TURNS} turns of up to {ANSWER_TOKENS} tokens, each answer appended, \
+                     {CONTEXT}-token context; both with their prompt cache (the default)"
                 )),
         );
     }
