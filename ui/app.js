@@ -233,8 +233,11 @@ function buildDiskRows(m) {
 function updateDiskRows(group, m) {
   const [name, size, needs, fit, action] = group.rows[0].cells;
   name.textContent = m.id;
-  name.title = m.path;
+  // Conversations saved at its last unload, restored when it loads again.
+  const saved = m.saved_conversations ? `conversation cache: ${mb(m.saved_conversations)} on disk` : "";
+  name.title = saved ? `${m.path}\n${saved}` : m.path;
   size.textContent = mb(m.size);
+  size.title = saved;
   needs.textContent = m.estimate ? mb(m.estimate.total) : "–";
   [fit.textContent, fit.dataset.fits] = fitNow(m);
   group.querySelector(".reason").textContent = m.fits ? "" : m.reason ?? "";

@@ -17,6 +17,7 @@ mod disconnect;
 mod faults;
 mod file_changes;
 mod idle;
+mod kv_cache;
 mod lifecycle;
 mod load;
 mod models;

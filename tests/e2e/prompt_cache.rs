@@ -1,7 +1,11 @@
 //! The prompt cache: a chat's next turn reuses the KV of the conversation so far, answers
-//! exactly what a cold run answers, and every dialect reports the reused tokens.
+//! exactly what a cold run answers, and every dialect reports the reused tokens. Conversations
+//! are saved when the model unloads and restored when it loads again.
 
+use std::path::{Path, PathBuf};
 use std::time::Instant;
+
+use reqwest::Method;
 
 use serde_json::{json, Value};
 
@@ -170,4 +174,150 @@ async fn every_dialect_reports_the_reused_tokens_and_the_setting_turns_it_off() 
     asked["cache_prompt"] = json!(true);
     let (_, asked) = off.post("/v1/chat/completions", &asked).await;
     assert!(cached(&asked) > 0, "a request's cache_prompt wins: {asked}");
+}
+
+/// The saved conversations' state files under a server's data folder.
+fn saved_states(data: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for model in std::fs::read_dir(data.join("conversations"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        for file in std::fs::read_dir(model.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if file.path().extension().is_some_and(|e| e == "kv") {
+                found.push(file.path());
+            }
+        }
+    }
+    found
+}
+
+async fn stop(server: &Server, model: &str) -> Value {
+    let (status, report) = server
+        .call(Method::DELETE, &format!("/api/memory/models/{model}"))
+        .await;
+    assert_eq!(status, 200, "{report}");
+    report
+}
+
+/// A conversation survives its model's unload: the next turn after a Stop restores it from
+/// disk and answers as a cold run does; a damaged save is deleted and never used.
+#[tokio::test]
+async fn a_conversation_survives_an_unload_and_a_damaged_save_is_ignored() {
+    let server = Server::start();
+    let mut messages = Vec::new();
+    let mut previous_prompt = 0;
+    for (n, question) in QUESTIONS.iter().enumerate() {
+        messages.push(json!({"role": "user", "content": question}));
+        if n > 0 {
+            let report = stop(&server, SMOLLM2).await;
+            let saved = saved_states(&server.data_dir());
+            println!("stopped in {} ms; saved {saved:?}", report["duration_ms"]);
+            assert!(!saved.is_empty(), "the unload saved the conversation");
+        }
+        let started = Instant::now();
+        let warm = turn(&server, SMOLLM2, &messages, None).await;
+        let warm_ms = started.elapsed().as_millis();
+        let cold = turn(&server, SMOLLM2, &messages, Some(false)).await;
+        let prompt = warm["usage"]["prompt_tokens"].as_u64().unwrap_or(0);
+        println!(
+            "turn {} after a reload: {} of {prompt} tokens restored, {warm_ms} ms (load included)",
+            n + 1,
+            cached(&warm)
+        );
+        assert_eq!(answer(&warm), answer(&cold), "turn {}", n + 1);
+        if n > 0 {
+            assert!(cached(&warm) >= previous_prompt, "turn {}: {warm}", n + 1);
+        }
+        previous_prompt = prompt;
+        messages.push(json!({"role": "assistant", "content": answer(&warm)}));
+    }
+    assert!(server.stderr().contains("restored a saved conversation"));
+
+    // Damaged saves: cut short, or garbage. None is used; the one tried (the longest, which
+    // extends furthest into the prompt) is deleted.
+    for damage in ["truncated", "garbage"] {
+        stop(&server, SMOLLM2).await;
+        let states = saved_states(&server.data_dir());
+        let longest = states
+            .iter()
+            .max_by_key(|s| std::fs::metadata(s).map(|m| m.len()).unwrap_or(0))
+            .cloned()
+            .expect("saved");
+        for state in states {
+            let length = std::fs::metadata(&state).map(|m| m.len()).unwrap_or(0);
+            match damage {
+                "truncated" => std::fs::write(&state, vec![0u8; (length / 2) as usize]),
+                _ => std::fs::write(&state, vec![0x5au8; length as usize]),
+            }
+            .expect("damaged");
+        }
+        let after = turn(&server, SMOLLM2, &messages, None).await;
+        assert_eq!(cached(&after), 0, "{damage}: nothing restored: {after}");
+        assert!(!answer(&after).is_empty());
+        assert!(!longest.exists(), "{damage}: the damaged save was deleted");
+        println!(
+            "{damage} save: ignored and deleted, answered \"{}\"",
+            answer(&after)
+        );
+    }
+}
+
+/// The disk budget holds however many conversations are saved: a hundred distinct ones, four
+/// at a time (one per slot), under a budget of a few of them.
+#[tokio::test]
+async fn the_conversation_cache_stays_within_its_budget() {
+    let budget = 4_000_000u64;
+    let server = Server::start_with(Options {
+        env: vec![("HEADROOM_CONVERSATION_CACHE", budget.to_string())],
+        ..Default::default()
+    });
+    let total = |data: &Path| -> u64 { walk(&data.join("conversations")) };
+    for round in 0..25 {
+        let requests: Vec<_> = (0..4)
+            .map(|k| {
+                let n = round * 4 + k;
+                let body = json!({"model": SMOLLM2, "max_tokens": 4, "temperature": 0,
+                    "messages": [{"role": "user", "content": format!(
+                        "Conversation {n}: tell me about the number {n} and its neighbours {} and {}.",
+                        n + 1, n + 2)}]});
+                let client = server.client.clone();
+                let url = server.url("/v1/chat/completions");
+                tokio::spawn(async move { client.post(url).json(&body).send().await })
+            })
+            .collect();
+        for request in requests {
+            let response = request.await.expect("joined").expect("sent");
+            assert_eq!(response.status(), 200);
+        }
+        stop(&server, SMOLLM2).await;
+        assert!(
+            total(&server.data_dir()) <= budget,
+            "round {round}: over budget"
+        );
+    }
+    let files = saved_states(&server.data_dir()).len();
+    println!(
+        "100 conversations saved: {files} kept in {} bytes (budget {budget})",
+        total(&server.data_dir())
+    );
+    assert!(files > 0 && files < 100, "{files} kept");
+}
+
+fn walk(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| match entry.metadata() {
+            Ok(meta) if meta.is_dir() => walk(&entry.path()),
+            Ok(meta) => meta.len(),
+            Err(_) => 0,
+        })
+        .sum()
 }

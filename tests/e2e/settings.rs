@@ -68,6 +68,7 @@ async fn invalid_settings_are_422_naming_the_field_and_change_nothing() {
         // The old name means the same, and is answered under the new one.
         (json!({"preload": ["no-such-model"]}), "pinned"),
         (json!({"nonsense": true}), "nonsense"),
+        (json!({"kv_cache_type": "q3_k"}), "kv_cache_type"),
     ] {
         let (status, body) = put(&server, patch.clone()).await;
         assert_eq!(status, 422, "{patch}: {body}");

@@ -192,6 +192,11 @@ impl Server {
         format!("{}{path}", self.base)
     }
 
+    /// The server's data folder (`--data-dir`).
+    pub fn data_dir(&self) -> PathBuf {
+        self._home.path().join("data")
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map(Child::id).expect("running")
     }

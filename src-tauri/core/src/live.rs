@@ -25,6 +25,9 @@ const RESTART_REQUIRED: &[&str] = &[
     "context_size",
     "queue_size",
     "map_weights",
+    "kv_cache_type",
+    "kv_cache_types",
+    "conversation_cache",
 ];
 
 /// The pool's limits that `settings` call for on a machine (or cgroup) with `total_ram` bytes.

@@ -7,14 +7,12 @@
 //! below, so a change in llama.cpp shows up as a failing estimate test rather than a silent 2×.
 
 use crate::gguf::GgufSummary;
-use headroom_core::engine::{Footprint, LoadOptions};
+use headroom_core::engine::{Footprint, KvCacheType, LoadOptions};
 
 use crate::BATCH_TOKENS;
 
 /// llama.cpp pads every KV stream (and the context) to a multiple of this many cells.
 const KV_PAD: u64 = 256;
-/// Bytes per K or V element: llama.cpp's default cache type is f16.
-const KV_ELEMENT_BYTES: u64 = 2;
 /// What llama.cpp allocates besides the tensors when it loads a model: the vocabulary (token
 /// text, the text→id map and the piece cache, ~185 bytes a token) and load-time buffers
 /// (~8 MiB). Measured as anonymous memory added by the load: 17.5 MB for SmolLM2's 49 152
@@ -53,7 +51,7 @@ pub fn estimate(summary: &GgufSummary, options: &LoadOptions) -> Footprint {
     let slots = u64::from(options.parallel.max(1));
     let per_slot = round_up(u64::from(options.context_per_slot.max(16)), KV_PAD);
     let ubatch = u64::from(BATCH_TOKENS).min(per_slot * slots);
-    let kv = kv_cache_bytes(summary, per_slot, slots, ubatch)
+    let kv = kv_cache_bytes(summary, options.kv_cache, per_slot, slots, ubatch)
         // The logits buffer: one row per sequence.
         .saturating_add(vocab.saturating_mul(slots).saturating_mul(4))
         .saturating_add(CONTEXT_OVERHEAD);
@@ -71,8 +69,15 @@ pub fn estimate(summary: &GgufSummary, options: &LoadOptions) -> Footprint {
 }
 
 /// K and V for every layer: one stream per slot of `per_slot` cells, sliding-window layers
-/// only `window + ubatch` cells (llama.cpp's iSWA cache with `swa_full` off).
-fn kv_cache_bytes(summary: &GgufSummary, per_slot: u64, slots: u64, ubatch: u64) -> u64 {
+/// only `window + ubatch` cells (llama.cpp's iSWA cache with `swa_full` off), each cell a row
+/// of the cache type (whole blocks of 32 for the quantized ones).
+fn kv_cache_bytes(
+    summary: &GgufSummary,
+    kind: KvCacheType,
+    per_slot: u64,
+    slots: u64,
+    ubatch: u64,
+) -> u64 {
     let layers = summary.block_count.unwrap_or(0);
     let heads = u64::from(summary.head_count.unwrap_or(1).max(1));
     let embd = u64::from(summary.embedding_length.unwrap_or(0));
@@ -97,11 +102,10 @@ fn kv_cache_bytes(summary: &GgufSummary, per_slot: u64, slots: u64, ubatch: u64)
             let is_swa = summary.sliding_window.is_some()
                 && swa_pattern(&summary.architecture).is_some_and(|n| layer % n < n - 1);
             let cells = if is_swa { swa_cells } else { per_slot };
-            cells
-                .saturating_mul(slots)
-                .saturating_mul(heads_kv)
-                .saturating_mul(key_dim.saturating_add(value_dim))
-                .saturating_mul(KV_ELEMENT_BYTES)
+            let row = kind
+                .bytes(heads_kv.saturating_mul(key_dim))
+                .saturating_add(kind.bytes(heads_kv.saturating_mul(value_dim)));
+            cells.saturating_mul(slots).saturating_mul(row)
         })
         .fold(0u64, u64::saturating_add)
 }
@@ -166,6 +170,9 @@ mod tests {
             parallel,
             queue: 1,
             threads: 1,
+            kv_cache: KvCacheType::F16,
+            kv_cache_by_model: Default::default(),
+            conversations: None,
         }
     }
 
@@ -176,12 +183,30 @@ mod tests {
         // llama.cpp logged "CPU KV buffer size = 180.00 MiB" for SmolLM2 at 2 × 4096:
         // 30 layers × 8192 cells × 3 heads × (64 + 64) × 2 bytes.
         let s = smollm2();
-        assert_eq!(kv_cache_bytes(&s, 4096, 2, 512), 180 * MIB);
+        assert_eq!(
+            kv_cache_bytes(&s, KvCacheType::F16, 4096, 2, 512),
+            180 * MIB
+        );
         // Gemma 3 at 2 × 4096: 3 full layers × 8192 cells (24 MiB) and 15 sliding-window
         // layers × 2 × pad(512 + 512) cells (30 MiB), 1 head × (256 + 256) × 2 bytes each.
-        assert_eq!(kv_cache_bytes(&gemma3(), 4096, 2, 512), 54 * MIB);
+        assert_eq!(
+            kv_cache_bytes(&gemma3(), KvCacheType::F16, 4096, 2, 512),
+            54 * MIB
+        );
         // A context shorter than the window: every layer keeps the whole context.
-        assert_eq!(kv_cache_bytes(&gemma3(), 256, 1, 256), 18 * 256 * 1024);
+        assert_eq!(
+            kv_cache_bytes(&gemma3(), KvCacheType::F16, 256, 1, 256),
+            18 * 256 * 1024
+        );
+        // q8_0 stores 32 values in 34 bytes, q4_0 in 18: 180 MiB becomes 95.625 and 50.625.
+        assert_eq!(
+            kv_cache_bytes(&s, KvCacheType::Q8_0, 4096, 2, 512),
+            180 * MIB * 17 / 32
+        );
+        assert_eq!(
+            kv_cache_bytes(&s, KvCacheType::Q4_0, 4096, 2, 512),
+            180 * MIB * 9 / 32
+        );
     }
 
     #[test]

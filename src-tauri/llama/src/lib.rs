@@ -31,7 +31,8 @@ use headroom_core::memory::{process_memory, resident_bytes_of_file};
 use headroom_core::engine::EmbedInput;
 use headroom_core::engine::{
     CancelFlag, ChatMessage, Engine, EngineError, Footprint, GenerateRequest, Generation,
-    GenerationStats, LoadOptions, LoadedModel, PendingEmbeddings, SamplingDefaults, ToolFormat,
+    GenerationStats, KvCacheType, LoadOptions, LoadedModel, PendingEmbeddings, SamplingDefaults,
+    ToolFormat,
 };
 use prompt::PromptFormat;
 use worker::{EmbedJob, Job, Work};
@@ -151,10 +152,20 @@ impl Engine for LlamaEngine {
             .with_n_threads(threads)
             .with_n_threads_batch(threads)
             .with_embeddings(embedding);
+        let context_params = with_kv_cache_type(context_params, options.kv_cache);
+        if options.kv_cache != KvCacheType::F16 {
+            tracing::info!(path = %path.display(), kv_cache = options.kv_cache.name(), "a quantized KV cache, with flash attention");
+        }
         if embedding {
             tracing::info!(path = %path.display(), pooling = ?pooling(&model), "an embedding model: it serves /v1/embeddings, not text");
         }
 
+        // Conversations saved when this file's model last unloaded, restored on demand.
+        let saved = options
+            .conversations
+            .as_ref()
+            .filter(|_| !embedding)
+            .and_then(|store| store.for_model(path));
         let (jobs_tx, jobs_rx) = mpsc::channel(options.queue.max(1));
         let shared = Arc::new(Shared::default());
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -172,6 +183,7 @@ impl Engine for LlamaEngine {
                         slots,
                         context_per_slot: per_slot,
                         sliding_window: summary.sliding_window,
+                        saved,
                         jobs: jobs_rx,
                         shared: &shared,
                         ready: ready_tx,
@@ -226,6 +238,22 @@ impl Engine for LlamaEngine {
     }
 }
 
+/// The KV cache's storage type. A quantized V cache needs flash attention in llama.cpp, so it
+/// is asked for outright rather than left to llama.cpp's automatic choice, which could leave it
+/// off and fail the context.
+fn with_kv_cache_type(params: LlamaContextParams, kind: KvCacheType) -> LlamaContextParams {
+    use llama_cpp_2::context::params::KvCacheType as Ggml;
+    let ggml = match kind {
+        KvCacheType::F16 => return params,
+        KvCacheType::Q8_0 => Ggml::Q8_0,
+        KvCacheType::Q4_0 => Ggml::Q4_0,
+    };
+    params
+        .with_type_k(ggml)
+        .with_type_v(ggml)
+        .with_flash_attention_policy(llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_ENABLED)
+}
+
 static MEASURING: Mutex<()> = Mutex::new(());
 
 /// Serialises the sections that measure memory as before/after differences of the process.
@@ -262,6 +290,9 @@ fn read_header(path: &Path) -> Result<GgufSummary, EngineError> {
 pub(crate) struct Shared {
     /// Set on unload or shutdown: the worker ends every generation and exits.
     stop: AtomicBool,
+    /// Set when the model unloads for want of memory or because its file changed: the worker
+    /// then exits without saving its conversations.
+    discard_conversations: AtomicBool,
     /// What the generations it ends are told.
     stop_reason: Mutex<String>,
     /// Resident compute-buffer bytes: measured at the warm-up, grown by larger batches.
@@ -512,6 +543,12 @@ impl LoadedModel for LlamaLoaded {
             cancelled: s.cancelled.load(Ordering::Relaxed),
             cached_tokens: s.cached_tokens.load(Ordering::Relaxed),
         }
+    }
+
+    fn keep_conversations(&self, keep: bool) {
+        self.shared
+            .discard_conversations
+            .store(!keep, Ordering::Release);
     }
 
     fn stop(&self, reason: &str) {

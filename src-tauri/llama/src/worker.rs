@@ -27,6 +27,7 @@ use tokio::sync::mpsc;
 
 use crate::grammar::Grammar;
 use crate::{Shared, BATCH_TOKENS};
+use headroom_core::engine::saved::ModelPrefixes;
 use headroom_core::engine::stop::{StopMatcher, StopOutcome};
 use headroom_core::engine::utf8::Utf8Assembler;
 use headroom_core::engine::{
@@ -70,6 +71,8 @@ pub(super) struct WorkerSetup<'m> {
     /// Sliding-window attention's window (Gemma 3): such layers drop older positions, which
     /// limits what prefix of a sequence can be reused.
     pub sliding_window: Option<u32>,
+    /// Where this model's conversations are saved at unload and restored from.
+    pub saved: Option<ModelPrefixes>,
     pub jobs: mpsc::Receiver<Work>,
     pub shared: &'m Shared,
     /// Told once: what the context added to the process, or why it could not be made.
@@ -85,6 +88,7 @@ pub(super) fn run(setup: WorkerSetup<'_>) {
         slots,
         context_per_slot,
         sliding_window,
+        saved,
         mut jobs,
         shared,
         ready,
@@ -135,10 +139,12 @@ pub(super) fn run(setup: WorkerSetup<'_>) {
         uses: 0,
         context_per_slot,
         sliding_window,
+        saved,
         shared,
         largest_batch: WARM_UP_TOKENS,
     };
     worker.serve(&mut jobs);
+    worker.save_conversations();
 }
 
 /// What creating and warming up a context added to the process's anonymous memory.
@@ -247,6 +253,21 @@ impl Slot {
         tokens.extend(self.fed);
         (i32::try_from(tokens.len()).ok() == Some(self.pos)).then_some(tokens)
     }
+}
+
+/// Conversations shorter than this are not worth a file.
+const MIN_SAVED_TOKENS: usize = 32;
+/// A saved conversation is read only when it spares this many more tokens than what the slot
+/// holds: reading a file costs more than computing a few tokens.
+const MIN_RESTORED_GAIN: usize = 32;
+/// How long an unload may spend saving conversations.
+const SAVE_BUDGET: Duration = Duration::from_secs(2);
+
+/// What restoring a saved conversation came to.
+enum Restored {
+    Tokens(usize),
+    Failed,
+    NotTried,
 }
 
 /// What a free slot's KV sequence still holds from its last generation.
@@ -496,6 +517,7 @@ struct Worker<'m> {
     uses: u64,
     context_per_slot: u32,
     sliding_window: Option<u32>,
+    saved: Option<ModelPrefixes>,
     shared: &'m Shared,
     /// Tokens in the largest batch decoded so far (the warm-up's is 1).
     largest_batch: usize,
@@ -616,6 +638,14 @@ impl Worker<'_> {
         let (i, shared) = choose_slot(&free, prompt, reuse)?;
         self.uses += 1;
         self.kept[i] = None;
+        if reuse {
+            match self.restore(i, prompt, shared) {
+                Restored::Tokens(keep) => return Some((i, keep)),
+                // The sequence was cleared for it.
+                Restored::Failed => return Some((i, 0)),
+                Restored::NotTried => {}
+            }
+        }
         let seq = i as i32;
         let keep = reusable(
             shared,
@@ -636,6 +666,99 @@ impl Worker<'_> {
             tracing::warn!(error = %e, slot = i, "could not clear a KV sequence");
         }
         Some((i, 0))
+    }
+
+    /// Restores into sequence `i` the saved conversation sharing the longest prefix with
+    /// `prompt`, if it shares clearly more than the `shared` tokens the sequence holds.
+    fn restore(&mut self, i: usize, prompt: &[LlamaToken], shared: usize) -> Restored {
+        let Some(saved) = self.saved.as_ref() else {
+            return Restored::NotTried;
+        };
+        let tokens: Vec<i32> = prompt.iter().map(|t| t.0).collect();
+        let Some((entry, n)) = saved.best(&tokens) else {
+            return Restored::NotTried;
+        };
+        if n < shared.saturating_add(MIN_RESTORED_GAIN) || !saved.verify(&entry) {
+            return Restored::NotTried;
+        }
+        let started = std::time::Instant::now();
+        let seq = i as i32;
+        let _ = self.ctx.clear_kv_cache_seq(Some(i as u32), None, None);
+        let capacity = self.context_per_slot as usize;
+        let loaded = self.ctx.state_seq_load_file(&entry.state, seq, capacity);
+        let matches = loaded
+            .as_ref()
+            .is_ok_and(|(got, _)| got.iter().map(|t| t.0).eq(entry.tokens.iter().copied()));
+        if matches {
+            let keep = reusable(
+                n,
+                prompt.len(),
+                self.sliding_window,
+                self.ctx.kv_cache_seq_pos_min(seq),
+            );
+            let kept = keep > 0
+                && matches!(
+                    self.ctx
+                        .clear_kv_cache_seq(Some(i as u32), u32::try_from(keep).ok(), None),
+                    Ok(true)
+                );
+            if kept {
+                tracing::info!(
+                    slot = i,
+                    tokens = keep,
+                    ms = started.elapsed().as_millis() as u64,
+                    "restored a saved conversation"
+                );
+                return Restored::Tokens(keep);
+            }
+        } else {
+            tracing::warn!(file = %entry.state.display(), error = ?loaded.err(), "a saved conversation could not be restored; deleted");
+            saved.discard(&entry);
+        }
+        let _ = self.ctx.clear_kv_cache_seq(Some(i as u32), None, None);
+        Restored::Failed
+    }
+
+    /// Writes what the free slots' sequences hold, for the model's next load. Skipped when the
+    /// model unloads for want of memory (or its file changed), and cut short after
+    /// [`SAVE_BUDGET`]: the unload waits for it.
+    fn save_conversations(&mut self) {
+        let Some(saved) = self.saved.as_ref() else {
+            return;
+        };
+        if self.shared.discard_conversations.load(Ordering::Acquire) {
+            return;
+        }
+        let started = std::time::Instant::now();
+        let (mut count, mut bytes) = (0, 0);
+        for (i, kept) in self.kept.iter().enumerate() {
+            let Some(kept) = kept else { continue };
+            if kept.tokens.len() < MIN_SAVED_TOKENS || started.elapsed() > SAVE_BUDGET {
+                continue;
+            }
+            let tokens: Vec<i32> = kept.tokens.iter().map(|t| t.0).collect();
+            let ctx = &self.ctx;
+            let written = saved.save(&tokens, |path| {
+                ctx.state_seq_save_file(path, i as i32, &kept.tokens)
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            });
+            match written {
+                Ok(n) => {
+                    count += 1;
+                    bytes += n;
+                }
+                Err(e) => tracing::warn!(error = %e, slot = i, "could not save a conversation"),
+            }
+        }
+        if count > 0 {
+            tracing::info!(
+                count,
+                bytes,
+                ms = started.elapsed().as_millis() as u64,
+                "saved conversations for the next load"
+            );
+        }
     }
 
     fn drop_abandoned(&mut self) {

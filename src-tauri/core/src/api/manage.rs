@@ -112,12 +112,24 @@ pub async fn history(State(state): State<AppState>) -> Json<crate::history::Time
 /// Every model on disk: size, estimate, whether it is loaded and whether it would fit now.
 pub async fn models(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let catalog = state.catalog.clone();
-    let files = tokio::task::spawn_blocking(move || catalog.list())
-        .await
-        .unwrap_or_default();
+    let conversations = state.conversations.clone();
+    let files = tokio::task::spawn_blocking(move || {
+        let saved =
+            |path: &std::path::Path| conversations.as_ref().map_or(0, |c| c.bytes_for(path));
+        catalog
+            .list()
+            .into_iter()
+            .map(|file| {
+                let bytes = saved(&file.path);
+                (file, bytes)
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_default();
     let pool = state.pool.status().await?;
     let mut models = Vec::with_capacity(files.len());
-    for file in files {
+    for (file, saved) in files {
         let loaded = pool.models.iter().find(|m| m.id == file.id);
         let entry = match state.pool.fit(&file).await {
             Ok((estimate, fit)) => json!({
@@ -130,6 +142,7 @@ pub async fn models(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
                 "fits": fit.fits,
                 "would_evict": fit.would_evict,
                 "reason": fit.reason,
+                "saved_conversations": saved,
             }),
             // A file that is not a usable model is listed with why, not hidden.
             Err(e) => json!({
@@ -142,6 +155,7 @@ pub async fn models(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
                 "fits": false,
                 "would_evict": [],
                 "reason": e.to_string(),
+                "saved_conversations": saved,
             }),
         };
         models.push(entry);

@@ -39,6 +39,9 @@ pub struct AppState {
     /// Every change, for `/api/events`.
     pub bus: crate::events::Bus,
     pub metrics: Metrics,
+    /// Conversations saved when models unloaded, for `/api/models` to say how much disk they
+    /// take.
+    pub conversations: Option<crate::engine::saved::SavedPrefixes>,
     /// The last ten minutes of memory, for the timeline.
     pub history: crate::history::History,
     /// The port the server really listens on, for the `Host` check.

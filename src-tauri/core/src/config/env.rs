@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use super::{SettingError, Settings};
+use crate::vocab::{parse_bytes, ByteSize};
 
 pub(super) fn apply(
     settings: &mut Settings,
@@ -103,6 +104,23 @@ pub(super) fn apply(
             }
             "HEADROOM_MAP_WEIGHTS" => {
                 settings.map_weights = parse_bool(&key, "map_weights", &value)?
+            }
+            "HEADROOM_KV_CACHE_TYPE" => {
+                settings.kv_cache_type = value.parse().map_err(|why: String| SettingError {
+                    source_name: key.clone(),
+                    setting: "kv_cache_type".into(),
+                    value: format!("{value:?}"),
+                    allowed: why,
+                })?
+            }
+            "HEADROOM_CONVERSATION_CACHE" => {
+                settings.conversation_cache =
+                    ByteSize(parse_bytes(&value).ok_or_else(|| SettingError {
+                        source_name: key.clone(),
+                        setting: "conversation_cache".into(),
+                        value: format!("{value:?}"),
+                        allowed: "a size (\"2GiB\", \"500MB\", bytes; 0 = off)".into(),
+                    })?)
             }
             "HEADROOM_CACHE_PROMPT" => {
                 settings.cache_prompt = parse_bool(&key, "cache_prompt", &value)?

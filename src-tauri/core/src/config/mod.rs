@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::engine::KvCacheType;
 use crate::vocab::{human, ByteSize, IdleTimeout, MemoryLimit, PressureThresholds, TierMargins};
 
 pub use access::{api_key_problem, Bind};
@@ -49,6 +50,14 @@ pub struct Settings {
     /// Map model weights from their files (reclaimable file pages, kept safe from writers by
     /// `protect`), or read them into the process's memory.
     pub map_weights: bool,
+    /// How the KV cache stores keys and values: "f16", or quantized "q8_0" (about half the
+    /// memory) or "q4_0" (about a quarter). Applies at the next start.
+    pub kv_cache_type: KvCacheType,
+    /// Per-model KV cache types, by model id.
+    pub kv_cache_types: std::collections::BTreeMap<String, KvCacheType>,
+    /// Disk space for conversations saved when a model unloads (restored when it loads
+    /// again), in the data folder's `conversations/`; 0 saves none. Applies at the next start.
+    pub conversation_cache: ByteSize,
     /// Reuse the longest prefix of a prompt that a slot's KV cache still holds (a chat's
     /// earlier turns), computing only the rest. A request's `cache_prompt` overrides it.
     pub cache_prompt: bool,
@@ -90,6 +99,9 @@ impl Default for Settings {
             context_size: 4096,
             queue_size: 64,
             map_weights: true,
+            kv_cache_type: KvCacheType::F16,
+            kv_cache_types: std::collections::BTreeMap::new(),
+            conversation_cache: ByteSize(2 << 30),
             cache_prompt: true,
             memory_limit: MemoryLimit::Auto,
             headroom_margin: HeadroomMargins::default(),

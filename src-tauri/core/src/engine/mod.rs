@@ -7,6 +7,7 @@
 pub mod embed;
 pub mod reasoning;
 pub mod sampling;
+pub mod saved;
 pub mod stop;
 pub mod template;
 pub mod tools;
@@ -97,6 +98,10 @@ pub trait LoadedModel: Send + Sync {
     /// Ends every running and queued generation now, telling each client `reason` (the model
     /// was stopped, the server is shutting down). The model serves nothing after this; drop it.
     fn stop(&self, reason: &str);
+
+    /// Whether what its slots hold is saved to disk when it is dropped (see [`saved`]): not
+    /// when memory is short or its file changed. Engines without saved conversations ignore it.
+    fn keep_conversations(&self, _keep: bool) {}
 }
 
 /// How a model is loaded and served.
@@ -113,6 +118,75 @@ pub struct LoadOptions {
     /// Map the weights from the file (reclaimable file pages), or read them into memory (where
     /// the file cannot be kept from changing under the mapping; see `protect`).
     pub map_weights: bool,
+    /// How the KV cache stores keys and values.
+    pub kv_cache: KvCacheType,
+    /// Per model id, where a model's differs from `kv_cache`.
+    pub kv_cache_by_model: std::collections::BTreeMap<String, KvCacheType>,
+    /// Where conversations are saved when a model unloads, if anywhere.
+    pub conversations: Option<saved::SavedPrefixes>,
+}
+
+impl LoadOptions {
+    /// The options for one model: its own KV cache type, if it has one.
+    pub fn for_model(&self, id: &str) -> Self {
+        let mut options = self.clone();
+        if let Some(kind) = self.kv_cache_by_model.get(id) {
+            options.kv_cache = *kind;
+        }
+        options
+    }
+}
+
+/// How the KV cache stores keys and values: 16-bit floats, or quantized to 8 or 4 bits in
+/// blocks of 32 (llama.cpp's `q8_0`, `q4_0`), which halves or nearly quarters its memory for a
+/// small loss of precision, as Ollama's `OLLAMA_KV_CACHE_TYPE` does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub enum KvCacheType {
+    #[default]
+    #[serde(rename = "f16")]
+    F16,
+    #[serde(rename = "q8_0")]
+    Q8_0,
+    #[serde(rename = "q4_0")]
+    Q4_0,
+}
+
+impl KvCacheType {
+    pub const ALL: [Self; 3] = [Self::F16, Self::Q8_0, Self::Q4_0];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F16 => "f16",
+            Self::Q8_0 => "q8_0",
+            Self::Q4_0 => "q4_0",
+        }
+    }
+
+    /// Bytes of a block and the elements it holds.
+    pub fn block(self) -> (u64, u64) {
+        match self {
+            Self::F16 => (2, 1),
+            Self::Q8_0 => (34, 32),
+            Self::Q4_0 => (18, 32),
+        }
+    }
+
+    /// Bytes that `elements` values take (a row of whole blocks).
+    pub fn bytes(self, elements: u64) -> u64 {
+        let (bytes, per_block) = self.block();
+        elements.div_ceil(per_block).saturating_mul(bytes)
+    }
+}
+
+impl std::str::FromStr for KvCacheType {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|kind| kind.name().eq_ignore_ascii_case(text.trim()))
+            .ok_or_else(|| format!("'{text}' is not one of f16, q8_0, q4_0"))
+    }
 }
 
 /// A model's memory, in bytes, measured.

@@ -125,7 +125,7 @@ impl Driver {
 
     fn load(&self, id: String, path: PathBuf, serial: u64) {
         let engine = Arc::clone(&self.engine);
-        let options = self.options.clone();
+        let options = self.options.for_model(&id);
         let protector = self.protector.clone();
         let done = self.reports.clone();
         let on_change: OnChange = {
@@ -178,6 +178,7 @@ impl Driver {
         tokio::spawn(async move {
             let started = StdInstant::now();
             let rss_before = process_rss();
+            model.keep_conversations(reason.keeps_conversations());
             let _ = tokio::task::spawn_blocking(move || {
                 drop(model);
                 release_free_memory();

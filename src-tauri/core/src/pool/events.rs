@@ -30,6 +30,16 @@ pub enum UnloadReason {
 }
 
 impl UnloadReason {
+    /// Whether the model's conversations are worth the disk write as it goes: not when
+    /// memory is short (the unload must free it at once) nor when its file changed (they would
+    /// no longer match it).
+    pub fn keeps_conversations(self) -> bool {
+        !matches!(
+            self,
+            Self::Pressure | Self::FileChanged | Self::FileReplaced
+        )
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Requested => "requested",

@@ -399,7 +399,7 @@ impl Pool {
         }
         let engine = Arc::clone(&self.engine);
         let path = file.path.clone();
-        let options = self.config.load.clone();
+        let options = self.config.load.for_model(&file.id);
         let footprint = tokio::task::spawn_blocking(move || engine.estimate(&path, &options))
             .await
             .map_err(|e| PoolError::LoadFailed {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::api::{self, AppState};
 use crate::config::{AppDirs, SettingsStore};
+use crate::engine::saved::SavedPrefixes;
 use crate::engine::{Engine, LoadOptions};
 use crate::events::Bus;
 use crate::listen::Listeners;
@@ -68,6 +69,10 @@ impl Server {
 
         crate::memory::keep_large_blocks_returnable();
         let engine = engine()?;
+        let conversations = SavedPrefixes::new(
+            dirs.data.join("conversations"),
+            settings.conversation_cache.0,
+        );
         let config = PoolConfig {
             load: LoadOptions {
                 context_per_slot: settings.context_size,
@@ -75,6 +80,9 @@ impl Server {
                 queue: settings.queue_size as usize,
                 threads: settings.effective_threads(),
                 map_weights: settings.map_weights,
+                kv_cache: settings.kv_cache_type,
+                kv_cache_by_model: settings.kv_cache_types.clone(),
+                conversations: Some(conversations.clone()),
             },
             config_source: dirs.config_file.display().to_string(),
             limits,
@@ -139,6 +147,7 @@ impl Server {
         let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
         let history = crate::history::History::start(pool.clone(), &bus, Arc::clone(&probe));
         let state = AppState {
+            conversations: Some(conversations),
             pool: pool.clone(),
             catalog,
             probe,
