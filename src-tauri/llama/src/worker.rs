@@ -646,20 +646,7 @@ impl Worker<'_> {
                 Restored::NotTried => {}
             }
         }
-        let seq = i as i32;
-        let keep = reusable(
-            shared,
-            prompt.len(),
-            self.sliding_window,
-            self.ctx.kv_cache_seq_pos_min(seq),
-        );
-        let kept = keep > 0
-            && matches!(
-                self.ctx
-                    .clear_kv_cache_seq(Some(i as u32), u32::try_from(keep).ok(), None),
-                Ok(true)
-            );
-        if kept {
+        if let Some(keep) = self.keep_prefix(i, shared, prompt.len()) {
             return Some((i, keep));
         }
         if let Err(e) = self.ctx.clear_kv_cache_seq(Some(i as u32), None, None) {
@@ -668,10 +655,23 @@ impl Worker<'_> {
         Some((i, 0))
     }
 
+    /// Cuts sequence `i`, which shares `shared` tokens with a prompt of `prompt` tokens, down
+    /// to the prefix it can reuse. Returns that prefix's length, or `None` (the sequence then
+    /// holds what it held, to be cleared).
+    fn keep_prefix(&mut self, i: usize, shared: usize, prompt: usize) -> Option<usize> {
+        let pos_min = self.ctx.kv_cache_seq_pos_min(i as i32);
+        let keep = reusable(shared, prompt, self.sliding_window, pos_min);
+        let cut = self
+            .ctx
+            .clear_kv_cache_seq(Some(i as u32), u32::try_from(keep).ok(), None);
+        (keep > 0 && matches!(cut, Ok(true))).then_some(keep)
+    }
+
     /// Restores into sequence `i` the saved conversation sharing the longest prefix with
     /// `prompt`, if it shares clearly more than the `shared` tokens the sequence holds.
     fn restore(&mut self, i: usize, prompt: &[LlamaToken], shared: usize) -> Restored {
-        let Some(saved) = self.saved.as_ref() else {
+        // A copy of the folder's handle (two paths), so the context can be borrowed meanwhile.
+        let Some(saved) = self.saved.clone() else {
             return Restored::NotTried;
         };
         let tokens: Vec<i32> = prompt.iter().map(|t| t.0).collect();
@@ -690,19 +690,7 @@ impl Worker<'_> {
             .as_ref()
             .is_ok_and(|(got, _)| got.iter().map(|t| t.0).eq(entry.tokens.iter().copied()));
         if matches {
-            let keep = reusable(
-                n,
-                prompt.len(),
-                self.sliding_window,
-                self.ctx.kv_cache_seq_pos_min(seq),
-            );
-            let kept = keep > 0
-                && matches!(
-                    self.ctx
-                        .clear_kv_cache_seq(Some(i as u32), u32::try_from(keep).ok(), None),
-                    Ok(true)
-                );
-            if kept {
+            if let Some(keep) = self.keep_prefix(i, n, prompt.len()) {
                 tracing::info!(
                     slot = i,
                     tokens = keep,
