@@ -334,7 +334,8 @@ test("Recent events name the API each answer came in through", async (t) => {
     }
     // Stopped, the model keeps its conversations on disk, and its row on disk says so.
     await ensureUnloaded(server, SMOL);
-    const size = diskRow(page, SMOL).locator("td").nth(1);
+    // The row header is the name; the first data cell, the size.
+    const size = diskRow(page, SMOL).locator("td").first();
     await eventually(async () => assert.match((await size.getAttribute("title")) ?? "", /^conversation cache: \d+(\.\d)? MB on disk$/));
     lines.push(await size.getAttribute("title"));
     t.diagnostic(lines.join(" · "));
