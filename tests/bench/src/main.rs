@@ -77,7 +77,7 @@ struct Args {
     /// Seconds of idle sampling.
     #[arg(long, default_value_t = 60)]
     idle_seconds: u64,
-    /// Only these phases (speed, multiturn, concurrency, lifecycle, weights, pressure, bursts, idle, micro).
+    /// Only these phases (speed, multiturn, kvtype, concurrency, lifecycle, weights, pressure, bursts, idle, micro).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Where the JSON goes.
@@ -157,6 +157,13 @@ async fn main() -> anyhow::Result<()> {
             outcome(
                 format!("multi-turn chat, {}", model.name),
                 phases::multiturn::run(&cx, model, &mut rows).await,
+            );
+        }
+        if wanted("kvtype") {
+            eprintln!("==> KV cache types: {}", model.name);
+            outcome(
+                format!("KV cache types, {}", model.name),
+                phases::kvtype::run(&cx, model, &mut rows).await,
             );
         }
         if wanted("concurrency") {

@@ -4,6 +4,7 @@
 pub mod bursts;
 pub mod concurrency;
 pub mod idle;
+pub mod kvtype;
 pub mod lifecycle;
 pub mod micro;
 pub mod multiturn;

@@ -1,6 +1,10 @@
 //! A chat as people have one: twelve turns, each appending the server's own answer, growing
 //! to about 2,000 tokens. Time to first token per turn, Headroom (prompt cache on, its default)
 //! against llama-server with its default prompt cache, both with one slot, taking turns.
+//!
+//! Then the thirteenth turn after an unload: Headroom's model is stopped and loaded again (it
+//! restores the conversation it saved), llama-server is restarted (its cache is gone; no peer
+//! keeps one across a restart). The load itself is not timed, only the turn after it.
 
 use super::{Context, Model};
 use crate::client::Endpoint;
@@ -29,8 +33,13 @@ const TOPICS: [&str; TURNS] = [
     "the oceans of the world",
 ];
 
-/// One conversation: the TTFT of each turn, in milliseconds, and the prompt of the last.
-async fn conversation(target: &Endpoint, model: Model, run: usize) -> anyhow::Result<Vec<f64>> {
+/// One conversation: the TTFT of each turn, in milliseconds, and the conversation with the
+/// next question asked.
+async fn conversation(
+    target: &Endpoint,
+    model: Model,
+    run: usize,
+) -> anyhow::Result<(Vec<f64>, Vec<Value>)> {
     // A different opening per run, so no run starts from another's cache.
     let mut messages: Vec<Value> = vec![json!({
         "role": "system",
@@ -50,7 +59,20 @@ async fn conversation(target: &Endpoint, model: Model, run: usize) -> anyhow::Re
         ttft.push(timing.first_piece.as_secs_f64() * 1e3);
         messages.push(json!({"role": "assistant", "content": answer}));
     }
-    Ok(ttft)
+    messages.push(json!({"role": "user", "content": "Now sum up what we talked about."}));
+    Ok((ttft, messages))
+}
+
+/// The TTFT of one more turn, in milliseconds.
+async fn next_turn(target: &Endpoint, model: Model, messages: &[Value]) -> anyhow::Result<f64> {
+    let body = json!({
+        "model": model.id,
+        "messages": messages,
+        "max_tokens": 8,
+        "temperature": 0,
+        "seed": 1,
+    });
+    Ok(target.stream_chat(&body).await?.0.first_piece.as_secs_f64() * 1e3)
 }
 
 pub async fn run(cx: &Context, model: Model, rows: &mut Vec<Row>) -> anyhow::Result<()> {
@@ -68,20 +90,42 @@ pub async fn run(cx: &Context, model: Model, rows: &mut Vec<Row>) -> anyhow::Res
     })
     .await?;
     headroom.load(model.id).await?;
-    let (reference, _) =
+    let (mut reference, _) =
         Reference::start_as_shipped(&cx.reference, &cx.model_path(model), shape).await?;
-    let targets = [&headroom.endpoint, &reference.endpoint];
     // Per server, per turn, the runs' figures.
     let mut turns: [Vec<Vec<f64>>; 2] = [vec![Vec::new(); TURNS], vec![Vec::new(); TURNS]];
     // Per server, per run, the median over turns 2–12.
     let mut later: [Vec<f64>; 2] = Default::default();
+    // Per server, per run, the next turn's TTFT after the unload (Headroom) or restart.
+    let mut resumed: [Vec<f64>; 2] = Default::default();
     for run in 0..cx.runs {
-        for (i, target) in targets.iter().enumerate() {
-            let ttft = conversation(target, model, run).await?;
+        for i in 0..2 {
+            let target = if i == 0 {
+                &headroom.endpoint
+            } else {
+                &reference.endpoint
+            };
+            let (ttft, messages) = conversation(target, model, run).await?;
             for (turn, ms) in ttft.iter().enumerate() {
                 turns[i][turn].push(*ms);
             }
             later[i].push(median(&ttft[1..]));
+            if i == 0 {
+                headroom.unload(model.id).await?;
+                headroom.load(model.id).await?;
+            } else {
+                drop(reference);
+                reference =
+                    Reference::start_as_shipped(&cx.reference, &cx.model_path(model), shape)
+                        .await?
+                        .0;
+            }
+            let target = if i == 0 {
+                &headroom.endpoint
+            } else {
+                &reference.endpoint
+            };
+            resumed[i].push(next_turn(target, model, &messages).await?);
         }
     }
     let [h, r] = &turns;
@@ -110,6 +154,20 @@ pub async fn run(cx: &Context, model: Model, rows: &mut Vec<Row>) -> anyhow::Res
                 &later[1],
             )
             .goal(Goal::RatioAtMost(1.0)),
+    );
+    rows.push(
+        model
+            .compared_in_turns(
+                "resume after unload, TTFT of turn 13",
+                "ms",
+                &resumed[0],
+                &resumed[1],
+            )
+            .goal(Goal::RatioAtMost(0.5))
+            .note(
+                "Headroom stopped and loaded again, restoring the saved conversation; \
+                 llama-server restarted (its cache lost); loads not timed",
+            ),
     );
     Ok(())
 }
