@@ -4,6 +4,7 @@
 pub mod anthropic;
 pub mod body;
 pub mod error;
+mod event_stream;
 pub mod generation;
 mod guard;
 mod manage;

@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use super::request::MessagesRequest;
 use super::{decode, AnthropicError};
 use crate::api::error::ApiError;
+use crate::api::event_stream;
 use crate::api::generation::{self, Generating, Step};
 use crate::api::AppState;
 use crate::engine::tools::reader::Output;
@@ -170,17 +171,7 @@ impl Reply {
             },
         });
         stream.event("message_start", &start);
-        futures::stream::unfold(stream, |mut stream| async move {
-            loop {
-                if let Some(event) = stream.queued.pop_front() {
-                    return Some((Ok(event), stream));
-                }
-                if stream.finished {
-                    return None;
-                }
-                stream.advance().await;
-            }
-        })
+        event_stream::events(stream)
     }
 }
 
@@ -202,6 +193,20 @@ struct Streaming {
 
 /// A tool use's input goes out in pieces of this many characters.
 const INPUT_PIECE: usize = 32;
+
+impl event_stream::Steps for Streaming {
+    fn pop(&mut self) -> Option<Event> {
+        self.queued.pop_front()
+    }
+
+    fn finished(&self) -> bool {
+        self.finished
+    }
+
+    fn step(&mut self) -> impl std::future::Future<Output = ()> + Send {
+        self.advance()
+    }
+}
 
 impl Streaming {
     fn event(&mut self, name: &str, data: &Value) {

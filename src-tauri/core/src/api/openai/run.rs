@@ -15,6 +15,7 @@ use super::options::Checked;
 pub(super) use super::shape::Kind;
 use super::shape::{self, usage_json, Delta};
 use crate::api::error::ApiError;
+use crate::api::event_stream;
 pub(super) use crate::api::generation::Prepared;
 use crate::api::generation::{self, unix_now, Generating, Step};
 use crate::api::AppState;
@@ -128,26 +129,12 @@ impl Started {
             logprobs: Vec::new(),
             text_offset: 0,
             calls: 0,
-            state: StreamState::Running,
+            finished: false,
         };
         if stream.started.kind == Kind::Chat {
             stream.push(Delta::Role, None);
         }
-        futures::stream::unfold(stream, |mut stream| async move {
-            loop {
-                if let Some(event) = stream.queued.pop_front() {
-                    return Some((Ok(event), stream));
-                }
-                match stream.state {
-                    StreamState::Running => stream.advance().await,
-                    StreamState::Finished => {
-                        stream.state = StreamState::Closed;
-                        return Some((Ok(Event::default().data("[DONE]")), stream));
-                    }
-                    StreamState::Closed => return None,
-                }
-            }
-        })
+        event_stream::events(stream)
     }
 }
 
@@ -161,14 +148,22 @@ struct Streaming {
     text_offset: usize,
     /// Calls sent so far: the next call's index.
     calls: usize,
-    state: StreamState,
+    /// `[DONE]` is queued: nothing comes after it.
+    finished: bool,
 }
 
-enum StreamState {
-    Running,
-    /// Only `[DONE]` is left.
-    Finished,
-    Closed,
+impl event_stream::Steps for Streaming {
+    fn pop(&mut self) -> Option<Event> {
+        self.queued.pop_front()
+    }
+
+    fn finished(&self) -> bool {
+        self.finished
+    }
+
+    fn step(&mut self) -> impl std::future::Future<Output = ()> + Send {
+        self.advance()
+    }
 }
 
 /// A call's arguments go out in pieces of this many characters, as OpenAI streams them.
@@ -194,16 +189,22 @@ impl Streaming {
                     let chunk = self.started.usage_chunk(&usage);
                     self.queued.push_back(json_event(&chunk));
                 }
-                self.state = StreamState::Finished;
+                self.finish();
             }
             Step::Failed(message) => self.fail(message),
         }
     }
 
+    /// Queues OpenAI's last event, `[DONE]`.
+    fn finish(&mut self) {
+        self.queued.push_back(Event::default().data("[DONE]"));
+        self.finished = true;
+    }
+
     fn fail(&mut self, message: String) {
         let error = ApiError::server("generation_failed", message).to_json();
         self.queued.push_back(json_event(&error));
-        self.state = StreamState::Finished;
+        self.finish();
     }
 
     fn send(&mut self, (thought, outputs): (String, Vec<Output>)) {

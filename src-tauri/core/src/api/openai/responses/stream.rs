@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 
 use super::output::{self, new_id, Reply, Status};
 use crate::api::error::ApiError;
+use crate::api::event_stream;
 use crate::api::generation::Step;
 use crate::engine::tools::reader::Output;
 use crate::engine::tools::ToolCall;
@@ -34,17 +35,7 @@ pub fn events(reply: Reply) -> impl Stream<Item = Result<Event, Infallible>> {
     let snapshot = stream.snapshot(Status::InProgress);
     stream.event(json!({ "type": "response.created", "response": snapshot }));
     stream.event(json!({ "type": "response.in_progress", "response": snapshot }));
-    futures::stream::unfold(stream, |mut stream| async move {
-        loop {
-            if let Some(event) = stream.queued.pop_front() {
-                return Some((Ok(event), stream));
-            }
-            if stream.finished {
-                return None;
-            }
-            stream.advance().await;
-        }
-    })
+    event_stream::events(stream)
 }
 
 /// Which text item is being written.
@@ -69,6 +60,20 @@ struct Streaming {
     output: Vec<Value>,
     open: Option<Open>,
     finished: bool,
+}
+
+impl event_stream::Steps for Streaming {
+    fn pop(&mut self) -> Option<Event> {
+        self.queued.pop_front()
+    }
+
+    fn finished(&self) -> bool {
+        self.finished
+    }
+
+    fn step(&mut self) -> impl std::future::Future<Output = ()> + Send {
+        self.advance()
+    }
 }
 
 impl Streaming {
