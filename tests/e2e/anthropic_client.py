@@ -12,22 +12,16 @@ import urllib.request
 import anthropic
 import jsonschema
 
+import weather_tool  # beside this script
+
 BASE_URL, MODEL, CHECK = sys.argv[1], sys.argv[2], sys.argv[3]
 # Sent as the SDK sends it (x-api-key); the e2e test that sets a key on the server uses this one.
 KEY = "headroom-e2e-key-0123456789abcdef"
 client = anthropic.Anthropic(base_url=BASE_URL, api_key=KEY, max_retries=0, timeout=120)
 
-WEATHER_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "city": {"type": "string", "maxLength": 40},
-        "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
-    },
-    "required": ["city", "unit"],
-    "additionalProperties": False,
-}
-WEATHER = {"name": "get_weather", "description": "The current weather in a city", "input_schema": WEATHER_SCHEMA}
-QUESTION = [{"role": "user", "content": "What is the weather in Paris?"}]
+WEATHER_SCHEMA = weather_tool.SCHEMA
+WEATHER = {"name": weather_tool.NAME, "description": weather_tool.DESCRIPTION, "input_schema": WEATHER_SCHEMA}
+QUESTION = weather_tool.QUESTION
 
 
 def create():

@@ -12,23 +12,17 @@ import sys
 import jsonschema
 import openai
 
+import weather_tool  # beside this script
+
 BASE_URL, MODEL, CHECK = sys.argv[1], sys.argv[2], sys.argv[3]
 client = openai.OpenAI(base_url=BASE_URL, api_key="headroom", max_retries=0, timeout=120)
 
-WEATHER_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "city": {"type": "string", "maxLength": 40},
-        "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
-    },
-    "required": ["city", "unit"],
-    "additionalProperties": False,
-}
+WEATHER_SCHEMA = weather_tool.SCHEMA
 WEATHER = {
     "type": "function",
     "function": {
-        "name": "get_weather",
-        "description": "The current weather in a city",
+        "name": weather_tool.NAME,
+        "description": weather_tool.DESCRIPTION,
         "parameters": WEATHER_SCHEMA,
     },
 }
@@ -44,7 +38,7 @@ TIME = {
         },
     },
 }
-QUESTION = [{"role": "user", "content": "What is the weather in Paris?"}]
+QUESTION = weather_tool.QUESTION
 
 
 def forced_call():

@@ -12,23 +12,17 @@ import jsonschema
 import openai
 import pydantic
 
+import weather_tool  # beside this script
+
 BASE_URL, MODEL, CHECK = sys.argv[1], sys.argv[2], sys.argv[3]
 client = openai.OpenAI(base_url=BASE_URL, api_key="headroom", max_retries=0, timeout=120)
 
-WEATHER_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "city": {"type": "string", "maxLength": 40},
-        "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
-    },
-    "required": ["city", "unit"],
-    "additionalProperties": False,
-}
+WEATHER_SCHEMA = weather_tool.SCHEMA
 # The Responses shape: flat, no nested "function".
 WEATHER = {
     "type": "function",
-    "name": "get_weather",
-    "description": "The current weather in a city",
+    "name": weather_tool.NAME,
+    "description": weather_tool.DESCRIPTION,
     "parameters": WEATHER_SCHEMA,
     "strict": True,
 }
@@ -90,7 +84,7 @@ def incomplete():
 def function_call():
     """A required function tool: a call whose arguments satisfy the schema, whole and streamed
     (the SDK reassembles the argument deltas), then its output goes back as an input item."""
-    question = [{"role": "user", "content": "What is the weather in Paris?"}]
+    question = weather_tool.QUESTION
     ask = dict(
         GREEDY, input=question, tools=[WEATHER], tool_choice="required", parallel_tool_calls=False, max_output_tokens=200
     )
