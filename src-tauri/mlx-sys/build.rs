@@ -71,6 +71,10 @@ fn metallib_dir(mlx_c_root: &Path) -> PathBuf {
 }
 
 fn build_and_link_mlx_c() {
+    // HEADROOM PATCH: off Apple, link the prebuilt MLX of the mlx-cpu wheel (PATCHES.md).
+    if !target_is_apple() {
+        return build_and_link_mlx_c_with_system_mlx();
+    }
     let mlx_c_root = Path::new("src/mlx-c");
     let mut config = Config::new(mlx_c_root);
     config.very_verbose(true);
@@ -158,6 +162,56 @@ fn build_and_link_mlx_c() {
         println!("cargo:rustc-link-search={}", clang_rt_path);
         println!("cargo:rustc-link-lib=static=clang_rt.osx");
     }
+}
+
+// HEADROOM PATCH (PATCHES.md): everything from here to the end of
+// `build_and_link_mlx_c_with_system_mlx` is Headroom's; Apple targets never reach it.
+
+/// The build script runs on the host, so `cfg!` would describe the host: the
+/// target comes from Cargo's environment.
+fn target_is_apple() -> bool {
+    env::var("CARGO_CFG_TARGET_VENDOR").as_deref() == Ok("apple")
+}
+
+/// Builds only mlx-c (26 files) against an installed MLX, found through the
+/// CMake package config under `MLX_DIR` (the `mlx` folder of the `mlx-cpu`
+/// wheel: `lib/libmlx.so`, `share/cmake/MLX`). MLX has no source package on
+/// PyPI, and its own CMake would fetch it and three more projects from
+/// GitHub.
+fn build_and_link_mlx_c_with_system_mlx() {
+    println!("cargo:rerun-if-env-changed=MLX_DIR");
+    let Some(mlx_dir) = env::var_os("MLX_DIR").map(PathBuf::from) else {
+        panic!(
+            "MLX_DIR is not set: point it at the `mlx` folder of the mlx-cpu wheel \
+             (scripts/run.sh and scripts/test.sh fetch it and set it)"
+        );
+    };
+    let cmake_dir = mlx_dir.join("share/cmake/MLX");
+    let lib_dir = mlx_dir.join("lib");
+    if !cmake_dir.join("MLXConfig.cmake").is_file() {
+        panic!("MLX_DIR={} holds no share/cmake/MLX/MLXConfig.cmake", mlx_dir.display());
+    }
+    let mlx_c_root = Path::new("src/mlx-c");
+    let mut config = Config::new(mlx_c_root);
+    config.define("CMAKE_INSTALL_PREFIX", ".");
+    config.define("CMAKE_BUILD_TYPE", "Release");
+    config.define("MLX_C_USE_SYSTEM_MLX", "ON");
+    config.define("MLX_C_BUILD_EXAMPLES", "OFF");
+    config.define("MLX_DIR", &cmake_dir);
+    let dst = config.build();
+
+    let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
+    let include = env::join_paths([mlx_dir.join("include"), manifest.join(mlx_c_root)])
+        .expect("MLX include directories must not contain the path-list separator");
+    println!("cargo::metadata=include={}", include.display());
+    println!("cargo::metadata=libdir={}", lib_dir.display());
+
+    println!("cargo:rustc-link-search=native={}/build", dst.display());
+    println!("cargo:rustc-link-search=native={}/lib", dst.display());
+    println!("cargo:rustc-link-lib=static=mlxc");
+    println!("cargo:rustc-link-search=native={}", lib_dir.display());
+    println!("cargo:rustc-link-lib=dylib=mlx");
+    println!("cargo:rustc-link-lib=dylib=stdc++");
 }
 
 /// Dependents read this metadata as `DEP_MLX_*`; the README documents the contract.

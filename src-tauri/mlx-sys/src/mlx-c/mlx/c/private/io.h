@@ -6,6 +6,42 @@
 
 #include "mlx/mlx.h"
 
+/* HEADROOM PATCH (PATCHES.md): GCC 12's libstdc++ has no std::format; Apple
+ * builds and newer libraries use it as upstream does. */
+#include <version>
+#if defined(__APPLE__) || defined(__cpp_lib_format)
+#include <format>
+#define MLX_C_FORMAT std::format
+#else
+#include <sstream>
+namespace mlx_c_patch {
+inline void format_into(std::ostringstream& out, const char* text) {
+  out << text;
+}
+template <typename T, typename... Rest>
+void format_into(
+    std::ostringstream& out,
+    const char* text,
+    const T& value,
+    const Rest&... rest) {
+  for (; *text; ++text) {
+    if (text[0] == '{' && text[1] == '}') {
+      out << value;
+      return format_into(out, text + 2, rest...);
+    }
+    out << *text;
+  }
+}
+template <typename... Args>
+std::string format(const char* text, const Args&... args) {
+  std::ostringstream out;
+  format_into(out, text, args...);
+  return out.str();
+}
+} // namespace mlx_c_patch
+#define MLX_C_FORMAT mlx_c_patch::format
+#endif
+
 namespace {
 
 class CReader : public mlx::core::io::Reader {
@@ -48,14 +84,14 @@ class CReader : public mlx::core::io::Reader {
     auto read_n = vtable.read(desc, data, n);
     if (read_n != n) {
       reader_error(
-          std::format("unable to read {} bytes (read {} instead)", n, read_n));
+          MLX_C_FORMAT("unable to read {} bytes (read {} instead)", n, read_n));
     }
   };
   virtual void read(char* data, size_t n, size_t offset) override {
     auto read_n = vtable.read_at_offset(desc, data, n, offset);
     if (read_n != n) {
       reader_error(
-          std::format("unable to read {} bytes (read {} instead)", n, read_n));
+          MLX_C_FORMAT("unable to read {} bytes (read {} instead)", n, read_n));
     }
   };
   virtual std::string label() const override {
@@ -63,7 +99,7 @@ class CReader : public mlx::core::io::Reader {
   };
   void reader_error(const std::string& msg) {
     throw std::runtime_error(
-        std::format("[mlx_io_reader] {} in {}", msg, label()));
+        MLX_C_FORMAT("[mlx_io_reader] {} in {}", msg, label()));
   }
   virtual ~CReader() {
     vtable.free(desc);
@@ -110,7 +146,7 @@ class CWriter : public mlx::core::io::Writer {
     auto wrote_n = vtable.write(desc, data, n);
     if (wrote_n != n) {
       writer_error(
-          std::format(
+          MLX_C_FORMAT(
               "unable to write {} bytes (wrote {} instead)", n, wrote_n));
     }
   };
@@ -119,7 +155,7 @@ class CWriter : public mlx::core::io::Writer {
   };
   void writer_error(const std::string& msg) {
     throw std::runtime_error(
-        std::format("[mlx_io_writer] {} in {}", msg, label()));
+        MLX_C_FORMAT("[mlx_io_writer] {} in {}", msg, label()));
   }
   virtual ~CWriter() {
     vtable.free(desc);
