@@ -146,6 +146,14 @@ function buildLoadedRow() {
 function updateLoadedRow(tr, m) {
   const [name, state, memory, ofSystem, ofLimit, idle, action] = tr.cells;
   name.textContent = m.id;
+  if (m.engine) {
+    // Which engine serves it: the one place a user can tell MLX from llama.cpp.
+    const engine = document.createElement("span");
+    engine.className = "engine";
+    engine.textContent = m.engine;
+    engine.title = `Served by ${m.engine}`;
+    name.append(" ", engine);
+  }
   state.textContent = m.in_flight > 0 ? `busy ×${m.in_flight}` : m.state;
   if (m.memory) {
     memory.textContent = mb(m.memory.total);

@@ -27,6 +27,8 @@ const RESTART_REQUIRED: &[&str] = &[
     "map_weights",
     "kv_cache_type",
     "kv_cache_types",
+    "engine",
+    "engines",
     "conversation_cache",
 ];
 

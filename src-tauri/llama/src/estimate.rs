@@ -173,6 +173,8 @@ mod tests {
             kv_cache: KvCacheType::F16,
             kv_cache_by_model: Default::default(),
             conversations: None,
+            engine: Default::default(),
+            engine_by_model: Default::default(),
         }
     }
 

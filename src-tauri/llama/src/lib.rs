@@ -68,6 +68,10 @@ impl Engine for LlamaEngine {
         "llama.cpp"
     }
 
+    fn is_native_format(&self, path: &Path) -> bool {
+        path.is_file()
+    }
+
     fn estimate(&self, path: &Path, options: &LoadOptions) -> Result<Footprint, EngineError> {
         let summary = read_header(path)?;
         Ok(estimate::estimate(&summary, options))
@@ -400,6 +404,10 @@ fn pooling(model: &LlamaModel) -> Option<i64> {
 }
 
 impl LoadedModel for LlamaLoaded {
+    fn engine(&self) -> &'static str {
+        "llama.cpp"
+    }
+
     fn footprint(&self) -> Footprint {
         let weights = self.resident_weights().saturating_add(self.weights_anon);
         let compute = self.shared.compute.load(Ordering::Relaxed);

@@ -62,6 +62,7 @@ fn model_json(m: &ModelStatus, total: Option<u64>, limit: u64) -> Value {
     let percent = |whole: u64| (whole > 0).then(|| round1(held as f64 * 100.0 / whole as f64));
     json!({
         "id": m.id,
+        "engine": m.engine,
         "state": m.state,
         "pinned": m.pinned,
         "memory": m.memory,
@@ -131,10 +132,12 @@ pub async fn models(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
     let mut models = Vec::with_capacity(files.len());
     for (file, saved) in files {
         let loaded = pool.models.iter().find(|m| m.id == file.id);
+        let engine = state.pool.engine_for(&file);
         let entry = match state.pool.fit(&file).await {
             Ok((estimate, fit)) => json!({
                 "id": file.id,
                 "path": file.path,
+                "engine": engine,
                 "size": file.size,
                 "estimate": estimate,
                 "loaded": loaded.is_some(),
@@ -148,6 +151,7 @@ pub async fn models(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
             Err(e) => json!({
                 "id": file.id,
                 "path": file.path,
+                "engine": engine,
                 "size": file.size,
                 "estimate": null,
                 "loaded": false,

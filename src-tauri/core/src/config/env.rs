@@ -113,6 +113,14 @@ pub(super) fn apply(
                     allowed: why,
                 })?
             }
+            "HEADROOM_ENGINE" => {
+                settings.engine = value.parse().map_err(|why: String| SettingError {
+                    source_name: key.clone(),
+                    setting: "engine".into(),
+                    value: format!("{value:?}"),
+                    allowed: why,
+                })?
+            }
             "HEADROOM_CONVERSATION_CACHE" => {
                 settings.conversation_cache =
                     ByteSize(parse_bytes(&value).ok_or_else(|| SettingError {

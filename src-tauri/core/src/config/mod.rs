@@ -55,6 +55,11 @@ pub struct Settings {
     pub kv_cache_type: KvCacheType,
     /// Per-model KV cache types, by model id.
     pub kv_cache_types: std::collections::BTreeMap<String, KvCacheType>,
+    /// Which engine serves a model: "auto" (MLX folders with MLX, GGUF files with llama.cpp),
+    /// "llama.cpp" or "mlx". Applies at the next load.
+    pub engine: crate::engine::EngineChoice,
+    /// Per-model engines, by model id (a GGUF served by MLX: `engines = { "x" = "mlx" }`).
+    pub engines: std::collections::BTreeMap<String, crate::engine::EngineChoice>,
     /// Disk space for conversations saved when a model unloads (restored when it loads
     /// again), in the data folder's `conversations/`; 0 saves none. Applies at the next start.
     pub conversation_cache: ByteSize,
@@ -101,6 +106,8 @@ impl Default for Settings {
             map_weights: true,
             kv_cache_type: KvCacheType::F16,
             kv_cache_types: std::collections::BTreeMap::new(),
+            engine: crate::engine::EngineChoice::Auto,
+            engines: std::collections::BTreeMap::new(),
             conversation_cache: ByteSize(2 << 30),
             cache_prompt: true,
             memory_limit: MemoryLimit::Auto,

@@ -6,6 +6,8 @@
 
 pub mod embed;
 pub mod reasoning;
+pub mod router;
+pub mod sampler;
 pub mod sampling;
 pub mod saved;
 pub mod stop;
@@ -21,6 +23,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 pub use embed::{EmbedInput, Embeddings, PendingEmbeddings};
+pub use router::{EngineChoice, Router};
 pub use sampling::{SamplingDefaults, SamplingParams, SamplingRequest};
 pub use template::ChatMessage;
 pub use tools::{Constraint, ToolFormat};
@@ -29,6 +32,17 @@ pub use tools::{Constraint, ToolFormat};
 pub trait Engine: Send + Sync + 'static {
     /// A short name for logs and the status API ("llama.cpp").
     fn name(&self) -> &'static str;
+
+    /// Whether `path` is in this engine's own format (a GGUF file for llama.cpp, a model folder
+    /// for MLX): what the `auto` choice serves it with. Another engine may still read it when
+    /// the user chooses so.
+    fn is_native_format(&self, path: &Path) -> bool;
+
+    /// The engine that would serve `path` with `options`: itself, or for a [`Router`] the one
+    /// it would pick.
+    fn engine_for(&self, _path: &Path, _options: &LoadOptions) -> &'static str {
+        self.name()
+    }
 
     /// What loading `path` with `options` would hold in memory, from the file's header alone.
     /// Fast (reads the header, not the weights), so the pool can decide before it loads.
@@ -44,6 +58,9 @@ pub trait Engine: Send + Sync + 'static {
 ///
 /// Dropping the last handle unloads it: weights, KV cache and worker thread go with it.
 pub trait LoadedModel: Send + Sync {
+    /// The engine that serves it, as the UI names it ("llama.cpp", "MLX").
+    fn engine(&self) -> &'static str;
+
     /// What the model holds in memory, by part.
     fn footprint(&self) -> Footprint;
 
@@ -124,14 +141,21 @@ pub struct LoadOptions {
     pub kv_cache_by_model: std::collections::BTreeMap<String, KvCacheType>,
     /// Where conversations are saved when a model unloads, if anywhere.
     pub conversations: Option<saved::SavedPrefixes>,
+    /// Which engine serves a model: `auto` goes by its format.
+    pub engine: EngineChoice,
+    /// Per model id, where a model's differs from `engine`.
+    pub engine_by_model: std::collections::BTreeMap<String, EngineChoice>,
 }
 
 impl LoadOptions {
-    /// The options for one model: its own KV cache type, if it has one.
+    /// The options for one model: its own KV cache type and engine, if it has them.
     pub fn for_model(&self, id: &str) -> Self {
         let mut options = self.clone();
         if let Some(kind) = self.kv_cache_by_model.get(id) {
             options.kv_cache = *kind;
+        }
+        if let Some(choice) = self.engine_by_model.get(id) {
+            options.engine = *choice;
         }
         options
     }

@@ -1,6 +1,8 @@
-//! Model discovery. A model is a `.gguf` file directly inside one of the model folders; its id
-//! is the file name without the extension. An id is only ever looked up, never joined into a
-//! path as given: no separators, no `..`, and a symlink must resolve inside a model folder.
+//! Model discovery. A model is a `.gguf` file directly inside one of the model folders, its id
+//! the file name without the extension; or an MLX model folder there (a `config.json` and
+//! `.safetensors` weights), its id the folder's name. An id is only ever looked up, never joined
+//! into a path as given: no separators, no `..`, and a symlink must resolve inside a model
+//! folder.
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -47,6 +49,22 @@ impl FileVersion {
         }
     }
 
+    /// A model folder's: its inode, its weights' bytes, and the newest change among its files
+    /// (a weight file rewritten in place changes the folder's version).
+    pub fn of_folder(folder: &Path, meta: &std::fs::Metadata) -> Self {
+        let mut version = Self::of(meta);
+        version.len = 0;
+        for file in folder_files(folder) {
+            if let Ok(m) = std::fs::metadata(&file) {
+                if file.extension().is_some_and(|e| e == WEIGHTS) {
+                    version.len = version.len.saturating_add(m.len());
+                }
+                version.modified = version.modified.max(m.modified().ok());
+            }
+        }
+        version
+    }
+
     pub fn is_known(&self) -> bool {
         *self != Self::default()
     }
@@ -87,7 +105,9 @@ impl Catalog {
             };
             for entry in entries.flatten() {
                 let path = entry.path();
-                let Some(id) = id_of(&path) else { continue };
+                let Some(id) = id_of(&path).or_else(|| folder_id_of(&path)) else {
+                    continue;
+                };
                 if found.iter().any(|m| m.id == id) {
                     continue;
                 }
@@ -108,7 +128,10 @@ impl Catalog {
                 continue;
             };
             let candidate = root.join(format!("{id}.{EXTENSION}"));
-            let Ok(real) = candidate.canonicalize() else {
+            let Ok(real) = candidate
+                .canonicalize()
+                .or_else(|_| root.join(id).canonicalize())
+            else {
                 continue;
             };
             if !self.is_inside_a_model_folder(&real) {
@@ -124,6 +147,15 @@ impl Catalog {
                         version: FileVersion::of(&meta),
                     })
                 }
+                Ok(meta) if meta.is_dir() && is_model_folder(&real) => {
+                    let version = FileVersion::of_folder(&real, &meta);
+                    return Ok(ModelFile {
+                        id: id.to_string(),
+                        size: version.len,
+                        path: real,
+                        version,
+                    });
+                }
                 _ => continue,
             }
         }
@@ -136,6 +168,33 @@ impl Catalog {
             .filter_map(|d| d.canonicalize().ok())
             .any(|root| real.parent() == Some(root.as_path()))
     }
+}
+
+/// The weights of an MLX model folder.
+const WEIGHTS: &str = "safetensors";
+
+/// Whether `path` is an MLX model folder (mlx-community's layout): a `config.json` and
+/// `.safetensors` weights beside it.
+pub fn is_model_folder(path: &Path) -> bool {
+    path.join("config.json").is_file()
+        && folder_files(path)
+            .iter()
+            .any(|f| f.extension().is_some_and(|e| e == WEIGHTS))
+}
+
+fn folder_files(folder: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(folder)
+        .map(|entries| entries.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default()
+}
+
+fn folder_id_of(path: &Path) -> Option<String> {
+    if !path.is_dir() || !is_model_folder(path) {
+        return None;
+    }
+    let id = path.file_name()?.to_str()?.to_string();
+    validate_id(&id).ok()?;
+    Some(id)
 }
 
 fn id_of(path: &Path) -> Option<String> {
@@ -188,6 +247,35 @@ mod tests {
         let listed: Vec<(String, u64)> =
             catalog.list().into_iter().map(|m| (m.id, m.size)).collect();
         assert_eq!(listed, vec![("alpha".into(), 3), ("beta".into(), 7)]);
+    }
+
+    #[test]
+    fn mlx_folders_are_models_named_by_the_folder() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mlx = dir.path().join("SmolLM2-mlx");
+        std::fs::create_dir(&mlx).expect("mkdir");
+        touch(&mlx.join("config.json"), 2);
+        touch(&mlx.join("model-00001-of-00002.safetensors"), 5);
+        touch(&mlx.join("model-00002-of-00002.safetensors"), 6);
+        // A folder without weights (a download in progress) is not one.
+        let partial = dir.path().join("partial");
+        std::fs::create_dir(&partial).expect("mkdir");
+        touch(&partial.join("config.json"), 2);
+        touch(&dir.path().join("tiny.gguf"), 3);
+        let catalog = Catalog::new(vec![dir.path().into()]);
+        let listed: Vec<(String, u64)> =
+            catalog.list().into_iter().map(|m| (m.id, m.size)).collect();
+        assert_eq!(listed, vec![("SmolLM2-mlx".into(), 11), ("tiny".into(), 3)]);
+        let found = catalog.find("SmolLM2-mlx").expect("found");
+        assert!(found.path.is_dir());
+        assert_eq!(
+            catalog.find("partial"),
+            Err(CatalogError::NotFound("partial".into()))
+        );
+        // Rewriting a weight file changes the folder's version.
+        let before = found.version;
+        touch(&mlx.join("model-00002-of-00002.safetensors"), 7);
+        assert_ne!(catalog.find("SmolLM2-mlx").expect("found").version, before);
     }
 
     #[test]

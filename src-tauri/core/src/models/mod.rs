@@ -1,5 +1,5 @@
 //! The model files on disk, and which names may reach them.
 
-mod catalog;
+pub mod catalog;
 
 pub use catalog::{is_valid_id, Catalog, CatalogError, FileVersion, ModelFile};

@@ -217,8 +217,9 @@ fn load_protected(
     let Some(protector) = protector else {
         return Ok((engine.load(path, &options)?, None));
     };
-    // Weights read into memory need nothing to keep the file from changing under them.
-    if !options.map_weights {
+    // Weights read into memory need nothing to keep the file from changing under them; a
+    // model folder's always are (MLX reads its safetensors into its own memory).
+    if !options.map_weights || path.is_dir() {
         return Ok((engine.load(path, &options)?, Some(Protection::InMemory)));
     }
     let file = protector

@@ -89,6 +89,10 @@ impl Engine for FakeEngine {
         "fake"
     }
 
+    fn is_native_format(&self, _: &Path) -> bool {
+        true
+    }
+
     fn estimate(&self, path: &Path, _: &LoadOptions) -> Result<Footprint, EngineError> {
         self.footprint(path)
     }
@@ -121,6 +125,10 @@ pub struct FakeModel {
 }
 
 impl LoadedModel for FakeModel {
+    fn engine(&self) -> &'static str {
+        "fake"
+    }
+
     fn footprint(&self) -> Footprint {
         self.footprint
     }
@@ -214,6 +222,8 @@ pub fn config(limit_mb: u64, idle_timeout: IdleTimeout) -> PoolConfig {
             kv_cache: Default::default(),
             kv_cache_by_model: Default::default(),
             conversations: None,
+            engine: Default::default(),
+            engine_by_model: Default::default(),
         },
         protector: None,
         config_source: "config.toml".into(),

@@ -138,6 +138,8 @@ pub enum ModelState {
 pub struct ModelStatus {
     pub id: String,
     pub path: String,
+    /// The engine serving it, once loaded ("llama.cpp", "MLX").
+    pub engine: Option<&'static str>,
     pub state: ModelState,
     pub pinned: bool,
     /// Measured, once loaded.
@@ -382,6 +384,12 @@ impl Pool {
     }
 
     /// The model's estimated footprint, from its header (cached while the file is unchanged).
+    /// The engine that would serve `file` ("llama.cpp", "MLX").
+    pub fn engine_for(&self, file: &ModelFile) -> &'static str {
+        self.engine
+            .engine_for(&file.path, &self.config.load.for_model(&file.id))
+    }
+
     /// A file that is not a readable model fails here, before anything is loaded.
     pub async fn estimate(&self, file: &ModelFile) -> Result<Footprint, PoolError> {
         let meta = tokio::fs::metadata(&file.path).await.ok();

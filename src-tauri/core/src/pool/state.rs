@@ -1206,6 +1206,7 @@ fn model_status(id: &str, entry: &Entry, limits: &PoolLimits) -> ModelStatus {
         |path: &PathBuf, state, estimate: Footprint, memory: Option<Footprint>| ModelStatus {
             id: id.to_string(),
             path: path.display().to_string(),
+            engine: None,
             state,
             pinned,
             memory,
@@ -1239,6 +1240,7 @@ fn model_status(id: &str, entry: &Entry, limits: &PoolLimits) -> ModelStatus {
             ModelStatus {
                 id: id.to_string(),
                 path: r.file.path.display().to_string(),
+                engine: Some(r.model.engine()),
                 state,
                 pinned,
                 memory: Some(memory),

@@ -168,6 +168,10 @@ impl ProtectedModel {
 }
 
 impl LoadedModel for ProtectedModel {
+    fn engine(&self) -> &'static str {
+        self.model.engine()
+    }
+
     fn footprint(&self) -> Footprint {
         self.model.footprint()
     }

@@ -83,6 +83,8 @@ impl Server {
                 kv_cache: settings.kv_cache_type,
                 kv_cache_by_model: settings.kv_cache_types.clone(),
                 conversations: Some(conversations.clone()),
+                engine: settings.engine,
+                engine_by_model: settings.engines.clone(),
             },
             config_source: dirs.config_file.display().to_string(),
             limits,
