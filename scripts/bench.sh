@@ -23,6 +23,7 @@ mkdir -p "$cache/results"
 install_system_packages bench
 fetch_smollm2 "$models"
 fetch_gemma "$models"
+fetch_mlx
 
 { read -r reference; read -r reference_llama_bench; read -r headroom_llama_bench; } \
   < <("$ROOT/scripts/bench/reference.sh" "$cache" | tail -n 3)

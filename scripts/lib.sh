@@ -202,6 +202,73 @@ PY
   rm -rf "$tmp"
 }
 
+# MLX's CPU backend, prebuilt, for the MLX engine off Apple (src-tauri/mlx-sys/PATCHES.md): the
+# wheel's `mlx` folder holds libmlx.so and its CMake config; its `mlx_cpu.libs` the BLAS and
+# LAPACK libmlx.so finds through its own rpath. On macOS mlx-sys builds MLX from source (Metal).
+MLX_CPU_PACKAGE="mlx-cpu==0.32.2"
+MLX_CPU_WHEEL_SHA256="fc5d31b90fc4f457b2f9614ed45651a567d22a6a11a03d114a90a4e10bdd8878"
+
+# Fetches and unpacks the wheel once, and exports MLX_DIR for mlx-sys's build script.
+fetch_mlx() {
+  [[ "$(uname -s)" == Darwin ]] && return 0
+  local dir="${XDG_CACHE_HOME:-$HOME/.cache}/headroom/mlx/${MLX_CPU_PACKAGE/==/-}"
+  export MLX_DIR="$dir/mlx"
+  [[ -f "$dir/.verified" && -f "$MLX_DIR/lib/libmlx.so" ]] && return 0
+  log "fetching MLX's CPU backend ($MLX_CPU_PACKAGE, 10 MB) from PyPI"
+  local tmp; tmp="$(fetch_tmp "$(dirname "$dir")")"
+  pip_download "$tmp" "$MLX_CPU_PACKAGE"
+  local wheel; wheel="$(ls "$tmp"/*.whl)"
+  [[ "$(sha256_of "$wheel")" == "$MLX_CPU_WHEEL_SHA256" ]] || die "checksum mismatch for $(basename "$wheel")"
+  python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])' "$wheel" "$tmp/unpacked"
+  # extractall drops the execute bits; the shared libraries need none, so nothing to restore.
+  rm -rf "$dir"
+  mv "$tmp/unpacked" "$dir"
+  touch "$dir/.verified"
+  rm -rf "$tmp"
+}
+
+# MLX in Python, pinned with everything it pulls in: the converter that makes the MLX test model
+# folder from the SmolLM2 GGUF (mlx reads GGUF's quantized tensors as MLX's own), and mlx-lm,
+# the reference the MLX engine's greedy output is compared with, token for token.
+PYTHON_MLX=(mlx==0.32.2 mlx-cpu==0.32.2 mlx-lm==0.32.2 gguf==0.19.0 numpy==2.4.6 tokenizers==0.23.3
+  transformers==5.24.0 huggingface-hub==2.4.0 safetensors==0.8.0 sentencepiece==0.2.3 protobuf==7.36.2
+  jinja2==3.1.6 markupsafe==3.0.4 pyyaml==6.0.4 regex==2026.11.19 packaging==26.4 tqdm==4.70.1
+  filelock==4.3.1 fsspec==2026.9.0 hf-xet==1.8.0 requests==2.34.2 urllib3==2.8.0 idna==3.20
+  certifi==2026.10.19.post1 charset-normalizer==3.5.3 typing-extensions==4.16.0 httpx2==2.16.2
+  httpcore2==2.16.2 h11==0.16.0 anyio==4.16.0 truststore==0.10.5 typer==0.29.2 click==8.5.1
+  rich==15.0.0 pygments==2.21.0 markdown-it-py==4.3.0 mdurl==0.1.2 shellingham==1.5.4
+  annotated-doc==0.0.7 pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0
+  typing-inspection==0.4.5)
+
+install_python_mlx() {
+  local dir="$1" stamp="$1/.pinned"
+  [[ "$(uname -s)" == Darwin ]] && return 0
+  [[ -f "$stamp" && "$(cat "$stamp")" == "${PYTHON_MLX[*]}" ]] && return 0
+  log "installing MLX for Python (the MLX test model's converter and the mlx-lm reference)"
+  rm -rf "$dir"
+  python3 -m pip install --quiet --disable-pip-version-check --no-warn-conflicts --no-deps --only-binary=:all: \
+    --target "$dir" "${PYTHON_MLX[@]}" || die "pip could not install ${PYTHON_MLX[*]} (is PyPI reachable?)"
+  echo "${PYTHON_MLX[*]}" >"$stamp"
+}
+
+MLX_TEST_MODEL="SmolLM2-135M-Instruct-mlx"
+
+# The MLX test model: SmolLM2's GGUF converted to an MLX folder (scripts/convert-mlx-model.py).
+# Made again when the GGUF, the converter or the pinned packages change.
+make_mlx_test_model() {
+  local models="$1" python="$2" target="$1/$MLX_TEST_MODEL"
+  local key; key="$SMOLLM2_SHA256 $(sha256_of "$ROOT/scripts/convert-mlx-model.py") ${PYTHON_MLX[*]}"
+  [[ -f "$target/.made-from" && "$(cat "$target/.made-from")" == "$key" ]] && return 0
+  log "converting $SMOLLM2_FILE to the MLX folder $MLX_TEST_MODEL"
+  local tmp; tmp="$(fetch_tmp "$models")"
+  PYTHONPATH="$python" python3 "$ROOT/scripts/convert-mlx-model.py" "$models/$SMOLLM2_FILE" "$tmp/$MLX_TEST_MODEL" \
+    || die "could not convert $SMOLLM2_FILE to an MLX folder"
+  echo "$key" >"$tmp/$MLX_TEST_MODEL/.made-from"
+  rm -rf "$target"
+  mv "$tmp/$MLX_TEST_MODEL" "$target"
+  rm -rf "$tmp"
+}
+
 # The official client libraries the end-to-end tests drive Headroom with, pinned, installed
 # into a folder of their own (put on PYTHONPATH by the tests), not into the system's Python.
 PYTHON_CLIENTS=(openai==3.57.0 anthropic==2.15.0 ollama==0.6.3 jsonschema==4.26.0 gguf==0.19.0 numpy==2.3.5)

@@ -6,6 +6,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 install_system_packages gui
 fetch_smollm2 "$(app_models_dir)"
+fetch_mlx
 
 cd "$ROOT"
 log "building headroom"

@@ -10,6 +10,10 @@ fetch_gemma "$HEADROOM_TEST_MODELS_DIR"
 fetch_minilm "$HEADROOM_TEST_MODELS_DIR"
 export HEADROOM_TEST_PYTHONPATH="${HEADROOM_TEST_PYTHONPATH:-${XDG_CACHE_HOME:-$HOME/.cache}/headroom/python-clients}"
 install_python_clients "$HEADROOM_TEST_PYTHONPATH"
+fetch_mlx
+export HEADROOM_TEST_MLX_PYTHONPATH="${HEADROOM_TEST_MLX_PYTHONPATH:-${XDG_CACHE_HOME:-$HOME/.cache}/headroom/python-mlx}"
+install_python_mlx "$HEADROOM_TEST_MLX_PYTHONPATH"
+make_mlx_test_model "$HEADROOM_TEST_MODELS_DIR" "$HEADROOM_TEST_MLX_PYTHONPATH"
 
 cd "$ROOT"
 log "the core does not depend on Tauri"

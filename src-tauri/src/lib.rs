@@ -11,8 +11,10 @@ use std::sync::Arc;
 
 use headroom_core::config::{AppDirs, SettingsStore};
 use headroom_core::engine::Engine;
+use headroom_core::engine::Router;
 use headroom_core::server::Server;
 use headroom_llama::LlamaEngine;
+use headroom_mlx::MlxEngine;
 
 use cli::Cli;
 
@@ -54,9 +56,13 @@ pub fn run_headless(store: &Arc<SettingsStore>, dirs: &AppDirs) -> anyhow::Resul
     })
 }
 
-/// The engine the binaries serve models with: llama.cpp, for GGUF files.
+/// The engines the binaries serve models with, one chosen per model (`engine` in the settings):
+/// llama.cpp, for GGUF files; MLX, for MLX model folders.
 pub fn engine() -> anyhow::Result<Arc<dyn Engine>> {
-    Ok(Arc::new(LlamaEngine::new()?))
+    Ok(Arc::new(Router::new(vec![
+        Arc::new(LlamaEngine::new()?),
+        Arc::new(MlxEngine::new()),
+    ])))
 }
 
 /// The one line scripts and tests read to find the server.
