@@ -20,6 +20,7 @@ mod idle;
 mod kv_cache;
 mod lifecycle;
 mod load;
+mod mlx;
 mod models;
 mod notifications;
 mod ollama_sdk;
