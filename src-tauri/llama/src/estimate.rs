@@ -6,8 +6,8 @@
 //! measured on the two test models (SmolLM2-135M Q4_1, Gemma 3 270M Q4_K_M) and are named
 //! below, so a change in llama.cpp shows up as a failing estimate test rather than a silent 2×.
 
-use crate::gguf::GgufSummary;
 use headroom_core::engine::{Footprint, KvCacheType, LoadOptions};
+use headroom_core::models::gguf::GgufSummary;
 
 use crate::BATCH_TOKENS;
 
@@ -175,6 +175,7 @@ mod tests {
             conversations: None,
             engine: Default::default(),
             engine_by_model: Default::default(),
+            allocator_cache_limit: 0,
         }
     }
 

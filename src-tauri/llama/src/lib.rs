@@ -6,7 +6,7 @@
 //! share the weights and the KV allocation; none of them loads anything.
 
 mod estimate;
-pub mod gguf;
+mod ggml;
 mod grammar;
 mod logprobs;
 mod prompt;
@@ -25,8 +25,8 @@ use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::LlamaModel;
 use tokio::sync::mpsc;
 
-use crate::gguf::GgufSummary;
 use headroom_core::memory::{process_memory, resident_bytes_of_file};
+use headroom_core::models::gguf::{self, GgufSummary};
 
 use headroom_core::engine::EmbedInput;
 use headroom_core::engine::{
@@ -286,7 +286,7 @@ fn read_header(path: &Path) -> Result<GgufSummary, EngineError> {
     if !meta.is_file() {
         return Err(bad("not a regular file".into()));
     }
-    gguf::read_summary(path).map_err(|e| bad(e.to_string()))
+    gguf::read_summary(path, ggml::block_layout).map_err(|e| bad(e.to_string()))
 }
 
 /// State the worker and the request side both see.
