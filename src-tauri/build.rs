@@ -2,6 +2,11 @@ fn main() {
     // The MLX engine's libmlx (a shared library off Apple): found at run time through an rpath.
     if let Ok(dir) = std::env::var("DEP_HEADROOM_MLX_LIBDIR") {
         println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}");
+        // libmlx carries its own gguflib, whose `gguf_*` functions share their names (not
+        // their layouts) with ggml's, linked in statically with llama.cpp. Exported from the
+        // executable, ggml's would interpose on libmlx's own calls and crash MLX's GGUF reader;
+        // nothing from the static libraries needs exporting.
+        println!("cargo:rustc-link-arg=-Wl,--exclude-libs,ALL");
     }
     // Only the desktop app needs Tauri's build step (config, icons, capabilities).
     #[cfg(feature = "gui")]

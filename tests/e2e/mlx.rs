@@ -197,3 +197,32 @@ async fn idle_and_pressure_unload_an_mlx_model_and_give_its_memory_back() {
     );
     server.set_critical_thresholds(false).await;
 }
+
+#[tokio::test]
+async fn a_gguf_chosen_for_mlx_is_served_by_mlx() {
+    let server = Server::start_with(Options {
+        config: Some(format!("engines = {{ \"{SMOLLM2}\" = \"mlx\" }}\n")),
+        ..Options::default()
+    });
+    let (_, models) = server.get("/api/models").await;
+    let listed = models["models"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["id"] == SMOLLM2).cloned())
+        .expect("listed");
+    assert_eq!(listed["engine"], "MLX", "{listed}");
+    let mut body = greedy_chat(POEM, 32);
+    body["model"] = json!(SMOLLM2);
+    let (status, from_gguf) = server.post("/v1/chat/completions", &body).await;
+    assert_eq!(status, 200, "{from_gguf}");
+    let status = server.memory_status(SMOLLM2).await.expect("loaded");
+    assert_eq!(status["engine"], "MLX", "{status}");
+    // MLX reads the GGUF's Q4_1 and Q8_0 tensors as the converted folder holds them: the same
+    // answer as the folder's.
+    let (_, from_folder) = server
+        .post("/v1/chat/completions", &greedy_chat(POEM, 32))
+        .await;
+    assert_eq!(
+        from_gguf["choices"][0]["message"]["content"],
+        from_folder["choices"][0]["message"]["content"]
+    );
+}

@@ -29,6 +29,7 @@ const RESTART_REQUIRED: &[&str] = &[
     "kv_cache_types",
     "engine",
     "engines",
+    "mlx_cache_limit",
     "conversation_cache",
 ];
 

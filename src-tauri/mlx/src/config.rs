@@ -75,11 +75,12 @@ impl Quantization {
 impl ModelConfig {
     pub fn parse(text: &str) -> Result<Self, String> {
         let config: Self = serde_json::from_str(text).map_err(|e| format!("config.json: {e}"))?;
-        config.validate()?;
+        config.check()?;
         Ok(config)
     }
 
-    fn validate(&self) -> Result<(), String> {
+    /// Whether this engine can run a model of this shape.
+    pub fn check(&self) -> Result<(), String> {
         if !ARCHITECTURES.contains(&self.model_type.as_str()) {
             return Err(format!(
                 "model_type '{}' is not one this engine runs ({})",

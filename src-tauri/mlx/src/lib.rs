@@ -9,6 +9,7 @@
 mod cache;
 mod config;
 mod folder;
+mod gguf;
 mod llama;
 mod tokenizer;
 mod worker;
@@ -27,26 +28,21 @@ use headroom_core::engine::{
 
 pub use folder::is_model_folder;
 
-/// What MLX's allocator may keep of freed buffers for reuse, unless `HEADROOM_MLX_CACHE_LIMIT`
-/// (bytes) says otherwise: small, as the MLX servers Headroom's users ran set it (256 MB), so
-/// that memory a generation used goes back to the system soon after.
-pub const DEFAULT_CACHE_LIMIT: u64 = 256 << 20;
-
 /// The MLX engine. One per process: MLX's allocator and streams are global.
-pub struct MlxEngine {
-    cache_limit: u64,
-}
+pub struct MlxEngine {}
 
 impl MlxEngine {
     pub fn new() -> Self {
-        let cache_limit = std::env::var("HEADROOM_MLX_CACHE_LIMIT")
-            .ok()
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap_or(DEFAULT_CACHE_LIMIT);
-        if let Err(e) = mlx_rs::memory::set_cache_limit(cache_limit as usize) {
-            tracing::warn!(error = %e, "MLX refused the cache limit");
-        }
-        Self { cache_limit }
+        Self {}
+    }
+}
+
+/// Caps what MLX's allocator keeps of freed buffers (the `mlx_cache_limit` setting: small by
+/// default, as the MLX servers Headroom's users ran set it, so that memory a generation used
+/// goes back to the system soon after).
+fn set_cache_limit(bytes: u64) {
+    if let Err(e) = mlx_rs::memory::set_cache_limit(usize::try_from(bytes).unwrap_or(usize::MAX)) {
+        tracing::warn!(error = %e, "MLX refused the cache limit");
     }
 }
 
@@ -75,13 +71,6 @@ fn source_of(path: &Path) -> Result<Source, EngineError> {
     }
 }
 
-fn gguf_not_yet(path: &Path) -> EngineError {
-    EngineError::Unsupported(format!(
-        "{} is a GGUF file; the MLX engine serves MLX model folders (serve GGUF files with llama.cpp)",
-        path.display()
-    ))
-}
-
 fn bad(path: &Path, reason: String) -> EngineError {
     EngineError::BadModelFile {
         path: path.display().to_string(),
@@ -104,7 +93,7 @@ impl Engine for MlxEngine {
                 folder::read_config(path).map_err(|e| bad(path, e))?,
                 folder::tensor_bytes(path).map_err(|e| bad(path, e))?,
             ),
-            Source::Gguf => return Err(gguf_not_yet(path)),
+            Source::Gguf => gguf::estimate(path).map_err(|e| bad(path, e))?,
         };
         let context = u64::from(options.context_per_slot.max(16));
         let kv = context * config.kv_bytes_per_token();
@@ -116,7 +105,22 @@ impl Engine for MlxEngine {
         Ok(Footprint::new(
             weights,
             kv,
-            activations.min(self.cache_limit.max(activations / 4)),
+            activations.min(options.allocator_cache_limit.max(activations / 4)),
+        ))
+    }
+
+    /// MLX copies the weights into its own arrays (and MLX's GGUF reader opens the file for
+    /// writing, which would break a read lease): nothing stays mapped.
+    fn keeps_file_mapped(&self, _path: &Path, _options: &LoadOptions) -> bool {
+        false
+    }
+
+    fn release_cached_memory(&self) -> Option<String> {
+        let cached = mlx_rs::memory::cache_memory().unwrap_or(0);
+        mlx_rs::memory::clear_cache().ok()?;
+        Some(format!(
+            "MLX's allocator cache cleared ({} MB)",
+            cached / 1_000_000
         ))
     }
 
@@ -125,6 +129,7 @@ impl Engine for MlxEngine {
         path: &Path,
         options: &LoadOptions,
     ) -> Result<Box<dyn LoadedModel>, EngineError> {
+        set_cache_limit(options.allocator_cache_limit);
         let (model, text) = match source_of(path)? {
             Source::Folder => {
                 let config = folder::read_config(path).map_err(|e| bad(path, e))?;
@@ -134,7 +139,7 @@ impl Engine for MlxEngine {
                     llama::Llama::from_weights(config, weights).map_err(|e| bad(path, e))?;
                 (model, text)
             }
-            Source::Gguf => return Err(gguf_not_yet(path)),
+            Source::Gguf => gguf::load(path).map_err(|e| bad(path, e))?,
         };
         // MLX reads lazily: evaluate every array now, so a damaged file fails the load, not
         // the first request, and the memory is held (and measured) from here on.

@@ -10,10 +10,14 @@ use headroom_core::engine::{
 };
 use headroom_mlx::MlxEngine;
 
-fn model_folder() -> PathBuf {
+fn models_dir() -> PathBuf {
     let dir = std::env::var_os("HEADROOM_TEST_MODELS_DIR")
         .expect("HEADROOM_TEST_MODELS_DIR is not set: run the tests through scripts/test.sh");
-    PathBuf::from(dir).join("SmolLM2-135M-Instruct-mlx")
+    PathBuf::from(dir)
+}
+
+fn model_folder() -> PathBuf {
+    models_dir().join("SmolLM2-135M-Instruct-mlx")
 }
 
 fn options() -> LoadOptions {
@@ -28,6 +32,7 @@ fn options() -> LoadOptions {
         conversations: None,
         engine: Default::default(),
         engine_by_model: Default::default(),
+        allocator_cache_limit: 256 << 20,
     }
 }
 
@@ -119,4 +124,47 @@ async fn a_stop_string_ends_the_text_before_it() {
         panic!("{end:?}")
     };
     assert_eq!(stop_sequence.as_deref(), Some(" is"));
+}
+
+#[tokio::test]
+async fn a_gguf_served_by_mlx_answers_as_its_converted_folder_does() {
+    let engine = MlxEngine::new();
+    let gguf = models_dir().join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(!engine.is_native_format(&gguf));
+    let estimate = engine.estimate(&gguf, &options()).expect("estimate");
+    let from_gguf = engine.load(&gguf, &options()).expect("load the GGUF");
+    let from_folder = engine
+        .load(&model_folder(), &options())
+        .expect("load the folder");
+    // MLX keeps Q4_1 and Q8_0 quantized: the same arrays either way.
+    assert_eq!(
+        from_gguf.footprint().weights,
+        from_folder.footprint().weights
+    );
+    // The header's tensor data, within the few bytes of alignment padding.
+    let weights = from_gguf.footprint().weights as f64;
+    assert!(
+        (estimate.weights as f64 - weights).abs() / weights < 0.02,
+        "{estimate:?}"
+    );
+    let messages = vec![ChatMessage::new(
+        "user",
+        "Write a short poem about the sea.",
+    )];
+    let mut answers = Vec::new();
+    for model in [&from_gguf, &from_folder] {
+        let prompt = model.render_chat(&messages, None).expect("render");
+        let (text, end) = collect(
+            model
+                .generate(greedy(prompt, 32, vec![]))
+                .expect("generate"),
+        )
+        .await;
+        let GenerationEvent::Done { usage, .. } = end else {
+            panic!("{end:?}")
+        };
+        answers.push((text, usage.prompt_tokens, usage.completion_tokens));
+    }
+    assert_eq!(answers[0], answers[1]);
+    assert_eq!(answers[0].2, 32);
 }

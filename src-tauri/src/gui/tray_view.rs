@@ -114,6 +114,7 @@ mod tests {
     fn model(id: &str, state: ModelState, pinned: bool, expires_at: Option<u64>) -> ModelStatus {
         ModelStatus {
             id: id.into(),
+            engine: Some("llama.cpp"),
             path: format!("/models/{id}.gguf"),
             state,
             pinned,

@@ -121,6 +121,15 @@ pub(super) fn apply(
                     allowed: why,
                 })?
             }
+            "HEADROOM_MLX_CACHE_LIMIT" => {
+                settings.mlx_cache_limit =
+                    ByteSize(parse_bytes(&value).ok_or_else(|| SettingError {
+                        source_name: key.clone(),
+                        setting: "mlx_cache_limit".into(),
+                        value: format!("{value:?}"),
+                        allowed: "a size (\"256MiB\", \"1GB\", bytes; 0 = keep nothing)".into(),
+                    })?)
+            }
             "HEADROOM_CONVERSATION_CACHE" => {
                 settings.conversation_cache =
                     ByteSize(parse_bytes(&value).ok_or_else(|| SettingError {

@@ -56,10 +56,13 @@ pub struct Settings {
     /// Per-model KV cache types, by model id.
     pub kv_cache_types: std::collections::BTreeMap<String, KvCacheType>,
     /// Which engine serves a model: "auto" (MLX folders with MLX, GGUF files with llama.cpp),
-    /// "llama.cpp" or "mlx". Applies at the next load.
+    /// "llama.cpp" or "mlx". Applies at the next start.
     pub engine: crate::engine::EngineChoice,
     /// Per-model engines, by model id (a GGUF served by MLX: `engines = { "x" = "mlx" }`).
     pub engines: std::collections::BTreeMap<String, crate::engine::EngineChoice>,
+    /// What MLX's allocator may keep of freed buffers for reuse, in all (its cache, cleared
+    /// when an MLX model unloads and by the pressure monitor). Applies at the next start.
+    pub mlx_cache_limit: ByteSize,
     /// Disk space for conversations saved when a model unloads (restored when it loads
     /// again), in the data folder's `conversations/`; 0 saves none. Applies at the next start.
     pub conversation_cache: ByteSize,
@@ -108,6 +111,7 @@ impl Default for Settings {
             kv_cache_types: std::collections::BTreeMap::new(),
             engine: crate::engine::EngineChoice::Auto,
             engines: std::collections::BTreeMap::new(),
+            mlx_cache_limit: ByteSize(256 << 20),
             conversation_cache: ByteSize(2 << 30),
             cache_prompt: true,
             memory_limit: MemoryLimit::Auto,

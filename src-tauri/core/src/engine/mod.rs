@@ -38,6 +38,20 @@ pub trait Engine: Send + Sync + 'static {
     /// the user chooses so.
     fn is_native_format(&self, path: &Path) -> bool;
 
+    /// Whether a model loaded from `path` keeps its file mapped (llama.cpp's weights), so the
+    /// file must be kept from changing under it (`protect`); an engine that reads the weights
+    /// into its own memory (MLX) needs no protection, and must not get a lease it would break
+    /// by opening the file itself.
+    fn keeps_file_mapped(&self, _path: &Path, _options: &LoadOptions) -> bool {
+        true
+    }
+
+    /// Gives back memory the engine keeps for reuse (MLX's allocator cache), when memory runs
+    /// short; says what it did, or `None` when it keeps nothing.
+    fn release_cached_memory(&self) -> Option<String> {
+        None
+    }
+
     /// The engine that would serve `path` with `options`: itself, or for a [`Router`] the one
     /// it would pick.
     fn engine_for(&self, _path: &Path, _options: &LoadOptions) -> &'static str {
@@ -145,6 +159,8 @@ pub struct LoadOptions {
     pub engine: EngineChoice,
     /// Per model id, where a model's differs from `engine`.
     pub engine_by_model: std::collections::BTreeMap<String, EngineChoice>,
+    /// What an engine's own allocator may keep of freed buffers for reuse (MLX's cache).
+    pub allocator_cache_limit: u64,
 }
 
 impl LoadOptions {

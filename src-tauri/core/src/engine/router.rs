@@ -90,6 +90,20 @@ impl Engine for Router {
         self.engines.iter().any(|e| e.is_native_format(path))
     }
 
+    fn keeps_file_mapped(&self, path: &Path, options: &LoadOptions) -> bool {
+        self.pick(path, options)
+            .map_or(true, |e| e.keeps_file_mapped(path, options))
+    }
+
+    fn release_cached_memory(&self) -> Option<String> {
+        let done: Vec<String> = self
+            .engines
+            .iter()
+            .filter_map(|e| e.release_cached_memory())
+            .collect();
+        (!done.is_empty()).then(|| done.join("; "))
+    }
+
     fn engine_for(&self, path: &Path, options: &LoadOptions) -> &'static str {
         self.pick(path, options).map_or("none", |e| e.name())
     }
@@ -141,6 +155,7 @@ mod tests {
             conversations: None,
             engine: EngineChoice::Auto,
             engine_by_model: [("pinned-to-mlx".to_string(), EngineChoice::Mlx)].into(),
+            allocator_cache_limit: 0,
         }
     }
 

@@ -217,9 +217,9 @@ fn load_protected(
     let Some(protector) = protector else {
         return Ok((engine.load(path, &options)?, None));
     };
-    // Weights read into memory need nothing to keep the file from changing under them; a
-    // model folder's always are (MLX reads its safetensors into its own memory).
-    if !options.map_weights || path.is_dir() {
+    // Weights read into memory need nothing to keep the file from changing under them: when
+    // the settings say so, or the engine always reads them (MLX, folders and GGUF files alike).
+    if !options.map_weights || !engine.keeps_file_mapped(path, &options) {
         return Ok((engine.load(path, &options)?, Some(Protection::InMemory)));
     }
     let file = protector

@@ -224,6 +224,7 @@ pub fn config(limit_mb: u64, idle_timeout: IdleTimeout) -> PoolConfig {
             conversations: None,
             engine: Default::default(),
             engine_by_model: Default::default(),
+            allocator_cache_limit: 0,
         },
         protector: None,
         config_source: "config.toml".into(),

@@ -85,6 +85,7 @@ impl Server {
                 conversations: Some(conversations.clone()),
                 engine: settings.engine,
                 engine_by_model: settings.engines.clone(),
+                allocator_cache_limit: settings.mlx_cache_limit.0,
             },
             config_source: dirs.config_file.display().to_string(),
             limits,
@@ -94,7 +95,7 @@ impl Server {
         let bus = Bus::default();
         let (reports, pressure) = tokio::sync::mpsc::channel(crate::pressure::REPORT_QUEUE);
         let pool = Pool::start(
-            engine,
+            Arc::clone(&engine),
             config,
             Arc::clone(&probe),
             metrics.clone(),
@@ -103,6 +104,13 @@ impl Server {
         );
         // The monitor runs from the start, before any model loads.
         let unload_hooks = UnloadHooks::with_defaults();
+        // What the engines keep for reuse (MLX's allocator cache) goes back too.
+        let engines = Arc::clone(&engine);
+        unload_hooks.register("engine_caches", move |_| {
+            engines
+                .release_cached_memory()
+                .unwrap_or_else(|| "no engine cache to release".into())
+        });
         let (thresholds, thresholds_rx) = tokio::sync::watch::channel(settings.pressure);
         crate::pressure::start(Monitor {
             probe: Arc::clone(&probe),
