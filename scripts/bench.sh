@@ -24,6 +24,9 @@ install_system_packages bench
 fetch_smollm2 "$models"
 fetch_gemma "$models"
 fetch_mlx
+mlx_python="${HEADROOM_TEST_MLX_PYTHONPATH:-${XDG_CACHE_HOME:-$HOME/.cache}/headroom/python-mlx}"
+install_python_mlx "$mlx_python"
+make_mlx_test_model "$models" "$mlx_python"
 
 { read -r reference; read -r reference_llama_bench; read -r headroom_llama_bench; } \
   < <("$ROOT/scripts/bench/reference.sh" "$cache" | tail -n 3)
@@ -61,6 +64,7 @@ log "Headroom beside $reference_version"
   --models-dir "$models" \
   --scratch "$cache/scratch" \
   --criterion "$CARGO_TARGET_DIR/criterion" \
+  --mlx-python "$mlx_python" \
   --json "$cache/results/bench-$(date -u +%Y%m%dT%H%M%SZ).json" \
   --docs "$ROOT/docs/benchmarks.md" \
   "$@"

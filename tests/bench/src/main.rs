@@ -65,6 +65,9 @@ struct Args {
     /// Criterion's output folder, for the micro-benchmark rows.
     #[arg(long)]
     criterion: Option<PathBuf>,
+    /// MLX for Python with mlx-lm, for the MLX phase's reference (scripts/bench.sh installs it).
+    #[arg(long)]
+    mlx_python: Option<PathBuf>,
     #[arg(long, default_value_t = 2)]
     threads: u32,
     /// Tokens of context per slot, on both servers.
@@ -77,7 +80,7 @@ struct Args {
     /// Seconds of idle sampling.
     #[arg(long, default_value_t = 60)]
     idle_seconds: u64,
-    /// Only these phases (speed, multiturn, kvtype, concurrency, lifecycle, weights, pressure, bursts, idle, micro).
+    /// Only these phases (speed, mlx, multiturn, kvtype, concurrency, lifecycle, weights, pressure, bursts, idle, micro).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Where the JSON goes.
@@ -125,6 +128,7 @@ async fn main() -> anyhow::Result<()> {
         runs: args.runs,
         idle_seconds: args.idle_seconds,
         criterion: args.criterion.clone(),
+        mlx_python: args.mlx_python.clone(),
         llama_bench: args
             .headroom_llama_bench
             .clone()
@@ -189,6 +193,13 @@ async fn main() -> anyhow::Result<()> {
                 phases::weights::run(&cx, model, &mut rows).await,
             );
         }
+    }
+    if wanted("mlx") {
+        eprintln!("==> MLX: {}", phases::mlx::MLX_MODEL.name);
+        outcome(
+            format!("MLX, {}", phases::mlx::MLX_MODEL.name),
+            phases::mlx::run(&cx, &mut rows).await,
+        );
     }
     if wanted("pressure") {
         eprintln!("==> pressure: {}", MODELS[0].name);

@@ -7,6 +7,7 @@ pub mod idle;
 pub mod kvtype;
 pub mod lifecycle;
 pub mod micro;
+pub mod mlx;
 pub mod multiturn;
 pub mod pressure;
 pub mod speed;
@@ -38,6 +39,8 @@ pub struct Context {
     pub runs: usize,
     pub idle_seconds: u64,
     pub criterion: Option<PathBuf>,
+    /// MLX for Python with mlx-lm (the MLX phase's reference), when installed.
+    pub mlx_python: Option<PathBuf>,
     /// llama.cpp's own benchmark on both llama.cpp builds, when built.
     pub llama_bench: Option<crate::llama_bench::Builds>,
 }
