@@ -78,11 +78,7 @@ pub(crate) fn run(setup: WorkerSetup) {
             }
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        shared.kv.store(cache.nbytes(), Ordering::Relaxed);
-        shared.compute.store(
-            mlx_rs::memory::cache_memory().unwrap_or(0) as u64,
-            Ordering::Relaxed,
-        );
+        record_memory(&cache, &shared);
     }
     drop(cache);
     drop(model);
@@ -246,12 +242,23 @@ fn serve(
         total_tokens: prompt_tokens + generated,
         cached_tokens: reused as u32,
     };
+    // The footprint a client reads once it has its answer includes what this one grew.
+    record_memory(cache, shared);
     let _ = output.send(GenerationEvent::Done {
         finish_reason: finish,
         usage,
         stop_sequence,
     });
     Ok(Ended::Finished)
+}
+
+/// What the KV buffers and MLX's allocator cache hold now, for the model's footprint.
+fn record_memory(cache: &KvCache, shared: &Shared) {
+    shared.kv.store(cache.nbytes(), Ordering::Relaxed);
+    shared.compute.store(
+        mlx_rs::memory::cache_memory().unwrap_or(0) as u64,
+        Ordering::Relaxed,
+    );
 }
 
 /// The generation ends because the model is unloading or the server stopping.
