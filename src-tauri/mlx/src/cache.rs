@@ -93,12 +93,7 @@ impl KvCache {
 
     /// Bytes the buffers hold.
     pub fn nbytes(&self) -> u64 {
-        self.layers
-            .iter()
-            .flat_map(|l| [&l.keys, &l.values])
-            .flatten()
-            .map(|a| a.nbytes() as u64)
-            .sum()
+        self.arrays().iter().map(|a| a.nbytes() as u64).sum()
     }
 
     /// Lets the buffers go (unused memory goes back to MLX's allocator cache).

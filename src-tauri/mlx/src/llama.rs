@@ -153,32 +153,7 @@ impl Llama {
 
     /// Bytes the model's arrays hold.
     pub fn nbytes(&self) -> u64 {
-        let linear = |l: &Linear| match l {
-            Linear::Dense { weight, bias } => {
-                weight.nbytes() + bias.as_ref().map_or(0, Array::nbytes)
-            }
-            Linear::Quantized {
-                weight,
-                scales,
-                biases,
-                bias,
-                ..
-            } => {
-                weight.nbytes()
-                    + scales.nbytes()
-                    + biases.nbytes()
-                    + bias.as_ref().map_or(0, Array::nbytes)
-            }
-        };
-        let mut total = linear(&self.embed) + self.norm.nbytes();
-        total += self.lm_head.as_ref().map_or(0, linear);
-        for l in &self.layers {
-            let a = &l.attention;
-            total += linear(&a.q) + linear(&a.k) + linear(&a.v) + linear(&a.o);
-            total += linear(&l.mlp.gate) + linear(&l.mlp.up) + linear(&l.mlp.down);
-            total += l.input_norm.nbytes() + l.post_attention_norm.nbytes();
-        }
-        total as u64
+        self.arrays().iter().map(|a| a.nbytes() as u64).sum()
     }
 
     /// Every array, for one evaluation at load (MLX loads lazily).
