@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::support::{models_dir, sse_data, Options, Server, SMOLLM2};
+use crate::prompt_cache::{answer, cached, saved_states, stop, turn, QUESTIONS};
+use crate::support::{mb, models_dir, sse_data, Options, Server, SMOLLM2};
 
 const MLX_MODEL: &str = "SmolLM2-135M-Instruct-mlx";
 const POEM: &str = "Write a short poem about the sea.";
@@ -21,8 +22,9 @@ fn greedy_chat(user: &str, max_tokens: u32) -> Value {
     })
 }
 
-/// What mlx-lm itself generates greedily for `user` (tests/e2e/mlx_reference.py).
-fn mlx_lm_reference(user: &str, max_tokens: u32) -> Value {
+/// What mlx-lm itself generates greedily for `user` (tests/e2e/mlx_reference.py), with its KV
+/// cache quantized to `kv_bits` if given.
+fn mlx_lm_reference(user: &str, max_tokens: u32, kv_bits: Option<u32>) -> Value {
     let script = format!(
         "{}/../tests/e2e/mlx_reference.py",
         env!("CARGO_MANIFEST_DIR")
@@ -34,6 +36,7 @@ fn mlx_lm_reference(user: &str, max_tokens: u32) -> Value {
         .arg(models_dir().join(MLX_MODEL))
         .arg(max_tokens.to_string())
         .arg(user)
+        .args(kv_bits.map(|b| b.to_string()))
         .env("PYTHONPATH", pythonpath)
         .env("HF_HUB_OFFLINE", "1")
         .output()
@@ -61,7 +64,7 @@ async fn greedy_output_equals_mlx_lm_token_for_token_whole_and_streamed() {
         .expect("the GGUF is listed");
     assert_eq!(gguf["engine"], "llama.cpp", "{gguf}");
 
-    let reference = mlx_lm_reference(POEM, 32);
+    let reference = mlx_lm_reference(POEM, 32, None);
     let tokens = reference["tokens"].as_array().map_or(0, Vec::len);
     assert_eq!(
         tokens, 32,
@@ -224,5 +227,114 @@ async fn a_gguf_chosen_for_mlx_is_served_by_mlx() {
     assert_eq!(
         from_gguf["choices"][0]["message"]["content"],
         from_folder["choices"][0]["message"]["content"]
+    );
+}
+
+/// A quantized KV cache on MLX: q8_0 and q4_0 store keys and values as mlx-lm's
+/// `QuantizedKVCache` does (8 and 4 bits, groups of 64), give mlx-lm's own tokens with the same
+/// cache, and hold what the bits say of the unquantized cache, as the estimate says.
+#[tokio::test]
+async fn a_quantized_kv_cache_on_mlx_gives_mlx_lm_s_tokens_in_less_memory() {
+    let mut plain = (0.0, 0.0);
+    for (kind, bits) in [("f16", None), ("q8_0", Some(8)), ("q4_0", Some(4))] {
+        let server = Server::start_with(Options::with_env("HEADROOM_KV_CACHE_TYPE", kind));
+        let (status, whole) = server
+            .post("/v1/chat/completions", &greedy_chat(POEM, 32))
+            .await;
+        assert_eq!(status, 200, "{whole}");
+        let text = whole["choices"][0]["message"]["content"]
+            .as_str()
+            .expect("text");
+        let status = server.memory_status(MLX_MODEL).await.expect("loaded");
+        let kv = status["memory"]["kv"].as_f64().expect("kv bytes");
+        let estimate = status["estimate"]["kv"].as_f64().expect("kv estimate");
+        if bits.is_none() {
+            plain = (kv, estimate);
+        }
+        let (ratio, estimated) = (kv / plain.0, estimate / plain.1);
+        println!(
+            "{kind}: KV {:.2} MB, {ratio:.3} of unquantized (estimate {estimated:.3}); \"{text}\"",
+            mb(kv as u64)
+        );
+        // The buffers grow in the same steps whatever their type, so the measured share is the
+        // bytes per head's: 64 or 32 bytes and a scale and bias per 64 values, against 128 at
+        // 16 bits or 256 at 32 (this GGUF-converted folder's norms make its activations f32).
+        assert!(
+            (ratio - estimated).abs() < 0.005,
+            "{kind}: {ratio:.3} measured, {estimated:.3} estimated"
+        );
+        let most = match bits {
+            Some(8) => 68.0 / 128.0,
+            Some(4) => 36.0 / 128.0,
+            _ => 1.0,
+        };
+        assert!(ratio <= most + 0.001, "{kind}: {ratio:.3} of unquantized");
+        if let Some(bits) = bits {
+            let reference = mlx_lm_reference(POEM, 32, Some(bits));
+            println!("mlx-lm with {bits}-bit KV: {:?}", reference["text"]);
+            assert_eq!(text, reference["text"].as_str().expect("text"), "{kind}");
+            assert!(server.stderr().contains("a quantized KV cache"));
+        }
+    }
+}
+
+/// A conversation on MLX survives its model's unload: the next turn after a Stop restores the
+/// KV cache from disk (a safetensors file) and answers as a cold run does; a save made with
+/// another KV cache type is refused, deleted, and the turn computed afresh.
+#[tokio::test]
+async fn a_conversation_on_mlx_survives_an_unload() {
+    let data = tempfile::tempdir().expect("data dir");
+    let server = Server::start_with(Options {
+        data_dir: Some(data.path().to_path_buf()),
+        ..Options::default()
+    });
+    let mut messages = Vec::new();
+    let mut previous_prompt = 0;
+    for (n, question) in QUESTIONS.iter().enumerate() {
+        messages.push(json!({"role": "user", "content": question}));
+        if n > 0 {
+            let report = stop(&server, MLX_MODEL).await;
+            let saved = saved_states(data.path());
+            println!("stopped in {} ms; saved {saved:?}", report["duration_ms"]);
+            assert!(!saved.is_empty(), "the unload saved the conversation");
+        }
+        let warm = turn(&server, MLX_MODEL, &messages, None).await;
+        let cold = turn(&server, MLX_MODEL, &messages, Some(false)).await;
+        let prompt = warm["usage"]["prompt_tokens"].as_u64().unwrap_or(0);
+        println!(
+            "turn {} after a reload: {} of {prompt} tokens restored",
+            n + 1,
+            cached(&warm)
+        );
+        assert_eq!(answer(&warm), answer(&cold), "turn {}", n + 1);
+        if n > 0 {
+            assert!(cached(&warm) >= previous_prompt, "turn {}: {warm}", n + 1);
+        }
+        previous_prompt = prompt;
+        messages.push(json!({"role": "assistant", "content": answer(&warm)}));
+    }
+    assert!(server.stderr().contains("restored a saved conversation"));
+    stop(&server, MLX_MODEL).await;
+    drop(server);
+
+    // The same data folder under a q8_0 cache: the 16-bit save is whole (its checksum holds)
+    // but not this cache's; it is refused and deleted, and the turn answers from scratch.
+    let server = Server::start_with(Options {
+        data_dir: Some(data.path().to_path_buf()),
+        env: vec![("HEADROOM_KV_CACHE_TYPE", "q8_0".into())],
+        ..Options::default()
+    });
+    let before = saved_states(data.path());
+    assert!(!before.is_empty());
+    let after = turn(&server, MLX_MODEL, &messages, None).await;
+    assert_eq!(cached(&after), 0, "nothing restored: {after}");
+    assert!(!answer(&after).is_empty());
+    assert!(
+        server.stderr().contains("another KV cache type"),
+        "the refusal is logged"
+    );
+    assert!(
+        saved_states(data.path()).len() < before.len(),
+        "the refused save was deleted"
     );
 }

@@ -11,14 +11,19 @@ use serde_json::{json, Value};
 
 use crate::support::{Options, Server, GEMMA, SMOLLM2};
 
-const QUESTIONS: [&str; 3] = [
+pub(crate) const QUESTIONS: [&str; 3] = [
     "What is the capital of France?",
     "And what river runs through it?",
     "Name one famous museum there.",
 ];
 
 /// One greedy chat turn; returns the answer and the whole response.
-async fn turn(server: &Server, model: &str, messages: &[Value], cache: Option<bool>) -> Value {
+pub(crate) async fn turn(
+    server: &Server,
+    model: &str,
+    messages: &[Value],
+    cache: Option<bool>,
+) -> Value {
     let mut body =
         json!({"model": model, "messages": messages, "temperature": 0, "max_tokens": 40});
     if let Some(cache) = cache {
@@ -29,14 +34,14 @@ async fn turn(server: &Server, model: &str, messages: &[Value], cache: Option<bo
     response
 }
 
-fn answer(response: &Value) -> String {
+pub(crate) fn answer(response: &Value) -> String {
     response["choices"][0]["message"]["content"]
         .as_str()
         .unwrap_or_default()
         .to_string()
 }
 
-fn cached(response: &Value) -> u64 {
+pub(crate) fn cached(response: &Value) -> u64 {
     response["usage"]["prompt_tokens_details"]["cached_tokens"]
         .as_u64()
         .unwrap_or(u64::MAX)
@@ -177,7 +182,7 @@ async fn every_dialect_reports_the_reused_tokens_and_the_setting_turns_it_off() 
 }
 
 /// The saved conversations' state files under a server's data folder.
-fn saved_states(data: &Path) -> Vec<PathBuf> {
+pub(crate) fn saved_states(data: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();
     for model in std::fs::read_dir(data.join("conversations"))
         .into_iter()
@@ -197,7 +202,7 @@ fn saved_states(data: &Path) -> Vec<PathBuf> {
     found
 }
 
-async fn stop(server: &Server, model: &str) -> Value {
+pub(crate) async fn stop(server: &Server, model: &str) -> Value {
     let (status, report) = server
         .call(Method::DELETE, &format!("/api/memory/models/{model}"))
         .await;

@@ -37,6 +37,7 @@ pub struct Server {
     pub port: u16,
     /// Keeps the data and config folders alive for the server's lifetime.
     _home: tempfile::TempDir,
+    data_dir: PathBuf,
     stderr_log: PathBuf,
     pub client: reqwest::Client,
 }
@@ -59,6 +60,9 @@ pub struct Options {
     pub desktop: bool,
     /// An API key for the server; the test's client then sends it with every request.
     pub api_key: Option<String>,
+    /// The data folder, when it must outlive the server (a restart that finds what the last
+    /// run left); otherwise one in the server's temporary folder.
+    pub data_dir: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -74,6 +78,7 @@ impl Default for Options {
             cgroups: Vec::new(),
             desktop: false,
             api_key: None,
+            data_dir: None,
         }
     }
 }
@@ -95,6 +100,10 @@ impl Server {
     pub fn start_with(options: Options) -> Self {
         let home = tempfile::tempdir().expect("temp dir");
         let stderr_log = home.path().join("stderr.log");
+        let data_dir = options
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| home.path().join("data"));
         let config_path = options
             .config_path
             .clone()
@@ -121,7 +130,7 @@ impl Server {
             .arg("--port")
             .arg("0")
             .arg("--data-dir")
-            .arg(home.path().join("data"))
+            .arg(&data_dir)
             .arg("--config")
             .arg(&config_path)
             .arg("--models-dir")
@@ -179,6 +188,7 @@ impl Server {
             base,
             port,
             _home: home,
+            data_dir,
             stderr_log,
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(300))
@@ -194,7 +204,7 @@ impl Server {
 
     /// The server's data folder (`--data-dir`).
     pub fn data_dir(&self) -> PathBuf {
-        self._home.path().join("data")
+        self.data_dir.clone()
     }
 
     pub fn pid(&self) -> u32 {

@@ -27,7 +27,9 @@ use tokio::sync::mpsc;
 
 use crate::grammar::Grammar;
 use crate::{Shared, BATCH_TOKENS};
-use headroom_core::engine::saved::ModelPrefixes;
+use headroom_core::engine::saved::{
+    ModelPrefixes, MIN_RESTORED_GAIN, MIN_SAVED_TOKENS, SAVE_BUDGET,
+};
 use headroom_core::engine::stop::{StopMatcher, StopOutcome};
 use headroom_core::engine::utf8::Utf8Assembler;
 use headroom_core::engine::{
@@ -254,14 +256,6 @@ impl Slot {
         (i32::try_from(tokens.len()).ok() == Some(self.pos)).then_some(tokens)
     }
 }
-
-/// Conversations shorter than this are not worth a file.
-const MIN_SAVED_TOKENS: usize = 32;
-/// A saved conversation is read only when it spares this many more tokens than what the slot
-/// holds: reading a file costs more than computing a few tokens.
-const MIN_RESTORED_GAIN: usize = 32;
-/// How long an unload may spend saving conversations.
-const SAVE_BUDGET: Duration = Duration::from_secs(2);
 
 /// What restoring a saved conversation came to.
 enum Restored {

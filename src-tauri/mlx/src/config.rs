@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use crate::cache::Storage;
+
 /// The architectures this engine runs: Llama and the families that share its layers.
 pub const ARCHITECTURES: &[&str] = &["llama", "mistral", "qwen2"];
 
@@ -117,10 +119,13 @@ impl ModelConfig {
             .unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
     }
 
-    /// Bytes of K and V per token over all layers, at 16 bits.
-    pub fn kv_bytes_per_token(&self) -> u64 {
-        let per_layer = 2 * i64::from(self.kv_heads()) * i64::from(self.head_dim()) * 2;
-        (per_layer * i64::from(self.num_hidden_layers)).unsigned_abs()
+    /// Bytes of K and V per token over all layers, stored as `storage` says, for activations
+    /// of `element_bytes` each.
+    pub fn kv_bytes_per_token(&self, storage: Storage, element_bytes: u64) -> u64 {
+        let head = storage.bytes_per_head(u64::from(self.head_dim().unsigned_abs()), element_bytes);
+        2 * head
+            * u64::from(self.kv_heads().unsigned_abs())
+            * u64::from(self.num_hidden_layers.unsigned_abs())
     }
 }
 
@@ -145,7 +150,16 @@ mod tests {
         assert_eq!(q.spec("model.embed_tokens").bits, 8);
         assert_eq!(q.spec("model.layers.0.mlp.up_proj").bits, 4);
         // 30 layers × (K + V) × 3 heads × 64 × 2 bytes.
-        assert_eq!(c.kv_bytes_per_token(), 23_040);
+        assert_eq!(c.kv_bytes_per_token(Storage::Plain, 2), 23_040);
+        // 8 bits: 64 bytes and a 16-bit scale and bias per head of 64; 4 bits: 32 and the same.
+        assert_eq!(
+            c.kv_bytes_per_token(Storage::Quantized { bits: 8 }, 2),
+            12_240
+        );
+        assert_eq!(
+            c.kv_bytes_per_token(Storage::Quantized { bits: 4 }, 2),
+            6_480
+        );
     }
 
     #[test]

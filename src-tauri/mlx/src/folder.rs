@@ -32,24 +32,58 @@ pub fn read_config(folder: &Path) -> Result<ModelConfig, String> {
     ModelConfig::parse(&text)
 }
 
-/// Bytes of tensor data in the folder's weight files, from their headers alone: a safetensors
-/// file starts with the length of a JSON header that gives each tensor's byte range.
-pub fn tensor_bytes(folder: &Path) -> Result<u64, String> {
+/// What the folder's weight file headers tell before a load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WeightsSummary {
+    /// Bytes of tensor data.
+    pub bytes: u64,
+    /// Bytes of one activation element: the widest float type among the norms and the
+    /// embedding's output (MLX promotes to it, and the KV cache holds it). GGUF-converted
+    /// folders keep their norms in f32, mlx-community's in 16 bits.
+    pub activation_bytes: u64,
+}
+
+/// The folder's weights from their headers alone: a safetensors file starts with the length of
+/// a JSON header that gives each tensor's dtype and byte range.
+pub fn summary(folder: &Path) -> Result<WeightsSummary, String> {
     let files = weight_files(folder);
     if files.is_empty() {
         return Err("the folder has no .safetensors weights".into());
     }
-    let mut total = 0u64;
+    let mut total = WeightsSummary {
+        bytes: 0,
+        activation_bytes: 0,
+    };
     for file in files {
-        total = total.saturating_add(header_tensor_bytes(&file)?);
+        let part = header_summary(&file)?;
+        total.bytes = total.bytes.saturating_add(part.bytes);
+        total.activation_bytes = total.activation_bytes.max(part.activation_bytes);
+    }
+    if total.activation_bytes == 0 {
+        total.activation_bytes = 2;
     }
     Ok(total)
+}
+
+/// Whether a tensor's dtype sets the activations' (see [`WeightsSummary::activation_bytes`]).
+fn sets_activation_type(name: &str) -> bool {
+    name.ends_with("norm.weight")
+        || name == "model.embed_tokens.scales"
+        || name == "model.embed_tokens.weight"
+}
+
+fn float_bytes(dtype: &str) -> u64 {
+    match dtype {
+        "F32" => 4,
+        "F16" | "BF16" => 2,
+        _ => 0,
+    }
 }
 
 /// Headers larger than this are not safetensors headers (the format caps them at 100 MB).
 const MAX_HEADER: u64 = 100 << 20;
 
-fn header_tensor_bytes(file: &Path) -> Result<u64, String> {
+fn header_summary(file: &Path) -> Result<WeightsSummary, String> {
     let name = file.file_name().unwrap_or_default().to_string_lossy();
     let bad = |why: String| format!("{name}: {why}");
     let mut f = std::fs::File::open(file).map_err(|e| bad(e.to_string()))?;
@@ -69,7 +103,12 @@ fn header_tensor_bytes(file: &Path) -> Result<u64, String> {
         serde_json::from_slice(&header).map_err(|e| bad(format!("header is not JSON: {e}")))?;
     let mut end = 0u64;
     let mut total = 0u64;
+    let mut activation_bytes = 0;
     for (tensor, info) in header.iter().filter(|(k, _)| *k != "__metadata__") {
+        if sets_activation_type(tensor) {
+            let dtype = info.get("dtype").and_then(|d| d.as_str()).unwrap_or("");
+            activation_bytes = activation_bytes.max(float_bytes(dtype));
+        }
         let range = info
             .get("data_offsets")
             .and_then(|o| Some((o.get(0)?.as_u64()?, o.get(1)?.as_u64()?)))
@@ -86,7 +125,10 @@ fn header_tensor_bytes(file: &Path) -> Result<u64, String> {
             8 + len + end
         )));
     }
-    Ok(total)
+    Ok(WeightsSummary {
+        bytes: total,
+        activation_bytes,
+    })
 }
 
 /// Every tensor of the folder's weight files, by name. MLX reads them into its own memory.
@@ -94,7 +136,7 @@ pub fn load_weights(folder: &Path) -> Result<HashMap<String, Array>, String> {
     let mut weights = HashMap::new();
     for file in weight_files(folder) {
         // A damaged file fails here with MLX's own message; checked first for a clearer one.
-        header_tensor_bytes(&file)?;
+        header_summary(&file)?;
         let arrays = Array::load_safetensors(&file).map_err(|e| {
             format!(
                 "{}: MLX could not read it ({e})",
@@ -121,15 +163,20 @@ mod tests {
     fn sums_tensor_bytes_from_the_headers_and_refuses_truncated_files() {
         let dir = tempfile::tempdir().expect("tmp");
         std::fs::write(dir.path().join("config.json"), "{}").expect("write");
-        let header = r#"{"__metadata__":{"format":"mlx"},"a":{"dtype":"F16","shape":[4],"data_offsets":[0,8]},"b":{"dtype":"U32","shape":[2],"data_offsets":[8,16]}}"#;
+        let header = r#"{"__metadata__":{"format":"mlx"},"model.norm.weight":{"dtype":"F16","shape":[4],"data_offsets":[0,8]},"b":{"dtype":"U32","shape":[2],"data_offsets":[8,16]}}"#;
         write_safetensors(&dir.path().join("model.safetensors"), header, 16);
         assert!(is_model_folder(dir.path()));
-        assert_eq!(tensor_bytes(dir.path()), Ok(16));
+        let found = summary(dir.path()).expect("summary");
+        assert_eq!((found.bytes, found.activation_bytes), (16, 2));
+        // Norms in f32 (a GGUF's, converted) make the activations f32.
+        let wide = header.replace("\"F16\"", "\"F32\"");
+        write_safetensors(&dir.path().join("model.safetensors"), &wide, 16);
+        assert_eq!(summary(dir.path()).map(|s| s.activation_bytes), Ok(4));
         write_safetensors(&dir.path().join("model.safetensors"), header, 10);
-        let err = tensor_bytes(dir.path()).unwrap_err();
+        let err = summary(dir.path()).unwrap_err();
         assert!(err.contains("truncated"), "{err}");
         std::fs::write(dir.path().join("model.safetensors"), [1, 2, 3]).expect("write");
-        assert!(tensor_bytes(dir.path()).unwrap_err().contains("too short"));
+        assert!(summary(dir.path()).unwrap_err().contains("too short"));
     }
 
     #[test]

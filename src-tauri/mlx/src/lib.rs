@@ -88,19 +88,28 @@ impl Engine for MlxEngine {
     }
 
     fn estimate(&self, path: &Path, options: &LoadOptions) -> Result<Footprint, EngineError> {
-        let (config, weights) = match source_of(path)? {
-            Source::Folder => (
-                folder::read_config(path).map_err(|e| bad(path, e))?,
-                folder::tensor_bytes(path).map_err(|e| bad(path, e))?,
-            ),
-            Source::Gguf => gguf::estimate(path).map_err(|e| bad(path, e))?,
+        let (config, weights, element) = match source_of(path)? {
+            Source::Folder => {
+                let summary = folder::summary(path).map_err(|e| bad(path, e))?;
+                (
+                    folder::read_config(path).map_err(|e| bad(path, e))?,
+                    summary.bytes,
+                    summary.activation_bytes,
+                )
+            }
+            // A GGUF's norms are f32, and so the activations are.
+            Source::Gguf => {
+                let (config, bytes) = gguf::estimate(path).map_err(|e| bad(path, e))?;
+                (config, bytes, 4)
+            }
         };
         let context = u64::from(options.context_per_slot.max(16));
-        let kv = context * config.kv_bytes_per_token();
+        let storage = cache::Storage::of(options.kv_cache);
+        let kv = context * config.kv_bytes_per_token(storage, element);
         // The largest transient buffers: a prompt chunk's activations and the logits.
         let chunk = context.min(2048);
         let activations =
-            chunk * (4 * config.hidden_size as u64 + 3 * config.intermediate_size as u64) * 2
+            chunk * (4 * config.hidden_size as u64 + 3 * config.intermediate_size as u64) * element
                 + config.vocab_size as u64 * 4 * 2;
         Ok(Footprint::new(
             weights,
@@ -145,9 +154,15 @@ impl Engine for MlxEngine {
         // the first request, and the memory is held (and measured) from here on.
         mlx_rs::transforms::eval(model.arrays())
             .map_err(|e| bad(path, format!("MLX could not read the weights: {e}")))?;
-        if options.kv_cache != headroom_core::engine::KvCacheType::F16 {
-            tracing::info!(path = %path.display(), "the MLX engine keeps its KV cache in 16 bits; kv_cache_type applies to llama.cpp");
+        let storage = cache::Storage::of(options.kv_cache);
+        if let cache::Storage::Quantized { bits } = storage {
+            tracing::info!(path = %path.display(), bits, "a quantized KV cache (MLX affine, groups of 64)");
         }
+        // The conversation saved when this model last unloaded, restored on demand.
+        let saved = options
+            .conversations
+            .as_ref()
+            .and_then(|store| store.for_model(path));
         let weights = model.nbytes();
         let text = Arc::new(text);
         let tool_format = ToolFormat::detect(text.template_source.as_deref());
@@ -169,6 +184,8 @@ impl Engine for MlxEngine {
                         context,
                         jobs: jobs_rx,
                         shared,
+                        storage,
+                        saved,
                     })
                 })
                 .map_err(|e| {
@@ -194,6 +211,8 @@ impl Engine for MlxEngine {
 pub(crate) struct Shared {
     stop: AtomicBool,
     stop_reason: Mutex<String>,
+    /// Set when the model unloads for want of memory: its conversation is not saved.
+    discard_conversations: AtomicBool,
     /// Bytes of the KV cache's buffers, after the last generation.
     kv: AtomicU64,
     /// MLX's allocator cache after the last generation: buffers this model's passes freed,
@@ -340,6 +359,12 @@ impl LoadedModel for MlxLoaded {
             cancelled: s.cancelled.load(Ordering::Relaxed),
             cached_tokens: s.cached_tokens.load(Ordering::Relaxed),
         }
+    }
+
+    fn keep_conversations(&self, keep: bool) {
+        self.shared
+            .discard_conversations
+            .store(!keep, Ordering::Release);
     }
 
     fn stop(&self, reason: &str) {

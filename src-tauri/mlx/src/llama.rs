@@ -6,10 +6,10 @@ use std::collections::HashMap;
 use mlx_rs::error::Exception;
 use mlx_rs::fast::{self, ScaledDotProductAttentionMask};
 use mlx_rs::ops::indexing::TryIndexOp;
-use mlx_rs::ops::{dequantize, quantized_matmul};
-use mlx_rs::Array;
+use mlx_rs::ops::{dequantize, quantized_matmul, select, softmax_axis};
+use mlx_rs::{Array, Dtype};
 
-use crate::cache::KvCache;
+use crate::cache::{Held, KvCache, QUANT_GROUP};
 use crate::config::{ModelConfig, QuantSpec};
 
 type Result<T> = std::result::Result<T, Exception>;
@@ -232,9 +232,7 @@ impl Llama {
             };
             let q = rope(&q)?;
             let k = rope(&k)?;
-            let (keys, values) = cache.update(i, &k, &v)?;
-            let mask = (length > 1).then_some(ScaledDotProductAttentionMask::Causal);
-            let out = fast::scaled_dot_product_attention(&q, &keys, &values, scale, mask, None)?;
+            let out = attend(&q, cache.update(i, &k, &v)?, scale)?;
             let out = out
                 .transpose_axes(&[0, 2, 1, 3])?
                 .reshape(&[1, length, -1])?;
@@ -253,6 +251,60 @@ impl Llama {
             None => self.embed.forward(&last)?,
         };
         logits.reshape(&[-1])
+    }
+}
+
+/// Attention of `queries` (`[1, heads, L, head_dim]`, causal when L > 1) over what a layer
+/// holds. Plain keys go through MLX's fused kernel; quantized ones through two quantized
+/// matmuls, op for op as mlx-lm's `quantized_scaled_dot_product_attention`.
+fn attend(queries: &Array, held: Held, scale: f32) -> Result<Array> {
+    let length = queries.shape()[2];
+    let (keys, values, bits) = match held {
+        Held::Plain { keys, values } => {
+            let mask = (length > 1).then_some(ScaledDotProductAttentionMask::Causal);
+            return fast::scaled_dot_product_attention(queries, &keys, &values, scale, mask, None);
+        }
+        Held::Quantized { keys, values, bits } => (keys, values, bits),
+    };
+    let shape = queries.shape();
+    let (heads, head_dim) = (shape[1], shape[3]);
+    let kv_heads = keys[0].shape()[1];
+    let repeats = heads / kv_heads;
+    let mut q = queries.multiply(Array::from_f32(scale).as_dtype(queries.dtype())?)?;
+    let (mut keys, mut values) = (keys, values);
+    if repeats > 1 {
+        // Each KV head serves `repeats` query heads: a broadcast axis, not a copy.
+        q = q.reshape(&[1, kv_heads, repeats, length, head_dim])?;
+        for part in keys.iter_mut().chain(values.iter_mut()) {
+            *part = part.expand_dims(-3)?;
+        }
+    }
+    let [k, k_scales, k_biases] = &keys;
+    let mut scores = quantized_matmul(&q, k, k_scales, k_biases, true, QUANT_GROUP, bits)?;
+    if length > 1 {
+        let held = scores.shape()[scores.ndim() - 1];
+        let rows = Array::arange::<i32, i32>(held - length, held, None)?.reshape(&[-1, 1])?;
+        let columns = Array::arange::<i32, i32>(None, held, None)?.reshape(&[1, -1])?;
+        let lowest = Array::from_f32(lowest_finite(scores.dtype())).as_dtype(scores.dtype())?;
+        scores = select(rows.ge(&columns)?, &scores, &lowest)?;
+    }
+    let weights = softmax_axis(&scores, -1, true)?;
+    let [v, v_scales, v_biases] = &values;
+    let out = quantized_matmul(&weights, v, v_scales, v_biases, false, QUANT_GROUP, bits)?;
+    if repeats > 1 {
+        out.reshape(&[1, heads, length, head_dim])
+    } else {
+        Ok(out)
+    }
+}
+
+/// The most negative finite value of a float type (`mx.finfo(dtype).min`), what masked scores
+/// are set to.
+fn lowest_finite(dtype: Dtype) -> f32 {
+    match dtype {
+        Dtype::Float16 => -65504.0,
+        Dtype::Bfloat16 => -3.389_531_4e38,
+        _ => f32::MIN,
     }
 }
 

@@ -4,6 +4,7 @@
 //! One sequence at a time: MLX's CPU backend computes one graph at a time, so batching the
 //! active sequences would only interleave them (see docs/design.md, "The MLX engine").
 
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -14,13 +15,14 @@ use mlx_rs::{Array, Dtype};
 use tokio::sync::mpsc;
 
 use headroom_core::engine::sampler::{log_softmax, Sampler};
+use headroom_core::engine::saved::{ModelPrefixes, MIN_RESTORED_GAIN, MIN_SAVED_TOKENS};
 use headroom_core::engine::stop::{StopMatcher, StopOutcome};
 use headroom_core::engine::utf8::Utf8Assembler;
 use headroom_core::engine::{
     CancelFlag, FinishReason, GenerateRequest, GenerationEvent, TokenLogprob, TokenText, Usage,
 };
 
-use crate::cache::KvCache;
+use crate::cache::{KvCache, Storage};
 use crate::llama::Llama;
 use crate::tokenizer::TextFormat;
 use crate::Shared;
@@ -42,6 +44,10 @@ pub(crate) struct WorkerSetup {
     pub context: u32,
     pub jobs: mpsc::Receiver<Job>,
     pub shared: Arc<Shared>,
+    /// How the KV cache stores keys and values.
+    pub storage: Storage,
+    /// Where this model's conversation is saved at unload and restored from.
+    pub saved: Option<ModelPrefixes>,
 }
 
 /// Serves jobs until the queue closes, then lets the model's memory go.
@@ -52,8 +58,16 @@ pub(crate) fn run(setup: WorkerSetup) {
         context,
         mut jobs,
         shared,
+        storage,
+        saved,
     } = setup;
-    let mut cache = KvCache::new(model.config().num_hidden_layers as usize);
+    let c = model.config();
+    let mut cache = KvCache::new(
+        c.num_hidden_layers as usize,
+        c.kv_heads(),
+        c.head_dim(),
+        storage,
+    );
     while let Some(job) = jobs.blocking_recv() {
         shared.queued.fetch_sub(1, Ordering::Relaxed);
         if shared.stop.load(Ordering::Acquire) {
@@ -63,6 +77,11 @@ pub(crate) fn run(setup: WorkerSetup) {
             continue;
         }
         shared.active.fetch_add(1, Ordering::Relaxed);
+        if job.request.cache_prompt {
+            if let Some(saved) = &saved {
+                restore(saved, &mut cache, &job.tokens);
+            }
+        }
         let outcome = serve(&model, &text, &mut cache, context, &job, &shared);
         shared.active.fetch_sub(1, Ordering::Relaxed);
         let counter = match outcome {
@@ -80,11 +99,87 @@ pub(crate) fn run(setup: WorkerSetup) {
         counter.fetch_add(1, Ordering::Relaxed);
         record_memory(&cache, &shared);
     }
+    if let Some(saved) = &saved {
+        if !shared.discard_conversations.load(Ordering::Acquire) {
+            save(saved, &cache);
+        }
+    }
     drop(cache);
     drop(model);
     // Freed arrays stay in MLX's allocator cache until cleared: give them back now, so the
     // unload's measurement sees the memory gone.
     let _ = mlx_rs::memory::clear_cache();
+}
+
+/// Reads into `cache` the saved conversation sharing the longest prefix with `prompt`, when it
+/// spares clearly more than what the cache holds of it. A file MLX cannot read, or that does
+/// not fit this model, is deleted.
+fn restore(saved: &ModelPrefixes, cache: &mut KvCache, prompt: &[u32]) {
+    let held = common_prefix(cache.tokens(), prompt);
+    let tokens: Vec<i32> = prompt.iter().map(|&t| t as i32).collect();
+    let Some((entry, n)) = saved.best(&tokens) else {
+        return;
+    };
+    if n < held.saturating_add(MIN_RESTORED_GAIN) || !saved.verify(&entry) {
+        return;
+    }
+    let started = std::time::Instant::now();
+    let entry_tokens: Vec<u32> = entry.tokens.iter().map(|&t| t as u32).collect();
+    let read = with_safetensors_name(&entry.state, |path| cache.restore(path, &entry_tokens));
+    match read {
+        Ok(()) => tracing::info!(
+            tokens = entry_tokens.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "restored a saved conversation"
+        ),
+        Err(e) => {
+            tracing::warn!(file = %entry.state.display(), error = %e, "a saved conversation could not be restored; deleted");
+            saved.discard(&entry);
+        }
+    }
+}
+
+/// Writes what the cache holds, for the model's next load (at unload; skipped when the model
+/// unloads for want of memory, see `keep_conversations`).
+fn save(saved: &ModelPrefixes, cache: &KvCache) {
+    if cache.tokens().len() < MIN_SAVED_TOKENS {
+        return;
+    }
+    let started = std::time::Instant::now();
+    let tokens: Vec<i32> = cache.tokens().iter().map(|&t| t as i32).collect();
+    let written = saved.save(&tokens, |path| {
+        let named = path.with_extension("partial.safetensors");
+        let result = cache
+            .save(&named)
+            .and_then(|()| std::fs::rename(&named, path).map_err(|e| e.to_string()));
+        if result.is_err() {
+            let _ = std::fs::remove_file(&named);
+        }
+        result
+    });
+    match written {
+        Ok(bytes) => tracing::info!(
+            tokens = tokens.len(),
+            bytes,
+            ms = started.elapsed().as_millis() as u64,
+            "saved the conversation for the next load"
+        ),
+        Err(e) => tracing::warn!(error = %e, "could not save the conversation"),
+    }
+}
+
+/// Runs `read` on the state file under a `.safetensors` name (a hard link beside it), the
+/// only name mlx-rs reads safetensors from.
+fn with_safetensors_name<T>(
+    state: &Path,
+    read: impl FnOnce(&Path) -> Result<T, String>,
+) -> Result<T, String> {
+    let named = state.with_extension("reading.safetensors");
+    let _ = std::fs::remove_file(&named);
+    std::fs::hard_link(state, &named).map_err(|e| e.to_string())?;
+    let result = read(&named);
+    let _ = std::fs::remove_file(&named);
+    result
 }
 
 enum Ended {

@@ -20,6 +20,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// The sidecar's first bytes, and its version.
 const MAGIC: &[u8; 8] = b"HRKVTOK1";
 
+/// Conversations shorter than this are not worth a file.
+pub const MIN_SAVED_TOKENS: usize = 32;
+/// A saved conversation is read only when it spares this many more tokens than what the
+/// engine holds: reading a file costs more than computing a few tokens.
+pub const MIN_RESTORED_GAIN: usize = 32;
+/// How long an unload may spend saving conversations.
+pub const SAVE_BUDGET: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The store of every model's saved sequences, under one folder and one budget.
 #[derive(Debug, Clone)]
 pub struct SavedPrefixes {
@@ -263,16 +271,25 @@ fn checksum(path: &Path) -> Option<u32> {
     }
 }
 
-/// The model file's size and modification time, as the `identity` file holds them.
+/// The model file's size and modification time, as the `identity` file holds them. A model
+/// folder (MLX) is its files' total size and newest modification: a weight file rewritten in
+/// place changes it.
 fn identity(file: &Path) -> Option<String> {
     let meta = fs::metadata(file).ok()?;
-    let modified = meta
-        .modified()
-        .ok()?
-        .duration_since(UNIX_EPOCH)
-        .ok()?
-        .as_nanos();
-    Some(format!("{} {modified}\n", meta.len()))
+    let (len, modified) = if meta.is_dir() {
+        fs::read_dir(file)
+            .ok()?
+            .flatten()
+            .filter_map(|f| f.metadata().ok().filter(fs::Metadata::is_file))
+            .fold((0u64, UNIX_EPOCH), |(len, newest), m| {
+                let changed = m.modified().unwrap_or(UNIX_EPOCH);
+                (len.saturating_add(m.len()), newest.max(changed))
+            })
+    } else {
+        (meta.len(), meta.modified().ok()?)
+    };
+    let modified = modified.duration_since(UNIX_EPOCH).ok()?.as_nanos();
+    Some(format!("{len} {modified}\n"))
 }
 
 fn path_hash(file: &Path) -> u32 {
@@ -345,6 +362,27 @@ mod tests {
         assert_eq!(store.bytes_for(&model), 0);
         let prefixes = store.for_model(&model).expect("enabled");
         assert!(prefixes.best(&[1, 2]).is_none());
+    }
+
+    #[test]
+    fn a_weight_file_rewritten_in_a_model_folder_voids_its_entries() {
+        let (dir, store, _) = store(1 << 20);
+        let folder = dir.path().join("model-mlx");
+        fs::create_dir(&folder).expect("folder");
+        fs::write(folder.join("config.json"), b"{}").expect("config");
+        fs::write(folder.join("model.safetensors"), b"weights").expect("weights");
+        let prefixes = store.for_model(&folder).expect("enabled");
+        prefixes.save(&[1, 2], write_state(10)).expect("saved");
+        assert!(store.bytes_for(&folder) > 0);
+        // Same length, so only the modification time tells.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        fs::write(folder.join("model.safetensors"), b"WEIGHTS").expect("rewritten");
+        assert_eq!(store.bytes_for(&folder), 0);
+        assert!(store
+            .for_model(&folder)
+            .expect("enabled")
+            .best(&[1, 2])
+            .is_none());
     }
 
     #[test]
