@@ -201,6 +201,14 @@ async fn main() -> anyhow::Result<()> {
             phases::mlx::run(&cx, &mut rows).await,
         );
     }
+    if wanted("kvtype") {
+        let model = phases::mlx::MLX_MODEL;
+        eprintln!("==> KV cache types: {}", model.name);
+        outcome(
+            format!("KV cache types, {}", model.name),
+            phases::kvtype::run(&cx, model, &mut rows).await,
+        );
+    }
     if wanted("pressure") {
         eprintln!("==> pressure: {}", MODELS[0].name);
         outcome(

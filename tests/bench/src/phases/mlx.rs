@@ -17,6 +17,7 @@ pub const MLX_MODEL: Model = Model {
     id: "SmolLM2-135M-Instruct-mlx",
     name: "SmolLM2-135M (MLX)",
     warm_load_goal_ms: None,
+    kv_allocated_at_load: false,
 };
 
 const GENERATED: u32 = 64;

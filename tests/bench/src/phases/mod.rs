@@ -53,6 +53,10 @@ pub struct Model {
     pub name: &'static str,
     /// The goal for a warm load, where it sets one.
     pub warm_load_goal_ms: Option<f64>,
+    /// Whether its engine allocates the whole context's KV cache at load (llama.cpp), so the
+    /// estimate can be held to the measured cache; MLX's grows as tokens come, and the estimate
+    /// is its ceiling.
+    pub kv_allocated_at_load: bool,
 }
 
 pub const MODELS: [Model; 2] = [
@@ -60,11 +64,13 @@ pub const MODELS: [Model; 2] = [
         id: "SmolLM2-135M-Instruct.Q4_1",
         name: "SmolLM2-135M",
         warm_load_goal_ms: Some(100.0),
+        kv_allocated_at_load: true,
     },
     Model {
         id: "gemma-3-270m-q4_k_m",
         name: "Gemma 3 270M",
         warm_load_goal_ms: None,
+        kv_allocated_at_load: true,
     },
 ];
 
