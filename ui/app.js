@@ -4,7 +4,7 @@
 // It follows /api/events and re-reads the state after events (at most once a second), and
 // every 5 s for the gauges and the timeline; the idle countdowns tick locally in between.
 
-import { getJSON, send, subscribe, throttle, gb, mb, percent, seconds, countdown } from "/ui/client.js";
+import { getJSON, send, subscribe, throttle, gb, mb, fileSize, percent, seconds, countdown } from "/ui/client.js";
 import { drawTimeline, describeWatermark } from "/ui/timeline.js";
 
 const $ = (id) => document.getElementById(id);
@@ -242,9 +242,9 @@ function updateDiskRows(group, m) {
   const [name, size, needs, fit, action] = group.rows[0].cells;
   name.textContent = m.id;
   // Conversations saved at its last unload, restored when it loads again.
-  const saved = m.saved_conversations ? `conversation cache: ${mb(m.saved_conversations)} on disk` : "";
+  const saved = m.saved_conversations ? `conversation cache: ${fileSize(m.saved_conversations)} on disk` : "";
   name.title = saved ? `${m.path}\n${saved}` : m.path;
-  size.textContent = mb(m.size);
+  size.textContent = fileSize(m.size);
   size.title = saved;
   needs.textContent = m.estimate ? mb(m.estimate.total) : "–";
   [fit.textContent, fit.dataset.fits] = fitNow(m);

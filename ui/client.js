@@ -1,8 +1,10 @@
 // The one place the pages talk to the Headroom server, and the number formatting they share,
 // so the main window and Preferences word figures the same way.
 //
-// Sizes use decimal units (1 GB = 10^9 bytes), as the server's own messages do, so a figure
-// on the page matches the one in a history mark or the log.
+// Memory is shown as macOS shows it: binary amounts labelled GB and MB (Activity Monitor calls
+// a 16 GiB Mac's RAM "16 GB"), as the server's messages, the tray and notifications word it
+// (vocab::memory_size), so a figure on the page matches the one in a history mark, the menu or
+// Activity Monitor. File sizes are decimal, as Finder shows them (vocab::file_size).
 
 /** Reads a JSON resource; throws an Error carrying the server's message if it fails. */
 export async function getJSON(path) {
@@ -161,12 +163,23 @@ export function throttle(fn, intervalMs) {
   };
 }
 
+const MIB = 2 ** 20;
+const GIB = 2 ** 30;
+
+/** Memory in GB of 2^30 bytes: "24.0 GB". */
 export function gb(bytes) {
-  return bytes == null ? "–" : `${(bytes / 1e9).toFixed(1)} GB`;
+  return bytes == null ? "–" : `${(bytes / GIB).toFixed(1)} GB`;
 }
 
+/** Memory in MB of 2^20 bytes: "118 MB". */
 export function mb(bytes) {
-  return bytes == null ? "–" : `${Math.round(bytes / 1e6)} MB`;
+  return bytes == null ? "–" : `${Math.round(bytes / MIB)} MB`;
+}
+
+/** A file's size in decimal units, as Finder shows it: "98 MB", "1.5 GB". */
+export function fileSize(bytes) {
+  if (bytes == null) return "–";
+  return bytes >= 1e9 ? `${(bytes / 1e9).toFixed(1)} GB` : `${Math.round(bytes / 1e6)} MB`;
 }
 
 export function percent(value) {

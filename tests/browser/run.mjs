@@ -152,8 +152,10 @@ function parseFigures(text) {
 }
 
 const putJSON = (body) => ({ method: "PUT", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
-const toGB = (bytes) => Number((bytes / 1e9).toFixed(1));
-const toMB = (bytes) => Math.round(bytes / 1e6);
+// Memory as macOS shows it: GB of 2^30 bytes, MB of 2^20 (see ui/client.js).
+const GIB = 2 ** 30;
+const toGB = (bytes) => Number((bytes / GIB).toFixed(1));
+const toMB = (bytes) => Math.round(bytes / 2 ** 20);
 
 // ---- Browser ----
 
@@ -244,11 +246,11 @@ test("the gauges show the figures of /api/memory/status", async (t) => {
     const [used, total, percent] = parseFigures(systemText);
     const [poolUsed, limit] = parseFigures(limitText);
     assert.equal(total, toGB(now.system.total));
-    assert.ok(Math.abs(used - now.system.used / 1e9) < 0.5, `system used ${used} GB vs ${now.system.used / 1e9} GB`);
+    assert.ok(Math.abs(used - now.system.used / GIB) < 0.5, `system used ${used} GB vs ${now.system.used / GIB} GB`);
     assert.ok(Math.abs(percent - now.system.percent_used) < 2, `system ${percent} % vs ${now.system.percent_used} %`);
     assert.equal(limit, toGB(now.pool.limit));
     // The pool's use is measured too: resident weights grow as their pages are touched.
-    assert.ok(Math.abs(poolUsed - now.pool.used / 1e9) <= 0.1, `pool used ${poolUsed} GB vs ${now.pool.used / 1e9} GB`);
+    assert.ok(Math.abs(poolUsed - now.pool.used / GIB) <= 0.1, `pool used ${poolUsed} GB vs ${now.pool.used / GIB} GB`);
     t.diagnostic(
       `System: page "${systemText}" · API ${now.system.used} of ${now.system.total} bytes, ${now.system.percent_used} %; ` +
         `Limit: page "${limitText}" · API ${now.pool.used} of ${now.pool.limit} bytes, ${now.pool.percent_of_limit} %; tier ${pool.tier}`,

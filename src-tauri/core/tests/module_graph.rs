@@ -174,7 +174,7 @@ fn the_design_notes_draw_the_graph_as_it_is() {
 #[test]
 fn the_graph_reader_sees_paths_and_not_other_crates() {
     let names = named_modules(
-        "use crate::pool::{Pool, PoolEvent};\nuse headroom_core::config::X;\nlet x = crate::vocab::human(1);",
+        "use crate::pool::{Pool, PoolEvent};\nuse headroom_core::config::X;\nlet x = crate::vocab::memory_size(1);",
     );
     assert_eq!(
         names.into_iter().collect::<Vec<_>>(),

@@ -3,7 +3,7 @@
 
 use headroom_core::memory::SystemMemory;
 use headroom_core::pool::{ModelState, ModelStatus, PoolStatus};
-use headroom_core::vocab::human;
+use headroom_core::vocab::memory_size;
 use headroom_core::vocab::Tier;
 
 /// The tray icon's three looks.
@@ -54,12 +54,20 @@ impl TrayView {
             look: Look::of(pool.tier),
             system: match (system, system_percent) {
                 (Some(s), Some(p)) => {
-                    format!("System: {} of {} ({p}%)", human(s.used), human(s.total))
+                    format!(
+                        "System: {} of {} ({p}%)",
+                        memory_size(s.used),
+                        memory_size(s.total)
+                    )
                 }
                 _ => "System: unknown".into(),
             },
             system_percent,
-            pool: format!("Pool: {} of {}", human(pool.used), human(pool.limit)),
+            pool: format!(
+                "Pool: {} of {}",
+                memory_size(pool.used),
+                memory_size(pool.limit)
+            ),
             models: pool
                 .models
                 .iter()
@@ -68,7 +76,7 @@ impl TrayView {
                     text: format!(
                         "{} · {} · {}",
                         m.id,
-                        human(m.memory.unwrap_or(m.estimate).total),
+                        memory_size(m.memory.unwrap_or(m.estimate).total),
                         activity(m, now_ms)
                     ),
                     stoppable: !m.pinned && matches!(m.state, ModelState::Ready | ModelState::Busy),
@@ -118,7 +126,7 @@ mod tests {
             path: format!("/models/{id}.gguf"),
             state,
             pinned,
-            memory: Some(Footprint::new(100_000_000, 60_000_000, 4_000_000)),
+            memory: Some(Footprint::new(100 << 20, 60 << 20, 4 << 20)),
             estimate: Footprint::new(100_000_000, 60_000_000, 5_000_000),
             estimate_error_percent: None,
             in_flight: if state == ModelState::Busy { 2 } else { 0 },
@@ -133,8 +141,9 @@ mod tests {
 
     fn pool(models: Vec<ModelStatus>, tier: Tier) -> PoolStatus {
         PoolStatus {
-            limit: 17_700_000_000,
-            used: 164_000_000,
+            // 17.7 GiB and 164 MiB: memory is shown in binary units labelled GB and MB.
+            limit: 19_005_230_694,
+            used: 164 << 20,
             margin: 0,
             margins: TierMargins::flat(0),
             tier,
@@ -156,9 +165,9 @@ mod tests {
             Tier::Constrained,
         );
         let system = SystemMemory {
-            total: 24_000_000_000,
-            used: 9_840_000_000,
-            available: 14_160_000_000,
+            total: 24 << 30,
+            used: 10_522_669_875,
+            available: (24 << 30) - 10_522_669_875,
         };
         let view = TrayView::new(&status, Some(system), now);
         assert_eq!(view.system, "System: 9.8 GB of 24.0 GB (41%)");

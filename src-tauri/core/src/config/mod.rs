@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::engine::KvCacheType;
-use crate::vocab::{human, ByteSize, IdleTimeout, MemoryLimit, PressureThresholds, TierMargins};
+use crate::vocab::{
+    memory_size, ByteSize, IdleTimeout, MemoryLimit, PressureThresholds, TierMargins,
+};
 
 pub use access::{api_key_problem, Bind};
 pub use dirs::AppDirs;
@@ -241,7 +243,7 @@ impl Settings {
             };
             return Err(err(
                 setting,
-                human(value.0),
+                memory_size(value.0),
                 "at least the margin of the tier below: relaxed ≤ constrained ≤ critical",
             ));
         }
@@ -295,8 +297,8 @@ impl Settings {
             if bytes > total_ram {
                 return Err(err(
                     "memory_limit",
-                    human(bytes),
-                    format!("at most the machine's RAM, {}", human(total_ram)),
+                    memory_size(bytes),
+                    format!("at most the machine's RAM, {}", memory_size(total_ram)),
                 ));
             }
         }
@@ -306,8 +308,8 @@ impl Settings {
             if value != default && value.0 >= total_ram {
                 Err(err(
                     &name,
-                    human(value.0),
-                    format!("less than the machine's RAM, {}", human(total_ram)),
+                    memory_size(value.0),
+                    format!("less than the machine's RAM, {}", memory_size(total_ram)),
                 ))
             } else {
                 Ok(())

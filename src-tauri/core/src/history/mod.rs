@@ -16,7 +16,7 @@ use crate::events::{Bus, Event};
 use crate::memory::{process_rss, MemoryProbe};
 use crate::pool::{Pool, PoolEvent};
 use crate::pressure::TierChanged;
-use crate::vocab::{human, Tier};
+use crate::vocab::{memory_size, Tier};
 
 /// How far back the timeline reaches.
 pub const SPAN: Duration = Duration::from_secs(600);
@@ -192,7 +192,10 @@ impl History {
             } => record.add_mark(mark(
                 "loaded",
                 Some(model),
-                format!("{model} loaded in {load_ms} ms ({})", human(memory.total)),
+                format!(
+                    "{model} loaded in {load_ms} ms ({})",
+                    memory_size(memory.total)
+                ),
             )),
             PoolEvent::Unloaded(report) => record.add_mark(mark(
                 "unloaded",
@@ -203,7 +206,7 @@ impl History {
                     report.reason.as_str(),
                     report
                         .reclaimed
-                        .map(|b| format!(", {} back", human(b)))
+                        .map(|b| format!(", {} back", memory_size(b)))
                         .unwrap_or_default()
                 ),
             )),
@@ -323,7 +326,10 @@ mod tests {
         let texts: Vec<_> = timeline.marks.iter().map(|m| m.text.as_str()).collect();
         assert_eq!(texts.len(), 2, "{texts:?}");
         assert!(texts[0].starts_with("m loaded in 42 ms"), "{texts:?}");
-        assert!(texts[1].starts_with("m unloaded (idle), 1"), "{texts:?}");
+        assert!(
+            texts[1].starts_with("m unloaded (idle), 99.0 MB back"),
+            "{texts:?}"
+        );
     }
 
     #[test]

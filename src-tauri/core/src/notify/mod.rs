@@ -17,7 +17,7 @@ use tokio::sync::broadcast::error::RecvError;
 use crate::events::{Bus, Event};
 use crate::pool::{PoolEvent, UnloadReason};
 use crate::pressure::TierChanged;
-use crate::vocab::{human, Tier};
+use crate::vocab::{memory_size, Tier};
 
 /// How long to collect pressure unloads before telling the user.
 const GATHER: Duration = Duration::from_millis(1500);
@@ -148,7 +148,7 @@ pub fn pressure_message(tier: Tier, unloads: &[(String, u64)]) -> Message {
         format!(
             "Unloaded {} to free {}. {advice}",
             names.join(", "),
-            human(freed)
+            memory_size(freed)
         )
     };
     Message {
@@ -166,7 +166,7 @@ pub fn running_out_message(unloads: &[(String, u64)]) -> Message {
         body: format!(
             "Another app is taking memory quickly: unloaded {} to free {}. Close apps or lower the pool limit in Preferences.",
             names.join(", "),
-            human(freed)
+            memory_size(freed)
         ),
     }
 }
@@ -204,7 +204,7 @@ mod tests {
 
     #[test]
     fn the_message_says_what_was_done_and_what_to_do() {
-        let m = pressure_message(Tier::Critical, &[("SmolLM2".into(), 208_000_000)]);
+        let m = pressure_message(Tier::Critical, &[("SmolLM2".into(), 208 << 20)]);
         assert_eq!(m.summary, "Memory is low");
         assert_eq!(
             m.body,
@@ -213,7 +213,7 @@ mod tests {
         let m = pressure_message(Tier::Emergency, &[]);
         assert_eq!(m.summary, "Memory is critically low");
         assert!(m.body.starts_with("No model could be unloaded"));
-        let m = running_out_message(&[("gemma".into(), 380_000_000), ("smol".into(), 200_000_000)]);
+        let m = running_out_message(&[("gemma".into(), 380 << 20), ("smol".into(), 200 << 20)]);
         assert_eq!(m.summary, "Memory is running out fast");
         assert_eq!(
             m.body,

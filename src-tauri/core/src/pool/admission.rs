@@ -9,7 +9,7 @@
 use tokio::time::Instant;
 
 use crate::memory::SystemMemory;
-use crate::vocab::human;
+use crate::vocab::memory_size;
 
 /// A loaded model as admission sees it.
 #[derive(Debug, Clone)]
@@ -80,13 +80,13 @@ pub(super) fn decide(ask: &Ask<'_>, holders: &[Holder]) -> Decision {
     let head = format!(
         "cannot load '{}' (it needs about {})",
         ask.model,
-        human(ask.need)
+        memory_size(ask.need)
     );
     if ask.need > ask.limit {
         return Decision::Refuse {
             message: format!(
                 "{head}: that is more than the whole pool limit of {}. Raise memory_limit, or lower context_size or parallel",
-                human(ask.limit)
+                memory_size(ask.limit)
             ),
             retry: false,
         };
@@ -98,31 +98,31 @@ pub(super) fn decide(ask: &Ask<'_>, holders: &[Holder]) -> Decision {
             Hold::Busy { in_flight } => Some(format!(
                 "'{}' ({}, busy with {in_flight} request{})",
                 h.id,
-                human(h.bytes),
+                memory_size(h.bytes),
                 if in_flight == 1 { "" } else { "s" }
             )),
-            Hold::Pinned => Some(format!("'{}' ({}, pinned)", h.id, human(h.bytes))),
-            Hold::Loading => Some(format!("'{}' ({}, loading)", h.id, human(h.bytes))),
-            Hold::Changing => Some(format!("'{}' ({}, unloading)", h.id, human(h.bytes))),
+            Hold::Pinned => Some(format!("'{}' ({}, pinned)", h.id, memory_size(h.bytes))),
+            Hold::Loading => Some(format!("'{}' ({}, loading)", h.id, memory_size(h.bytes))),
+            Hold::Changing => Some(format!("'{}' ({}, unloading)", h.id, memory_size(h.bytes))),
         })
         .collect();
     let busy = holders
         .iter()
         .any(|h| matches!(h.hold, Hold::Busy { .. } | Hold::Loading | Hold::Changing));
-    let missing = human(short - freed);
+    let missing = memory_size(short - freed);
     let message = if pool_short >= machine_short {
         format!(
             "{head}: the pool limit is {} and {} of it is held by models that cannot be unloaded now: {}. {missing} more is needed. Wait for the requests to finish, stop or unpin a model (Pinned models in Preferences), or raise memory_limit",
-            human(ask.limit),
-            human(used.saturating_sub(freed)),
+            memory_size(ask.limit),
+            memory_size(used.saturating_sub(freed)),
             if kept.is_empty() { "none".to_string() } else { kept.join(", ") },
         )
     } else {
         let available = ask.system.map_or(0, |s| s.available);
         format!(
             "{head}: {} of memory is available and Headroom keeps {} free for the rest of the machine (headroom_margin); {missing} more is needed. Close apps or lower context_size{}",
-            human(available),
-            human(ask.margin),
+            memory_size(available),
+            memory_size(ask.margin),
             if kept.is_empty() { String::new() } else { format!(" (loaded and not evictable: {})", kept.join(", ")) },
         )
     };
@@ -162,7 +162,7 @@ mod tests {
 
     use super::*;
 
-    const MB: u64 = 1_000_000;
+    const MB: u64 = 1 << 20;
 
     fn holder(id: &str, mb: u64, age_s: u64, hold: Hold) -> Holder {
         Holder {

@@ -16,7 +16,8 @@ use crate::models::ModelFile;
 use crate::pressure::{PressureReport, Wake};
 use crate::vocab::{IdleTimeout, Tier, TierMargins};
 
-pub const MB: u64 = 1_000_000;
+/// A mebibyte, as memory is counted and shown (see `vocab::memory_size`).
+pub const MB: u64 = 1 << 20;
 
 /// Models of any size, each loading at once; it counts what it dropped and stopped.
 #[derive(Default)]

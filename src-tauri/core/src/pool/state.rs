@@ -29,7 +29,7 @@ use crate::metrics::Metrics;
 use crate::models::ModelFile;
 use crate::pressure::PressureReport;
 use crate::protect::Protection;
-use crate::vocab::{human, IdleTimeout, Tier};
+use crate::vocab::{memory_size, IdleTimeout, Tier};
 
 /// How long a flush lets running requests finish before it ends them.
 pub(super) const FLUSH_GRACE: Duration = Duration::from_secs(30);
@@ -586,8 +586,8 @@ impl State {
         (system.available < floor).then(|| {
             format!(
                 "cannot load '{id}' now: only {} of memory is available, under the {} floor (memory_floor); retry when memory is freed, or close apps",
-                human(system.available),
-                human(floor)
+                memory_size(system.available),
+                memory_size(floor)
             )
         })
     }

@@ -18,7 +18,7 @@ use crate::models::Catalog;
 use crate::pool::{Pool, PoolConfig};
 use crate::pressure::{Monitor, UnloadHooks};
 use crate::protect::Protector;
-use crate::vocab::human;
+use crate::vocab::memory_size;
 
 /// A bound, not yet serving, Headroom server.
 pub struct Server {
@@ -61,9 +61,9 @@ impl Server {
         settings.validate_for_machine(total_ram, "settings")?;
         let limits = pool_limits(settings, total_ram);
         tracing::info!(
-            limit = %human(limits.limit),
+            limit = %memory_size(limits.limit),
             setting = %settings.memory_limit,
-            ram = %human(total_ram),
+            ram = %memory_size(total_ram),
             "pool memory limit"
         );
 

@@ -17,6 +17,6 @@ pub use dialect::Dialect;
 pub use duration::{parse_idle_timeout, IdleTimeout};
 pub use margins::TierMargins;
 pub use publish::{nowhere, Publish};
-pub use size::{human, parse_bytes, ByteSize, MemoryLimit};
+pub use size::{file_size, memory_size, parse_bytes, ByteSize, MemoryLimit};
 pub use thresholds::PressureThresholds;
 pub use tier::Tier;

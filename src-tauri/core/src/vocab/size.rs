@@ -97,13 +97,24 @@ impl std::str::FromStr for ByteSize {
     }
 }
 
-/// Human-readable figures for messages: "1.5 GB", "310 MB" (decimal, as file managers show).
-pub fn human(bytes: u64) -> String {
+/// Memory as macOS shows it, in the tray, notifications, messages and the window: binary
+/// amounts labelled KB, MB, GB (Activity Monitor calls a 16 GiB Mac's RAM "16 GB"), so that a
+/// figure here matches the one the user sees there. "1.5 GB", "310 MB".
+pub fn memory_size(bytes: u64) -> String {
+    scaled(bytes, 1024.0)
+}
+
+/// A file's size as Finder shows it: decimal units (1 GB = 10^9 bytes).
+pub fn file_size(bytes: u64) -> String {
+    scaled(bytes, 1000.0)
+}
+
+fn scaled(bytes: u64, base: f64) -> String {
     const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
     let mut value = bytes as f64;
     let mut unit = 0;
-    while value >= 1000.0 && unit + 1 < UNITS.len() {
-        value /= 1000.0;
+    while value >= base && unit + 1 < UNITS.len() {
+        value /= base;
         unit += 1;
     }
     if unit == 0 {
@@ -248,9 +259,14 @@ mod tests {
     }
 
     #[test]
-    fn human_figures() {
-        assert_eq!(human(999), "999 B");
-        assert_eq!(human(310_400_000), "310 MB");
-        assert_eq!(human(1_500_000_000), "1.5 GB");
+    fn memory_in_binary_units_files_in_decimal() {
+        assert_eq!(memory_size(999), "999 B");
+        // A 16 GiB Mac reads "16.0 GB", as Activity Monitor has it; this 24 GiB VM "24.0 GB".
+        assert_eq!(memory_size(16 * GIB), "16.0 GB");
+        assert_eq!(memory_size(24 * GIB), "24.0 GB");
+        assert_eq!(memory_size(310 << 20), "310 MB");
+        assert_eq!(memory_size(1536 << 20), "1.5 GB");
+        assert_eq!(file_size(98_000_000), "98.0 MB");
+        assert_eq!(file_size(1_500_000_000), "1.5 GB");
     }
 }
