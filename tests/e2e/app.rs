@@ -140,6 +140,28 @@ impl Desktop {
         (rgb[0], rgb[1], rgb[2])
     }
 
+    /// How many pixels of window `id` are within a few levels of `rgb` (each channel).
+    fn pixels_like(&self, id: &str, rgb: (u8, u8, u8)) -> usize {
+        let out = Command::new("import")
+            .args(["-window", id, "-depth", "8", "txt:-"])
+            .env("DISPLAY", &self.display)
+            .output()
+            .expect("import (imagemagick)");
+        let near = |a: u8, b: u8| a.abs_diff(b) <= 12;
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|line| {
+                let list = line.split("srgb(").nth(1)?.split(')').next()?;
+                let v: Vec<u8> = list
+                    .split(',')
+                    .filter_map(|v| v.trim().parse().ok())
+                    .collect();
+                (v.len() >= 3).then(|| (v[0], v[1], v[2]))
+            })
+            .filter(|&(r, g, b)| near(r, rgb.0) && near(g, rgb.1) && near(b, rgb.2))
+            .count()
+    }
+
     fn screenshot(&self, name: &str) -> PathBuf {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("app-artifacts");
         std::fs::create_dir_all(&dir).expect("artifacts folder");
@@ -202,6 +224,25 @@ async fn the_app_window_and_tray_show_the_pool_and_stop_a_model() {
     let title = desktop.windows_named("Headroom — System").join(" | ");
     println!("window: {title}");
     assert!(title.contains("Limit"), "{title}");
+    // The title changes before WebKit paints: wait for the gauges' pixels. The System gauge's
+    // fill is the normal tier's green (ui/style.css --tier-normal, #1f9d4a) over a bar 8 px
+    // high, a few hundred pixels at this machine's use; a blank window has none.
+    let id = desktop
+        .xdotool(&["search", "--onlyvisible", "--name", "Headroom — System"])
+        .lines()
+        .next()
+        .map(str::to_string)
+        .expect("the window's id");
+    let mut green = 0;
+    wait_until(
+        "the window to paint its gauges",
+        Duration::from_secs(30),
+        || {
+            green = desktop.pixels_like(&id, (0x1f, 0x9d, 0x4a));
+            green >= 100
+        },
+    );
+    println!("the window painted: {green} pixels of the gauge's green");
     let window = desktop.screenshot("window.png");
     println!("screenshot: {}", window.display());
 
