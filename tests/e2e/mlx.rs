@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::prompt_cache::{answer, cached, saved_states, stop, turn, QUESTIONS};
+use crate::prompt_cache::{
+    answer, cached, chat_with_a_stop_before_each_turn, saved_states, stop, turn,
+};
 use crate::support::{mb, models_dir, sse_data, Options, Server, SMOLLM2};
 
 const MLX_MODEL: &str = "SmolLM2-135M-Instruct-mlx";
@@ -288,32 +290,7 @@ async fn a_conversation_on_mlx_survives_an_unload() {
         data_dir: Some(data.path().to_path_buf()),
         ..Options::default()
     });
-    let mut messages = Vec::new();
-    let mut previous_prompt = 0;
-    for (n, question) in QUESTIONS.iter().enumerate() {
-        messages.push(json!({"role": "user", "content": question}));
-        if n > 0 {
-            let report = stop(&server, MLX_MODEL).await;
-            let saved = saved_states(data.path());
-            println!("stopped in {} ms; saved {saved:?}", report["duration_ms"]);
-            assert!(!saved.is_empty(), "the unload saved the conversation");
-        }
-        let warm = turn(&server, MLX_MODEL, &messages, None).await;
-        let cold = turn(&server, MLX_MODEL, &messages, Some(false)).await;
-        let prompt = warm["usage"]["prompt_tokens"].as_u64().unwrap_or(0);
-        println!(
-            "turn {} after a reload: {} of {prompt} tokens restored",
-            n + 1,
-            cached(&warm)
-        );
-        assert_eq!(answer(&warm), answer(&cold), "turn {}", n + 1);
-        if n > 0 {
-            assert!(cached(&warm) >= previous_prompt, "turn {}: {warm}", n + 1);
-        }
-        previous_prompt = prompt;
-        messages.push(json!({"role": "assistant", "content": answer(&warm)}));
-    }
-    assert!(server.stderr().contains("restored a saved conversation"));
+    let messages = chat_with_a_stop_before_each_turn(&server, MLX_MODEL).await;
     stop(&server, MLX_MODEL).await;
     drop(server);
 

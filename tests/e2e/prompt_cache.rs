@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use crate::support::{Options, Server, GEMMA, SMOLLM2};
 
-pub(crate) const QUESTIONS: [&str; 3] = [
+const QUESTIONS: [&str; 3] = [
     "What is the capital of France?",
     "And what river runs through it?",
     "Name one famous museum there.",
@@ -210,25 +210,24 @@ pub(crate) async fn stop(server: &Server, model: &str) -> Value {
     report
 }
 
-/// A conversation survives its model's unload: the next turn after a Stop restores it from
-/// disk and answers as a cold run does; a damaged save is deleted and never used.
-#[tokio::test]
-async fn a_conversation_survives_an_unload_and_a_damaged_save_is_ignored() {
-    let server = Server::start();
+/// A chat of [`QUESTIONS`], `model` stopped before every turn but the first: each turn after a
+/// Stop restores the conversation from disk (at least the previous turn's prompt) and answers
+/// exactly as the same turn with the cache off. Returns the conversation.
+pub(crate) async fn chat_with_a_stop_before_each_turn(server: &Server, model: &str) -> Vec<Value> {
     let mut messages = Vec::new();
     let mut previous_prompt = 0;
     for (n, question) in QUESTIONS.iter().enumerate() {
         messages.push(json!({"role": "user", "content": question}));
         if n > 0 {
-            let report = stop(&server, SMOLLM2).await;
+            let report = stop(server, model).await;
             let saved = saved_states(&server.data_dir());
             println!("stopped in {} ms; saved {saved:?}", report["duration_ms"]);
             assert!(!saved.is_empty(), "the unload saved the conversation");
         }
         let started = Instant::now();
-        let warm = turn(&server, SMOLLM2, &messages, None).await;
+        let warm = turn(server, model, &messages, None).await;
         let warm_ms = started.elapsed().as_millis();
-        let cold = turn(&server, SMOLLM2, &messages, Some(false)).await;
+        let cold = turn(server, model, &messages, Some(false)).await;
         let prompt = warm["usage"]["prompt_tokens"].as_u64().unwrap_or(0);
         println!(
             "turn {} after a reload: {} of {prompt} tokens restored, {warm_ms} ms (load included)",
@@ -243,6 +242,15 @@ async fn a_conversation_survives_an_unload_and_a_damaged_save_is_ignored() {
         messages.push(json!({"role": "assistant", "content": answer(&warm)}));
     }
     assert!(server.stderr().contains("restored a saved conversation"));
+    messages
+}
+
+/// A conversation survives its model's unload: the next turn after a Stop restores it from
+/// disk and answers as a cold run does; a damaged save is deleted and never used.
+#[tokio::test]
+async fn a_conversation_survives_an_unload_and_a_damaged_save_is_ignored() {
+    let server = Server::start();
+    let messages = chat_with_a_stop_before_each_turn(&server, SMOLLM2).await;
 
     // Damaged saves: cut short, or garbage. None is used; the one tried (the longest, which
     // extends furthest into the prompt) is deleted.
