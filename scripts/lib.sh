@@ -242,13 +242,15 @@ PYTHON_MLX=(mlx==0.32.2 mlx-cpu==0.32.2 mlx-lm==0.32.2 gguf==0.19.0 numpy==2.4.6
 
 install_python_mlx() {
   local dir="$1" stamp="$1/.pinned"
-  [[ "$(uname -s)" == Darwin ]] && return 0
-  [[ -f "$stamp" && "$(cat "$stamp")" == "${PYTHON_MLX[*]}" ]] && return 0
+  # On a Mac, MLX's Metal backend (mlx-metal) stands where the CPU one is elsewhere.
+  local pins=("${PYTHON_MLX[@]}")
+  [[ "$(uname -s)" == Darwin ]] && pins=("${pins[@]/mlx-cpu==/mlx-metal==}")
+  [[ -f "$stamp" && "$(cat "$stamp")" == "${pins[*]}" ]] && return 0
   log "installing MLX for Python (the MLX test model's converter and the mlx-lm reference)"
   rm -rf "$dir"
   python3 -m pip install --quiet --disable-pip-version-check --no-warn-conflicts --no-deps --only-binary=:all: \
-    --target "$dir" "${PYTHON_MLX[@]}" || die "pip could not install ${PYTHON_MLX[*]} (is PyPI reachable?)"
-  echo "${PYTHON_MLX[*]}" >"$stamp"
+    --target "$dir" "${pins[@]}" || die "pip could not install ${pins[*]} (is PyPI reachable?)"
+  echo "${pins[*]}" >"$stamp"
 }
 
 MLX_TEST_MODEL="SmolLM2-135M-Instruct-mlx"
