@@ -9,6 +9,12 @@ import { drawTimeline, describeWatermark } from "/ui/timeline.js";
 
 const $ = (id) => document.getElementById(id);
 const MAX_EVENTS = 20;
+/**
+ * The menu-bar panel (`/?panel`): the gauges and the loaded models with Stop, the rest hidden
+ * (style.css), and only what those need read from the server.
+ */
+const PANEL = new URLSearchParams(location.search).has("panel");
+if (PANEL) document.body.classList.add("panel");
 
 /** Ids with a Load or Stop request from this page still in flight, so a refresh keeps their button busy. */
 const pending = new Set();
@@ -20,6 +26,12 @@ let readFailed = false;
 const refreshSoon = throttle(() => refresh().catch(showReadError), 1000);
 
 async function refresh() {
+  if (PANEL) {
+    const status = await getJSON("/api/memory/status");
+    showGauges(status);
+    showLoaded(status.models);
+    return;
+  }
   const [status, disk, history] = await Promise.all([
     getJSON("/api/memory/status"),
     getJSON("/api/models"),
@@ -66,7 +78,8 @@ function showGauges(status) {
   // The desktop app shows the page title as its window title: a glance at the window list
   // (or a test with xdotool) sees the figures without opening the window.
   const systemPart = system ? `System ${percent(system.percent_used)}` : "System unknown";
-  document.title = `Headroom — ${systemPart} · Limit ${percent(pool.percent_of_limit)} · ${status.models.length} loaded`;
+  const name = PANEL ? "Headroom panel" : "Headroom";
+  document.title = `${name} — ${systemPart} · Limit ${percent(pool.percent_of_limit)} · ${status.models.length} loaded`;
 }
 
 function setGauge(gauge, percentValue, figures, spoken = figures) {
@@ -138,7 +151,7 @@ function showLoaded(models) {
 
 function buildLoadedRow() {
   const tr = document.createElement("tr");
-  const action = cells(tr, ["name", "state", "num", "num", "num", "num idle", "action"])[6];
+  const action = cells(tr, ["name", "state", "num", "num share", "num share", "num idle", "action"])[6];
   action.append(rowButton(stop));
   return tr;
 }

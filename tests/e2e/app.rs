@@ -359,6 +359,105 @@ async fn the_app_window_and_tray_show_the_pool_and_stop_a_model() {
         "the second launch started a server of its own"
     );
 
+    // The panel: the menu's "Open Headroom…" (its third item that can be chosen, after the
+    // model's Stop and Unload all) opens it in the tray's corner, with the gauges and the
+    // loaded model; Stop in it unloads the model; it closes when it loses the focus.
+    let (status, body) = app
+        .call(Method::POST, &format!("/api/memory/models/{SMOLLM2}/load"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let rebuilt = || app.stderr().matches("tray menu rebuilt").count();
+    let before = rebuilt();
+    wait_until(
+        "the menu listing the model again",
+        Duration::from_secs(10),
+        || rebuilt() > before,
+    );
+    desktop.xdotool(&["mousemove", &x.to_string(), &y.to_string(), "click", "1"]);
+    std::thread::sleep(Duration::from_millis(700));
+    desktop.xdotool(&["key", "Down", "Down", "Down", "Return"]);
+    wait_until("the panel with the model", Duration::from_secs(30), || {
+        !desktop
+            .windows_named("Headroom panel — System .* · 1 loaded")
+            .is_empty()
+    });
+    let panel = desktop
+        .xdotool(&["search", "--onlyvisible", "--name", "Headroom panel"])
+        .lines()
+        .next()
+        .map(str::to_string)
+        .expect("the panel's id");
+    let geometry = desktop.xdotool(&["getwindowgeometry", &panel]);
+    let numbers = |label: &str, separator: char| -> (i32, i32) {
+        let text = geometry
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(label))
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_default();
+        let mut parts = text.split(separator).filter_map(|n| n.parse().ok());
+        (parts.next().unwrap_or(-1), parts.next().unwrap_or(-1))
+    };
+    let (px, py) = numbers("Position:", ',');
+    let (pw, ph) = numbers("Geometry:", 'x');
+    println!("panel at {px},{py}, {pw}x{ph}; tray icon at {x},{y}");
+    assert_eq!((pw, ph), (360, 420), "{geometry}");
+    // The screen is 1280 wide and the tray at its top right, 32 high: the panel's top right
+    // corner is the screen's, at most the tray's height down (under it where a window manager
+    // reserves the tray's strip).
+    assert_eq!(px + pw, 1280, "{geometry}");
+    assert!((0..=32).contains(&py), "{geometry}");
+    let mut green = 0;
+    wait_until(
+        "the panel to paint its gauges",
+        Duration::from_secs(30),
+        || {
+            green = desktop.pixels_like(&panel, (0x1f, 0x9d, 0x4a));
+            green >= 100
+        },
+    );
+    println!("the panel painted: {green} pixels of the gauge's green");
+    println!("screenshot: {}", desktop.screenshot("panel.png").display());
+    // Stop: the third stop of the keyboard in the panel (after Open Headroom… and Unload all).
+    desktop.xdotool(&[
+        "mousemove",
+        &(px + 180).to_string(),
+        &(py + 300).to_string(),
+    ]);
+    std::thread::sleep(Duration::from_millis(300));
+    desktop.xdotool(&["key", "Tab", "Tab", "Tab", "Return"]);
+    let unloaded = tokio::time::timeout(
+        Duration::from_secs(15),
+        events.wait_for("the unload from the panel", |e| {
+            e["type"] == "unloaded" && e["model"] == SMOLLM2
+        }),
+    )
+    .await
+    .expect("the model unloaded after Stop in the panel");
+    assert_eq!(unloaded["reason"], "requested", "{unloaded}");
+    wait_until(
+        "the panel to show no model",
+        Duration::from_secs(10),
+        || {
+            !desktop
+                .windows_named("Headroom panel — System .* · 0 loaded")
+                .is_empty()
+        },
+    );
+    // The focus goes to another window, as a window manager moves it on a click elsewhere
+    // (there is none here, so the test moves it): the panel closes.
+    let main = desktop
+        .xdotool(&["search", "--onlyvisible", "--name", "^Headroom — System"])
+        .lines()
+        .next()
+        .map(str::to_string)
+        .expect("the main window's id");
+    desktop.xdotool(&["windowfocus", "--sync", &panel]);
+    std::thread::sleep(Duration::from_millis(300));
+    desktop.xdotool(&["mousemove", "100", "600", "windowfocus", "--sync", &main]);
+    wait_until("the panel to close", Duration::from_secs(10), || {
+        desktop.windows_named("Headroom panel").is_empty()
+    });
+
     // Quit, from the tray menu's last item, ends the app cleanly.
     desktop.xdotool(&["mousemove", &x.to_string(), &y.to_string(), "click", "1"]);
     std::thread::sleep(Duration::from_millis(700));

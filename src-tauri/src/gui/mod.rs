@@ -4,6 +4,7 @@
 
 mod backend;
 mod login;
+mod panel;
 mod tray;
 mod tray_view;
 
@@ -20,6 +21,8 @@ use backend::Backend;
 pub(crate) enum Page {
     Main,
     Preferences,
+    /// The menu-bar panel (see `panel`).
+    Panel,
 }
 
 impl Page {
@@ -27,6 +30,7 @@ impl Page {
         match self {
             Self::Main => "main",
             Self::Preferences => "preferences",
+            Self::Panel => "panel",
         }
     }
 
@@ -34,6 +38,7 @@ impl Page {
         match self {
             Self::Main => "",
             Self::Preferences => "ui/preferences.html",
+            Self::Panel => "?panel",
         }
     }
 }
@@ -77,8 +82,21 @@ pub fn run(store: Arc<SettingsStore>, dirs: AppDirs) -> anyhow::Result<()> {
 /// Shows a window, creating it the first time (or after it was closed). Failures are logged:
 /// they come from a menu click, with nobody to return them to.
 pub(crate) fn show(app: &tauri::AppHandle, page: Page) {
-    if let Err(e) = open(app, page) {
+    if let Err(e) = open(app, page, None) {
         tracing::error!(?page, "cannot open the window: {e}");
+    }
+}
+
+/// Opens the menu-bar panel under the tray icon (`anchor`, where the click gives it), or closes
+/// it if it is open. (macOS: a click on the icon.)
+#[cfg_attr(not(target_os = "macos"), allow(dead_code))]
+pub(crate) fn toggle_panel(app: &tauri::AppHandle, anchor: Option<panel::Area>) {
+    if let Some(window) = app.get_webview_window(Page::Panel.label()) {
+        let _ = window.close();
+        return;
+    }
+    if let Err(e) = open(app, Page::Panel, anchor) {
+        tracing::error!("cannot open the panel: {e}");
     }
 }
 
@@ -92,7 +110,7 @@ fn hand_over_key(url: &str, key: &str) -> String {
     format!("if (location.origin === {origin}) {{ window.__HEADROOM_API_KEY__ = {key}; }}")
 }
 
-fn open(app: &tauri::AppHandle, page: Page) -> tauri::Result<()> {
+fn open(app: &tauri::AppHandle, page: Page, anchor: Option<panel::Area>) -> tauri::Result<()> {
     if let Some(window) = app.get_webview_window(page.label()) {
         window.show()?;
         return window.set_focus();
@@ -108,19 +126,82 @@ fn open(app: &tauri::AppHandle, page: Page) -> tauri::Result<()> {
     let (title, width, height) = match page {
         Page::Main => ("Headroom", 600.0, 720.0),
         Page::Preferences => ("Headroom Preferences", 560.0, 720.0),
+        Page::Panel => ("Headroom panel", panel::WIDTH, panel::HEIGHT),
     };
     let mut window = WebviewWindowBuilder::new(app, page.label(), WebviewUrl::External(url));
     if let Some(key) = backend.core.live.store().api_key() {
         window = window.initialization_script(hand_over_key(&backend.url, &key));
     }
-    window
+    window = window
         .title(title)
         .inner_size(width, height)
         // The page's title carries live figures ("Headroom — System 41%"); the window shows it,
         // so a glance at the window list (or a test with xdotool) sees the page is up.
         .on_document_title_changed(|window, title| {
             let _ = window.set_title(&title);
-        })
-        .build()?;
+        });
+    if let Page::Panel = page {
+        window = panel_window(app, window, anchor)?;
+    }
+    let window = window.build()?;
+    if let Page::Panel = page {
+        close_when_it_loses_focus(&window);
+    }
     Ok(())
+}
+
+/// The panel: no frame, above other windows, not in the task bar, where `panel::origin` puts
+/// it; its "Open Headroom…" link opens the main window.
+fn panel_window<'a>(
+    app: &tauri::AppHandle,
+    window: WebviewWindowBuilder<'a, tauri::Wry, tauri::AppHandle>,
+    anchor: Option<panel::Area>,
+) -> tauri::Result<WebviewWindowBuilder<'a, tauri::Wry, tauri::AppHandle>> {
+    let monitor = app.primary_monitor()?;
+    let (scale, work) = monitor.map_or((1.0, None), |m| {
+        let work = m.work_area();
+        let area = panel::Area {
+            x: f64::from(work.position.x),
+            y: f64::from(work.position.y),
+            width: f64::from(work.size.width),
+            height: f64::from(work.size.height),
+        };
+        (m.scale_factor(), Some(area))
+    });
+    let size = (panel::WIDTH * scale, panel::HEIGHT * scale);
+    let mut window = window
+        .decorations(false)
+        .resizable(false)
+        .always_on_top(true)
+        .skip_taskbar(true)
+        .focused(true);
+    if let Some(work) = work {
+        let (x, y) = panel::origin(anchor, size, work);
+        window = window.position(x / scale, y / scale);
+        tracing::info!(x, y, ?anchor, "the panel opens");
+    }
+    let app = app.clone();
+    Ok(window.on_new_window(move |_url, _features| {
+        let app = app.clone();
+        tauri::async_runtime::spawn(async move { show(&app, Page::Main) });
+        tauri::webview::NewWindowResponse::Deny
+    }))
+}
+
+/// A panel goes when the user turns to something else, as a menu does: closing it destroys its
+/// webview. Only after it had the focus once, so a window manager that maps it unfocused does
+/// not close it at once.
+fn close_when_it_loses_focus(window: &tauri::WebviewWindow) {
+    let focused = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let panel = window.clone();
+    window.on_window_event(move |event| {
+        use std::sync::atomic::Ordering;
+        if let tauri::WindowEvent::Focused(now) = event {
+            if *now {
+                focused.store(true, Ordering::Relaxed);
+            } else if focused.load(Ordering::Relaxed) {
+                let _ = panel.close();
+            }
+        }
+    });
 }

@@ -46,11 +46,37 @@ struct Current(Mutex<Option<Items>>);
 pub fn build(app: &AppHandle, core: AppState) -> tauri::Result<()> {
     app.manage(Current::default());
     let pool = core.pool.clone();
-    let mut tray = TrayIconBuilder::with_id(TRAY)
+    let tray = TrayIconBuilder::with_id(TRAY)
         .tooltip("Headroom")
         .icon(icon(Look::Normal)?)
         .on_menu_event(move |app, event| on_menu(app, &pool, event.id.as_ref()));
-    tray = tray.show_menu_on_left_click(true);
+    // On macOS a left click opens the panel under the icon and a right click the menu. Linux
+    // indicators report no clicks and show the menu on either; its "Open Headroom…" opens the
+    // panel there.
+    #[cfg(target_os = "macos")]
+    let tray = tray
+        .show_menu_on_left_click(false)
+        .on_tray_icon_event(|tray, event| {
+            if let tauri::tray::TrayIconEvent::Click {
+                button: tauri::tray::MouseButton::Left,
+                button_state: tauri::tray::MouseButtonState::Up,
+                rect,
+                ..
+            } = event
+            {
+                let position = rect.position.to_physical::<f64>(1.0);
+                let size = rect.size.to_physical::<f64>(1.0);
+                let anchor = super::panel::Area {
+                    x: position.x,
+                    y: position.y,
+                    width: size.width,
+                    height: size.height,
+                };
+                super::toggle_panel(tray.app_handle(), Some(anchor));
+            }
+        });
+    #[cfg(not(target_os = "macos"))]
+    let tray = tray.show_menu_on_left_click(true);
     tray.build(app)?;
     tauri::async_runtime::spawn(feed(app.clone(), core));
     Ok(())
@@ -78,7 +104,10 @@ fn on_menu(app: &AppHandle, pool: &headroom_core::pool::Pool, id: &str) {
                 }
             });
         }
-        OPEN => super::show(app, Page::Main),
+        // The full window on macOS, where a click on the icon opens the panel; the panel
+        // elsewhere, where the menu is the only way to it.
+        OPEN if cfg!(target_os = "macos") => super::show(app, Page::Main),
+        OPEN => super::show(app, Page::Panel),
         PREFERENCES => super::show(app, Page::Preferences),
         LAUNCH_AT_LOGIN => super::login::toggle(app),
         QUIT => app.exit(0),
