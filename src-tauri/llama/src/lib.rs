@@ -12,11 +12,11 @@ mod logprobs;
 mod prompt;
 mod worker;
 
+use headroom_core::engine::worker_state::{WorkerState, WorkerThread};
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use llama_cpp_2::context::params::LlamaContextParams;
@@ -237,7 +237,7 @@ impl Engine for LlamaEngine {
             queue_capacity: options.queue.max(1),
             jobs: Mutex::new(Some(jobs_tx)),
             shared,
-            worker: Mutex::new(Some(worker)),
+            worker: WorkerThread::new(worker, "llama.cpp"),
         }))
     }
 }
@@ -289,34 +289,13 @@ fn read_header(path: &Path) -> Result<GgufSummary, EngineError> {
     gguf::read_summary(path, ggml::block_layout).map_err(|e| bad(e.to_string()))
 }
 
-/// State the worker and the request side both see.
+/// State the worker and the request side both see: the engine-neutral part, and the compute
+/// buffers' measurement.
 #[derive(Default)]
 pub(crate) struct Shared {
-    /// Set on unload or shutdown: the worker ends every generation and exits.
-    stop: AtomicBool,
-    /// Set when the model unloads for want of memory or because its file changed: the worker
-    /// then exits without saving its conversations.
-    discard_conversations: AtomicBool,
-    /// What the generations it ends are told.
-    stop_reason: Mutex<String>,
+    state: WorkerState,
     /// Resident compute-buffer bytes: measured at the warm-up, grown by larger batches.
     compute: AtomicU64,
-    active: AtomicU64,
-    queued: AtomicU64,
-    generated_tokens: AtomicU64,
-    completed: AtomicU64,
-    cancelled: AtomicU64,
-    /// Prompt tokens reused from a slot's KV sequence.
-    cached_tokens: AtomicU64,
-}
-
-impl Shared {
-    fn stop_reason(&self) -> String {
-        self.stop_reason
-            .lock()
-            .map(|r| r.clone())
-            .unwrap_or_default()
-    }
 }
 
 struct LlamaLoaded {
@@ -333,7 +312,7 @@ struct LlamaLoaded {
     /// `None` once unloading began.
     jobs: Mutex<Option<mpsc::Sender<Work>>>,
     shared: Arc<Shared>,
-    worker: Mutex<Option<JoinHandle<()>>>,
+    worker: WorkerThread,
     path: PathBuf,
     /// Weights llama.cpp copied out of the file into its own memory at load (tensors it
     /// repacks for faster CPU kernels), measured as anonymous memory added by the load.
@@ -375,9 +354,9 @@ impl LlamaLoaded {
             .clone()
             .ok_or_else(|| EngineError::Internal("the model is unloading".into()))?;
         // Counted before the send: the worker may take the job (and count it out) at once.
-        self.shared.queued.fetch_add(1, Ordering::Relaxed);
+        self.shared.state.queued.fetch_add(1, Ordering::Relaxed);
         jobs.try_send(work).map_err(|e| {
-            self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+            self.shared.state.queued.fetch_sub(1, Ordering::Relaxed);
             match e {
                 mpsc::error::TrySendError::Full(_) => EngineError::QueueFull {
                     queued: self.queue_capacity,
@@ -542,30 +521,15 @@ impl LoadedModel for LlamaLoaded {
     }
 
     fn stats(&self) -> GenerationStats {
-        let s = &self.shared;
-        GenerationStats {
-            active: s.active.load(Ordering::Relaxed),
-            queued: s.queued.load(Ordering::Relaxed),
-            generated_tokens: s.generated_tokens.load(Ordering::Relaxed),
-            completed: s.completed.load(Ordering::Relaxed),
-            cancelled: s.cancelled.load(Ordering::Relaxed),
-            cached_tokens: s.cached_tokens.load(Ordering::Relaxed),
-        }
+        self.shared.state.stats()
     }
 
     fn keep_conversations(&self, keep: bool) {
-        self.shared
-            .discard_conversations
-            .store(!keep, Ordering::Release);
+        self.shared.state.keep_conversations(keep);
     }
 
     fn stop(&self, reason: &str) {
-        if let Ok(mut why) = self.shared.stop_reason.lock() {
-            if why.is_empty() {
-                *why = reason.to_string();
-            }
-        }
-        self.shared.stop.store(true, Ordering::Release);
+        self.shared.state.stop(reason);
         // Closing the queue wakes a worker that waits for work.
         if let Ok(mut jobs) = self.jobs.lock() {
             jobs.take();
@@ -576,14 +540,7 @@ impl LoadedModel for LlamaLoaded {
 impl Drop for LlamaLoaded {
     fn drop(&mut self) {
         self.stop("the model was unloaded");
-        // Wait for the worker to free the context, so that when the drop returns the memory is
-        // really gone and whoever measures it sees the truth.
-        if let Ok(mut worker) = self.worker.lock() {
-            if let Some(handle) = worker.take() {
-                if handle.join().is_err() {
-                    tracing::error!("the llama.cpp worker thread panicked");
-                }
-            }
-        }
+        // The worker frees the context before it ends: then the memory is gone.
+        self.worker.join();
     }
 }

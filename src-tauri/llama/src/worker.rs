@@ -527,12 +527,12 @@ enum End {
 impl Worker<'_> {
     fn serve(&mut self, jobs: &mut mpsc::Receiver<Work>) {
         loop {
-            if self.shared.stop.load(Ordering::Acquire) {
-                let why = self.shared.stop_reason();
+            if self.shared.state.is_stopping() {
+                let why = self.shared.state.stop_reason();
                 self.end_all(&why);
                 jobs.close();
                 while let Ok(work) = jobs.try_recv() {
-                    self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+                    self.shared.state.queued.fetch_sub(1, Ordering::Relaxed);
                     match work {
                         Work::Generate(job) => {
                             let _ = job.events.try_send(GenerationEvent::Failed(why.clone()));
@@ -573,25 +573,25 @@ impl Worker<'_> {
                     Err(_) => break,
                 }
             };
-            self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+            self.shared.state.queued.fetch_sub(1, Ordering::Relaxed);
             let job = match work {
                 Work::Generate(job) => *job,
                 Work::Embed(job) => {
                     // An embedding model generates nothing, so no slot waits meanwhile.
                     let result = self.embed(&job.inputs);
-                    self.shared.completed.fetch_add(1, Ordering::Relaxed);
+                    self.shared.state.completed.fetch_add(1, Ordering::Relaxed);
                     let _ = job.reply.send(result);
                     continue;
                 }
             };
             if job.cancel.is_cancelled() || job.events.is_closed() {
-                self.shared.cancelled.fetch_add(1, Ordering::Relaxed);
+                self.shared.state.cancelled.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
             // Checked when the job was queued, so this fails only if llama.cpp does.
             let grammar = match job.grammar.as_ref().map(|g| g.sampler(self.model)) {
                 Some(Err(e)) => {
-                    self.shared.completed.fetch_add(1, Ordering::Relaxed);
+                    self.shared.state.completed.fetch_add(1, Ordering::Relaxed);
                     let _ = job.events.try_send(GenerationEvent::Failed(e.to_string()));
                     continue;
                 }
@@ -602,8 +602,9 @@ impl Worker<'_> {
             else {
                 break;
             };
-            self.shared.active.fetch_add(1, Ordering::Relaxed);
+            self.shared.state.active.fetch_add(1, Ordering::Relaxed);
             self.shared
+                .state
                 .cached_tokens
                 .fetch_add(cached as u64, Ordering::Relaxed);
             let n_vocab = self.model.n_vocab();
@@ -708,7 +709,7 @@ impl Worker<'_> {
         let Some(saved) = self.saved.as_ref() else {
             return;
         };
-        if self.shared.discard_conversations.load(Ordering::Acquire) {
+        if !self.shared.state.keeps_conversations() {
             return;
         }
         let started = std::time::Instant::now();
@@ -850,7 +851,10 @@ impl Worker<'_> {
         let slot = self.slots[i].as_mut()?;
         let at = slot.logits_at.take()?;
         let token = slot.picker.pick(&self.ctx, at);
-        self.shared.generated_tokens.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .state
+            .generated_tokens
+            .fetch_add(1, Ordering::Relaxed);
         if model.vocab().is_eog(token) {
             return Some(End::Finished(FinishReason::Stop));
         }
@@ -890,10 +894,10 @@ impl Worker<'_> {
         let Some(mut slot) = self.slots[i].take() else {
             return;
         };
-        self.shared.active.fetch_sub(1, Ordering::Relaxed);
+        self.shared.state.active.fetch_sub(1, Ordering::Relaxed);
         let event = match end {
             End::Cancelled => {
-                self.shared.cancelled.fetch_add(1, Ordering::Relaxed);
+                self.shared.state.cancelled.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(slot = i, generated = slot.generated, "generation cancelled");
                 None
             }
@@ -913,7 +917,7 @@ impl Worker<'_> {
         };
         let failed = matches!(event, Some(GenerationEvent::Failed(_)));
         if let Some(event) = event {
-            self.shared.completed.fetch_add(1, Ordering::Relaxed);
+            self.shared.state.completed.fetch_add(1, Ordering::Relaxed);
             // Room was reserved when the slot was scheduled (EVENTS_PER_STEP).
             let _ = slot.job.events.try_send(event);
         }

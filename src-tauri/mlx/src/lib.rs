@@ -14,10 +14,10 @@ mod llama;
 mod tokenizer;
 mod worker;
 
+use headroom_core::engine::worker_state::{WorkerState, WorkerThread};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 
 use tokio::sync::mpsc;
 
@@ -201,38 +201,21 @@ impl Engine for MlxEngine {
             queue_capacity: options.queue.max(1),
             jobs: Mutex::new(Some(jobs_tx)),
             shared,
-            worker: Mutex::new(Some(worker)),
+            worker: WorkerThread::new(worker, "MLX"),
         }))
     }
 }
 
-/// State the worker and the request side both see.
+/// State the worker and the request side both see: the engine-neutral part, and the memory
+/// the worker measures.
 #[derive(Default)]
 pub(crate) struct Shared {
-    stop: AtomicBool,
-    stop_reason: Mutex<String>,
-    /// Set when the model unloads for want of memory: its conversation is not saved.
-    discard_conversations: AtomicBool,
+    state: WorkerState,
     /// Bytes of the KV cache's buffers, after the last generation.
     kv: AtomicU64,
     /// MLX's allocator cache after the last generation: buffers this model's passes freed,
     /// kept for reuse (bounded by the cache limit).
     compute: AtomicU64,
-    active: AtomicU64,
-    queued: AtomicU64,
-    generated_tokens: AtomicU64,
-    completed: AtomicU64,
-    cancelled: AtomicU64,
-    cached_tokens: AtomicU64,
-}
-
-impl Shared {
-    fn stop_reason(&self) -> String {
-        self.stop_reason
-            .lock()
-            .map(|r| r.clone())
-            .unwrap_or_default()
-    }
 }
 
 struct MlxLoaded {
@@ -245,7 +228,7 @@ struct MlxLoaded {
     /// `None` once unloading began.
     jobs: Mutex<Option<mpsc::Sender<worker::Job>>>,
     shared: Arc<Shared>,
-    worker: Mutex<Option<JoinHandle<()>>>,
+    worker: WorkerThread,
 }
 
 impl LoadedModel for MlxLoaded {
@@ -328,7 +311,7 @@ impl LoadedModel for MlxLoaded {
             .map_err(|_| EngineError::Internal("model state poisoned".into()))?
             .clone()
             .ok_or_else(|| EngineError::Internal("the model is unloading".into()))?;
-        self.shared.queued.fetch_add(1, Ordering::Relaxed);
+        self.shared.state.queued.fetch_add(1, Ordering::Relaxed);
         let job = worker::Job {
             tokens,
             request,
@@ -336,7 +319,7 @@ impl LoadedModel for MlxLoaded {
             cancel: cancel.clone(),
         };
         jobs.try_send(job).map_err(|e| {
-            self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+            self.shared.state.queued.fetch_sub(1, Ordering::Relaxed);
             match e {
                 mpsc::error::TrySendError::Full(_) => EngineError::QueueFull {
                     queued: self.queue_capacity,
@@ -350,30 +333,15 @@ impl LoadedModel for MlxLoaded {
     }
 
     fn stats(&self) -> GenerationStats {
-        let s = &self.shared;
-        GenerationStats {
-            active: s.active.load(Ordering::Relaxed),
-            queued: s.queued.load(Ordering::Relaxed),
-            generated_tokens: s.generated_tokens.load(Ordering::Relaxed),
-            completed: s.completed.load(Ordering::Relaxed),
-            cancelled: s.cancelled.load(Ordering::Relaxed),
-            cached_tokens: s.cached_tokens.load(Ordering::Relaxed),
-        }
+        self.shared.state.stats()
     }
 
     fn keep_conversations(&self, keep: bool) {
-        self.shared
-            .discard_conversations
-            .store(!keep, Ordering::Release);
+        self.shared.state.keep_conversations(keep);
     }
 
     fn stop(&self, reason: &str) {
-        if let Ok(mut why) = self.shared.stop_reason.lock() {
-            if why.is_empty() {
-                *why = reason.to_string();
-            }
-        }
-        self.shared.stop.store(true, Ordering::Release);
+        self.shared.state.stop(reason);
         if let Ok(mut jobs) = self.jobs.lock() {
             jobs.take();
         }
@@ -383,15 +351,9 @@ impl LoadedModel for MlxLoaded {
 impl Drop for MlxLoaded {
     fn drop(&mut self) {
         self.stop("the model was unloaded");
-        // Wait for the worker to drop the arrays and clear MLX's cache, so that the memory is
-        // gone when the drop returns.
-        if let Ok(mut worker) = self.worker.lock() {
-            if let Some(handle) = worker.take() {
-                if handle.join().is_err() {
-                    tracing::error!("the MLX worker thread panicked");
-                }
-            }
-        }
+        // The worker drops the arrays and clears MLX's cache before it ends: then the memory
+        // is gone.
+        self.worker.join();
     }
 }
 

@@ -69,38 +69,38 @@ pub(crate) fn run(setup: WorkerSetup) {
         storage,
     );
     while let Some(job) = jobs.blocking_recv() {
-        shared.queued.fetch_sub(1, Ordering::Relaxed);
-        if shared.stop.load(Ordering::Acquire) {
+        shared.state.queued.fetch_sub(1, Ordering::Relaxed);
+        if shared.state.is_stopping() {
             let _ = job
                 .events
-                .blocking_send(GenerationEvent::Failed(shared.stop_reason()));
+                .blocking_send(GenerationEvent::Failed(shared.state.stop_reason()));
             continue;
         }
-        shared.active.fetch_add(1, Ordering::Relaxed);
+        shared.state.active.fetch_add(1, Ordering::Relaxed);
         if job.request.cache_prompt {
             if let Some(saved) = &saved {
                 restore(saved, &mut cache, &job.tokens);
             }
         }
         let outcome = serve(&model, &text, &mut cache, context, &job, &shared);
-        shared.active.fetch_sub(1, Ordering::Relaxed);
+        shared.state.active.fetch_sub(1, Ordering::Relaxed);
         let counter = match outcome {
-            Ok(Ended::Cancelled) => &shared.cancelled,
-            Ok(Ended::Finished) => &shared.completed,
+            Ok(Ended::Cancelled) => &shared.state.cancelled,
+            Ok(Ended::Finished) => &shared.state.completed,
             Err(e) => {
                 // The cache may hold half a pass; start the next request from nothing.
                 cache.clear();
                 let _ = job
                     .events
                     .blocking_send(GenerationEvent::Failed(format!("MLX failed: {e}")));
-                &shared.completed
+                &shared.state.completed
             }
         };
         counter.fetch_add(1, Ordering::Relaxed);
         record_memory(&cache, &shared);
     }
     if let Some(saved) = &saved {
-        if !shared.discard_conversations.load(Ordering::Acquire) {
+        if shared.state.keeps_conversations() {
             save(saved, &cache);
         }
     }
@@ -246,6 +246,7 @@ fn serve(
     };
     cache.keep_prefix(reused);
     shared
+        .state
         .cached_tokens
         .fetch_add(reused as u64, Ordering::Relaxed);
 
@@ -257,7 +258,7 @@ fn serve(
 
     let last = prompt.len() - 1;
     for chunk in prompt[reused..last].chunks(PREFILL_CHUNK) {
-        if job.cancel.is_cancelled() || shared.stop.load(Ordering::Acquire) {
+        if job.cancel.is_cancelled() || shared.state.is_stopping() {
             return stopped(job, shared);
         }
         model.forward(chunk, cache)?;
@@ -284,7 +285,7 @@ fn serve(
         if job.cancel.is_cancelled() {
             return Ok(Ended::Cancelled);
         }
-        if shared.stop.load(Ordering::Acquire) {
+        if shared.state.is_stopping() {
             return stopped(job, shared);
         }
         let token = match pending.take() {
@@ -310,7 +311,10 @@ fn serve(
             break (FinishReason::Stop, None);
         }
         generated += 1;
-        shared.generated_tokens.fetch_add(1, Ordering::Relaxed);
+        shared
+            .state
+            .generated_tokens
+            .fetch_add(1, Ordering::Relaxed);
         // Queue the next pass before this token's text goes out.
         if on_device && generated < limit {
             let y = greedy_on_device(&model.forward(&[token], cache)?)?;
@@ -360,7 +364,7 @@ fn record_memory(cache: &KvCache, shared: &Shared) {
 fn stopped(job: &Job, shared: &Shared) -> Result<Ended, Exception> {
     let _ = job
         .events
-        .blocking_send(GenerationEvent::Failed(shared.stop_reason()));
+        .blocking_send(GenerationEvent::Failed(shared.state.stop_reason()));
     Ok(Ended::Cancelled)
 }
 

@@ -14,6 +14,7 @@ pub mod stop;
 pub mod template;
 pub mod tools;
 pub mod utf8;
+pub mod worker_state;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
