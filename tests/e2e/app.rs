@@ -443,6 +443,19 @@ async fn the_app_window_and_tray_show_the_pool_and_stop_a_model() {
                 .is_empty()
         },
     );
+    // Its "Open Headroom…" link (at the top right of its header) opens the full window.
+    desktop.xdotool(&[
+        "mousemove",
+        &(px + 180).to_string(),
+        &(py + 54).to_string(),
+        "click",
+        "1",
+    ]);
+    wait_until(
+        "the panel's link to the full window",
+        Duration::from_secs(10),
+        || app.stderr().contains("the panel opens the full window"),
+    );
     // The focus goes to another window, as a window manager moves it on a click elsewhere
     // (there is none here, so the test moves it): the panel closes.
     let main = desktop

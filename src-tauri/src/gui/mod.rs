@@ -182,6 +182,7 @@ fn panel_window<'a>(
     }
     let app = app.clone();
     Ok(window.on_new_window(move |_url, _features| {
+        tracing::info!("the panel opens the full window");
         let app = app.clone();
         tauri::async_runtime::spawn(async move { show(&app, Page::Main) });
         tauri::webview::NewWindowResponse::Deny
