@@ -157,7 +157,13 @@ fn panel_window<'a>(
     window: WebviewWindowBuilder<'a, tauri::Wry, tauri::AppHandle>,
     anchor: Option<panel::Area>,
 ) -> tauri::Result<WebviewWindowBuilder<'a, tauri::Wry, tauri::AppHandle>> {
-    let monitor = app.primary_monitor()?;
+    // The display the icon was clicked on (each Mac display has its own menu bar), else the
+    // primary one.
+    let clicked = anchor.and_then(|a| app.monitor_from_point(a.x, a.y).ok().flatten());
+    let monitor = match clicked {
+        Some(monitor) => Some(monitor),
+        None => app.primary_monitor()?,
+    };
     let (scale, work) = monitor.map_or((1.0, None), |m| {
         let work = m.work_area();
         let area = panel::Area {
