@@ -77,9 +77,7 @@ async fn greedy_output_equals_mlx_lm_token_for_token_whole_and_streamed() {
         .post("/v1/chat/completions", &greedy_chat(POEM, 32))
         .await;
     assert_eq!(status, 200, "{whole}");
-    let text = whole["choices"][0]["message"]["content"]
-        .as_str()
-        .expect("text");
+    let text = answer(&whole);
     println!("mlx-lm: {:?}\nHeadroom: {text:?}", reference["text"]);
     assert_eq!(text, reference["text"].as_str().expect("text"));
     assert_eq!(whole["usage"]["completion_tokens"], 32, "{whole}");
@@ -244,9 +242,7 @@ async fn a_quantized_kv_cache_on_mlx_gives_mlx_lm_s_tokens_in_less_memory() {
             .post("/v1/chat/completions", &greedy_chat(POEM, 32))
             .await;
         assert_eq!(status, 200, "{whole}");
-        let text = whole["choices"][0]["message"]["content"]
-            .as_str()
-            .expect("text");
+        let text = answer(&whole);
         let status = server.memory_status(MLX_MODEL).await.expect("loaded");
         let kv = status["memory"]["kv"].as_f64().expect("kv bytes");
         let estimate = status["estimate"]["kv"].as_f64().expect("kv estimate");
