@@ -22,9 +22,10 @@ apt_packages() {
   if [[ "${1:-}" == gui || "${1:-}" == test || "${1:-}" == bench ]]; then
     wanted+=(libwebkit2gtk-4.1-dev libayatana-appindicator3-dev librsvg2-dev libxdo-dev libssl-dev)
   fi
-  # The tests read desktop notifications on a private session bus with a small recorder.
+  # The tests read desktop notifications and drive the tray on a private session bus, and close
+  # the app's windows as a window manager would (X11 from Python).
   if [[ "${1:-}" == test ]]; then
-    wanted+=(dbus-daemon python3-dbus python3-gi xvfb trayer xdotool imagemagick chromium)
+    wanted+=(dbus-daemon python3-dbus python3-gi python3-xlib xvfb xdotool imagemagick chromium)
     command -v npm >/dev/null || wanted+=(nodejs npm)
   fi
   # The benchmark closes the app's window as a window manager would (X11 from Python).

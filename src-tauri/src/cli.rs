@@ -38,6 +38,14 @@ pub struct Cli {
     /// Data folder (holds models/) [default: the platform's data folder]
     #[arg(long, env = "HEADROOM_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+
+    /// The menu bar: what `headroom` hands over to when it can show one (internal)
+    #[arg(long, hide = true, conflicts_with = "headless")]
+    pub menu_bar: bool,
+
+    /// The window process, which the menu bar starts (internal)
+    #[arg(long, hide = true, conflicts_with_all = ["headless", "menu_bar"])]
+    pub window: bool,
 }
 
 impl Cli {

@@ -1,10 +1,14 @@
-//! What the two binaries share: `headroom` (the menu-bar app, or with `--headless` the backend
-//! without a display) and `headroom-server` (the backend alone, which `headroom --headless`
-//! hands over to). The Tauri shell is the app binary's own module, not part of this library,
-//! so `headroom-server` links neither Tauri nor WebKit.
+//! What the two binaries share: `headroom` (the app: it hands over to `headroom-server`, and
+//! run as `headroom --window` it is the window process) and `headroom-server` (the backend,
+//! headless or with the menu bar). The Tauri windows are the app binary's own module, not part
+//! of this library, so `headroom-server` links neither Tauri nor WebKit.
 
 pub mod cli;
+#[cfg(feature = "menu-bar")]
+pub mod menu_bar;
+pub mod panel;
 pub mod shutdown;
+pub mod window_request;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -18,8 +22,17 @@ use headroom_mlx::MlxEngine;
 
 use cli::Cli;
 
-/// The headless backend's binary, installed beside the app's.
+/// The backend's binary, installed beside the app's.
 pub const SERVER_BINARY: &str = "headroom-server";
+/// The app's binary: what a user starts, and the window process.
+pub const APP_BINARY: &str = "headroom";
+
+/// The app binary beside the running one (which may be it), if it is there.
+pub fn app_binary() -> Option<std::path::PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let app = exe.with_file_name(format!("{APP_BINARY}{}", std::env::consts::EXE_SUFFIX));
+    app.is_file().then_some(app)
+}
 
 /// Reads the settings the flags point at, then runs `run` with them; what either fails with
 /// is printed, and becomes the exit code.

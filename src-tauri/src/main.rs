@@ -1,4 +1,8 @@
 //! `headroom`: the menu-bar app, or with `--headless` the same backend without a display.
+//!
+//! Either way this binary hands over to `headroom-server` when it is installed beside it (see
+//! `hand_over_to_server`); it stays itself only as the window process (`--window`), the one
+//! part of Headroom that needs WebKit.
 
 #[cfg(feature = "gui")]
 mod gui;
@@ -13,15 +17,21 @@ fn main() -> ExitCode {
     headroom_app::init_logging();
     let cli = Cli::parse();
     #[cfg(feature = "gui")]
+    if cli.window {
+        return gui::run();
+    }
+    #[cfg(feature = "gui")]
     if !cli.headless && gui_possible() {
-        return headroom_app::run_with_settings(&cli, gui::run);
+        #[cfg(unix)]
+        hand_over_to_server(Some("--menu-bar"));
+        return headroom_app::run_with_settings(&cli, headroom_app::menu_bar::run);
     }
     #[cfg(not(feature = "gui"))]
     if !cli.headless {
         tracing::info!("built without the desktop app (feature `gui`); running headless");
     }
     #[cfg(all(unix, feature = "gui"))]
-    hand_over_to_server();
+    hand_over_to_server(None);
     headroom_app::run_with_settings(&cli, |store, dirs| {
         headroom_app::run_headless(&store, &dirs)
     })
@@ -43,26 +53,27 @@ fn gui_possible() -> bool {
     true
 }
 
-/// Becomes `headroom-server`, the same backend linked without Tauri, when it is installed
-/// beside this binary: same flags, same environment, same process id. Returns only if it is
-/// not there or cannot be started; this process then serves.
+/// Becomes `headroom-server`, the same backend (and menu bar) linked without Tauri, when it is
+/// installed beside this binary: same flags plus `mode`, same environment, same process id.
+/// Returns only if it is not there or cannot be started; this process then serves.
 ///
-/// The backend never calls WebKit or GTK, but this binary links them, and the loader maps and
-/// relocates them at start: on Linux that alone keeps ~45 MB resident (WebKit, its speech
-/// voices, ICU, GTK) in an idle server that has no use for it, against ~11 MB in all without.
+/// The backend and the menu bar never call WebKit, but this binary links it, and the loader
+/// maps and relocates it at start: on Linux that alone keeps ~45 MB resident (WebKit, its
+/// speech voices, ICU) in a process that has no use for it, against ~11 MB in all without.
 #[cfg(all(unix, feature = "gui"))]
-fn hand_over_to_server() {
+fn hand_over_to_server(mode: Option<&str>) {
     use std::os::unix::process::CommandExt;
     let Ok(exe) = std::env::current_exe() else {
         return;
     };
     let server = exe.with_file_name(headroom_app::SERVER_BINARY);
     if !server.is_file() {
-        tracing::info!(missing = %server.display(), "no headless backend binary beside the app; serving from the app binary");
+        tracing::info!(missing = %server.display(), "no backend binary beside the app; serving from the app binary");
         return;
     }
     let error = std::process::Command::new(&server)
+        .args(mode)
         .args(std::env::args_os().skip(1))
         .exec();
-    tracing::warn!(server = %server.display(), %error, "could not start the headless backend binary; serving from the app binary");
+    tracing::warn!(server = %server.display(), %error, "could not start the backend binary; serving from the app binary");
 }

@@ -1,6 +1,9 @@
-//! The desktop app itself, under Xvfb: its window renders the UI with live figures, its tray
-//! icon docks in `trayer`, the tray menu opens with a click and lists the loaded model, and
-//! choosing Stop there unloads it. A second launch hands over to the first; Quit exits cleanly.
+//! The desktop app itself, under Xvfb and a private session bus: its window renders the UI with
+//! live figures; its tray item registers with a tray (`dbus/tray_host.py`, a
+//! StatusNotifierWatcher as desktops run), whose menu lists the loaded model and whose Stop
+//! unloads it; the panel opens from the menu and from a click on the icon; with every window
+//! closed no WebKit process is left; a second launch hands over to the first; Quit exits
+//! cleanly.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -11,18 +14,97 @@ use reqwest::Method;
 use crate::notifications::NotificationRecorder;
 use crate::support::{Options, Server, SMOLLM2};
 
-/// An X server, a session bus and a system tray (`trayer`), as a desktop session has; all
-/// stopped on drop.
+/// An X server, a session bus and a system tray, as a desktop session has; all stopped on drop.
 struct Desktop {
     display: String,
     xvfb: Child,
-    trayer: Child,
     bus: NotificationRecorder,
+    tray: TrayHost,
+}
+
+/// The tray: `dbus/tray_host.py` on the session bus, asked one command a line.
+struct TrayHost {
+    child: Child,
+    replies: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl TrayHost {
+    fn start(bus: &str) -> Self {
+        use std::io::BufRead as _;
+        let script =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/e2e/dbus/tray_host.py");
+        let mut child = Command::new("/usr/bin/python3")
+            .arg(&script)
+            .env("DBUS_SESSION_BUS_ADDRESS", bus)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("the tray host (python3-dbus and python3-gi from Debian)");
+        let mut replies = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        let mut ready = String::new();
+        replies.read_line(&mut ready).expect("tray host output");
+        assert_eq!(ready.trim(), "ready", "the tray host did not start");
+        Self { child, replies }
+    }
+
+    fn ask(&mut self, command: &str) -> serde_json::Value {
+        use std::io::{BufRead as _, Write as _};
+        let stdin = self.child.stdin.as_mut().expect("stdin");
+        writeln!(stdin, "{command}").expect("tray host input");
+        let mut line = String::new();
+        self.replies.read_line(&mut line).expect("tray host reply");
+        let reply: serde_json::Value = serde_json::from_str(&line).expect("a JSON reply");
+        assert!(reply.get("error").is_none(), "{command}: {reply}");
+        reply
+    }
+
+    fn has_item(&mut self) -> bool {
+        self.ask("items")["items"]
+            .as_array()
+            .is_some_and(|items| !items.is_empty())
+    }
+
+    /// The menu's top-level labels, separators as "—".
+    fn menu(&mut self) -> Vec<String> {
+        let reply = self.ask("menu");
+        reply["menu"]
+            .as_array()
+            .expect("menu entries")
+            .iter()
+            .map(|e| match e["type"].as_str() {
+                Some("separator") => "—".to_string(),
+                _ => e["label"].as_str().unwrap_or_default().to_string(),
+            })
+            .collect()
+    }
+
+    /// Chooses the menu entry whose label is `label`, as a click on it does.
+    fn choose(&mut self, label: &str) {
+        let reply = self.ask("menu");
+        let entry = reply["menu"]
+            .as_array()
+            .and_then(|m| m.iter().find(|e| e["label"] == label))
+            .unwrap_or_else(|| panic!("no {label:?} in the menu: {reply}"))
+            .clone();
+        assert_eq!(entry["enabled"], true, "{entry}");
+        self.ask(&format!("click {}", entry["id"]));
+    }
+
+    /// The mean colour of the icon's opaque pixels.
+    fn icon(&mut self) -> (i64, i64, i64) {
+        let reply = self.ask("icon");
+        let mean: Vec<i64> = reply["mean"]
+            .as_array()
+            .map(|m| m.iter().filter_map(|v| v.as_i64()).collect())
+            .unwrap_or_default();
+        assert_eq!(mean.len(), 3, "{reply}");
+        (mean[0], mean[1], mean[2])
+    }
 }
 
 impl Desktop {
     fn start() -> Self {
-        for tool in ["Xvfb", "trayer", "xdotool", "import"] {
+        for tool in ["Xvfb", "xdotool", "import"] {
             assert!(
                 Command::new("sh")
                     .arg("-c")
@@ -30,7 +112,7 @@ impl Desktop {
                     .stdout(Stdio::null())
                     .status()
                     .is_ok_and(|s| s.success()),
-                "{tool} is missing (scripts/test.sh installs xvfb, trayer, xdotool and imagemagick)"
+                "{tool} is missing (scripts/test.sh installs xvfb, xdotool and imagemagick)"
             );
         }
         // A display number of its own, so parallel runs and a developer's X do not collide.
@@ -44,32 +126,12 @@ impl Desktop {
         let socket = PathBuf::from(format!("/tmp/.X11-unix/X{number}"));
         wait_until("the X server", Duration::from_secs(10), || socket.exists());
         let bus = NotificationRecorder::start();
-        let trayer = Command::new("trayer")
-            .args([
-                "--edge",
-                "top",
-                "--align",
-                "right",
-                "--widthtype",
-                "request",
-            ])
-            .args([
-                "--height",
-                "32",
-                "--SetDockType",
-                "true",
-                "--transparent",
-                "false",
-            ])
-            .env("DISPLAY", &display)
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("trayer");
+        let tray = TrayHost::start(&bus.address);
         Self {
             display,
             xvfb,
-            trayer,
             bus,
+            tray,
         }
     }
 
@@ -97,47 +159,19 @@ impl Desktop {
             .collect()
     }
 
-    /// Where the tray icon is: the middle of the icon window that trayer embedded.
-    fn tray_icon(&self) -> Option<(i32, i32)> {
-        self.xdotool(&["search", "--class", "trayer"])
-            .lines()
-            .filter_map(|id| {
-                let geometry = self.xdotool(&["getwindowgeometry", "--shell", id]);
-                let field = |name: &str| -> Option<i32> {
-                    geometry
-                        .lines()
-                        .find_map(|l| l.strip_prefix(&format!("{name}=")))
-                        .and_then(|v| v.trim().parse().ok())
-                };
-                let (x, y, w, h) = (field("X")?, field("Y")?, field("WIDTH")?, field("HEIGHT")?);
-                // trayer's own 10×10 helper window is not the panel.
-                (w >= 16 && h >= 16).then_some((x + w / 2, y + h / 2))
-            })
-            .next()
-    }
-
-    /// The colour of one screen pixel, as (red, green, blue).
-    fn pixel(&self, x: i32, y: i32) -> (u8, u8, u8) {
-        let out = Command::new("import")
-            .args(["-window", "root", "-crop", &format!("1x1+{x}+{y}"), "txt:-"])
-            .env("DISPLAY", &self.display)
-            .output()
-            .expect("import (imagemagick)");
-        // "0,0: (51400,10280,10280)  #C8C828282828  srgb(200,40,40)": the srgb() figures are
-        // 8-bit whatever the build's quantum depth.
-        let text = String::from_utf8_lossy(&out.stdout);
-        let rgb: Vec<u8> = text
-            .split("srgb(")
-            .nth(1)
-            .and_then(|rest| rest.split(')').next())
-            .map(|list| {
-                list.split(',')
-                    .filter_map(|v| v.trim().parse().ok())
-                    .collect()
-            })
-            .unwrap_or_default();
-        assert_eq!(rgb.len(), 3, "no colour in {text:?}");
-        (rgb[0], rgb[1], rgb[2])
+    /// Window `id`'s position and size: ((x, y), (width, height)).
+    fn geometry(&self, id: &str) -> ((i32, i32), (i32, i32)) {
+        let geometry = self.xdotool(&["getwindowgeometry", id]);
+        let numbers = |label: &str, separator: char| -> (i32, i32) {
+            let text = geometry
+                .lines()
+                .find_map(|l| l.trim().strip_prefix(label))
+                .and_then(|rest| rest.split_whitespace().next())
+                .unwrap_or_default();
+            let mut parts = text.split(separator).filter_map(|n| n.parse().ok());
+            (parts.next().unwrap_or(-1), parts.next().unwrap_or(-1))
+        };
+        (numbers("Position:", ','), numbers("Geometry:", 'x'))
     }
 
     /// How many pixels of window `id` are within a few levels of `rgb` (each channel).
@@ -162,6 +196,35 @@ impl Desktop {
             .count()
     }
 
+    /// Closes the visible windows whose name matches `pattern` as a window manager's close
+    /// button does (WM_DELETE_WINDOW; xdotool 3.2016 has no `windowclose`).
+    fn close_windows(&self, pattern: &str) {
+        const CLOSE: &str = r#"
+import sys
+from Xlib import X, display, protocol
+d = display.Display()
+protocols, delete = d.intern_atom("WM_PROTOCOLS"), d.intern_atom("WM_DELETE_WINDOW")
+for wid in sys.argv[1:]:
+    w = d.create_resource_object("window", int(wid))
+    w.send_event(protocol.event.ClientMessage(window=w, client_type=protocols,
+        data=(32, [delete, X.CurrentTime, 0, 0, 0])))
+d.sync()
+"#;
+        let ids = self.xdotool(&["search", "--onlyvisible", "--name", pattern]);
+        // Debian's python3-xlib is for Debian's Python, which a venv on PATH may hide.
+        let status = Command::new("/usr/bin/python3")
+            .arg("-c")
+            .arg(CLOSE)
+            .args(ids.split_whitespace())
+            .env("DISPLAY", &self.display)
+            .status()
+            .expect("python3");
+        assert!(
+            status.success(),
+            "could not close windows (python3-xlib missing?)"
+        );
+    }
+
     fn screenshot(&self, name: &str) -> PathBuf {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("app-artifacts");
         std::fs::create_dir_all(&dir).expect("artifacts folder");
@@ -179,11 +242,43 @@ impl Desktop {
 
 impl Drop for Desktop {
     fn drop(&mut self) {
-        for child in [&mut self.trayer, &mut self.xvfb] {
+        for child in [&mut self.tray.child, &mut self.xvfb] {
             let _ = child.kill();
             let _ = child.wait();
         }
     }
+}
+
+/// The processes below `pid`: its children, theirs, and so on.
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut found = vec![pid];
+    let mut next = 0;
+    while next < found.len() {
+        found.extend(children(found[next]));
+        next += 1;
+    }
+    found.split_off(1)
+}
+
+/// The processes whose parent is `pid`.
+fn children(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let child: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            // The parent is the second field after the command name's closing parenthesis.
+            let parent: u32 = stat[stat.rfind(')')? + 1..]
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            (parent == pid).then_some(child)
+        })
+        .collect()
 }
 
 fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
@@ -196,7 +291,7 @@ fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
 
 #[tokio::test]
 async fn the_app_window_and_tray_show_the_pool_and_stop_a_model() {
-    let desktop = Desktop::start();
+    let mut desktop = Desktop::start();
     // With an API key, so the window's figures also show the app hands its page the key.
     let mut app = Server::start_with(Options {
         desktop: true,
@@ -246,35 +341,33 @@ async fn the_app_window_and_tray_show_the_pool_and_stop_a_model() {
     let window = desktop.screenshot("window.png");
     println!("screenshot: {}", window.display());
 
-    // The tray icon is docked, and its menu lists the model.
-    wait_until("the tray icon in trayer", Duration::from_secs(10), || {
-        desktop.tray_icon().is_some()
+    // The tray item is registered with the tray, and its menu lists the model.
+    wait_until("the tray item", Duration::from_secs(10), || {
+        desktop.tray.has_item()
     });
+    let model_line = format!("{SMOLLM2} · ");
+    let mut menu = Vec::new();
     wait_until(
         "a tray menu listing the model",
         Duration::from_secs(10),
         || {
-            app.stderr()
-                .lines()
-                .any(|l| l.contains("tray menu rebuilt") && l.contains(&format!("{SMOLLM2} · ")))
+            menu = desktop.tray.menu();
+            menu.iter().any(|l| l.starts_with(&model_line))
         },
     );
-    let (x, y) = desktop.tray_icon().expect("tray icon");
-    let before = desktop.xdotool(&["search", "--onlyvisible", "--class", "headroom"]);
-    desktop.xdotool(&["mousemove", &x.to_string(), &y.to_string(), "click", "1"]);
-    // The menu is a new window of the app's.
-    wait_until("the tray menu to open", Duration::from_secs(5), || {
-        desktop
-            .xdotool(&["search", "--onlyvisible", "--class", "headroom"])
-            .lines()
-            .count()
-            > before.lines().count()
-    });
-    let menu = desktop.screenshot("tray-menu.png");
-    println!("screenshot: {}", menu.display());
-    // The first item that can be chosen is the model's Stop (the System, Pool and model lines
-    // above it are information only).
-    desktop.xdotool(&["key", "Down", "Return"]);
+    println!("tray menu: {menu:?}");
+    assert!(menu[0].starts_with("System: "), "{menu:?}");
+    assert!(menu[1].starts_with("Pool: "), "{menu:?}");
+    for label in [
+        "Unload all",
+        "Open Headroom…",
+        "Preferences…",
+        "Launch at login",
+        "Quit",
+    ] {
+        assert!(menu.iter().any(|l| l == label), "no {label:?} in {menu:?}");
+    }
+    desktop.tray.choose(&format!("Stop {SMOLLM2}"));
     let unloaded = tokio::time::timeout(
         Duration::from_secs(15),
         events.wait_for("the unload", |e| {
@@ -297,11 +390,8 @@ async fn the_app_window_and_tray_show_the_pool_and_stop_a_model() {
     );
 
     // The icon follows the pressure tier: thresholds under what the machine uses make it
-    // critical (red, bars full), the defaults bring it back (green). The pixel sampled lies
-    // between two of the icon's bars, on its background.
-    let between_bars = (x - 4, y);
-    let look = || desktop.pixel(between_bars.0, between_bars.1);
-    let green = look();
+    // critical (red), the defaults bring it back (green).
+    let green = desktop.tray.icon();
     println!("tray icon at normal: {green:?}");
     assert!(
         green.1 > green.0 + 60,
@@ -312,70 +402,37 @@ async fn the_app_window_and_tray_show_the_pool_and_stop_a_model() {
         "the critical (red) tray icon",
         Duration::from_secs(10),
         || {
-            let (r, g, _) = look();
+            let (r, g, _) = desktop.tray.icon();
             r > g + 100
         },
     );
-    println!("tray icon at critical: {:?}", look());
+    println!("tray icon at critical: {:?}", desktop.tray.icon());
     app.set_critical_thresholds(false).await;
     wait_until(
         "the normal tray icon again",
         Duration::from_secs(10),
-        || look() == green,
+        || desktop.tray.icon() == green,
     );
 
-    // A second launch hands over to the running app and exits, starting no server.
-    let home = tempfile::tempdir().expect("tmp");
-    let started = Instant::now();
-    let mut second = Command::new(env!("CARGO_BIN_EXE_headroom"))
-        .args(["--port", "0", "--data-dir"])
-        .arg(home.path().join("data"))
-        .arg("--config")
-        .arg(home.path().join("config.toml"))
-        .envs(desktop.env())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("second launch");
-    let exited = loop {
-        if let Some(status) = second.try_wait().expect("wait") {
-            break status;
-        }
-        if started.elapsed() > Duration::from_secs(15) {
-            let _ = second.kill();
-            panic!("the second launch did not hand over and exit within 15 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    println!("second launch exited in {:?}", started.elapsed());
-    assert!(exited.success(), "{exited:?}");
-    let mut printed = String::new();
-    if let Some(mut out) = second.stdout.take() {
-        use std::io::Read as _;
-        let _ = out.read_to_string(&mut printed);
-    }
-    assert!(
-        !printed.contains("Headroom listening"),
-        "the second launch started a server of its own"
-    );
-
-    // The panel: the menu's "Open Headroom…" (its third item that can be chosen, after the
-    // model's Stop and Unload all) opens it in the tray's corner, with the gauges and the
-    // loaded model; Stop in it unloads the model; it closes when it loses the focus.
+    // The panel: the menu's "Open Headroom…" opens it in the screen's top right corner, with
+    // the gauges and the loaded model; Stop in it unloads the model; it closes when it loses
+    // the focus.
     let (status, body) = app
         .call(Method::POST, &format!("/api/memory/models/{SMOLLM2}/load"))
         .await;
     assert_eq!(status, 200, "{body}");
-    let rebuilt = || app.stderr().matches("tray menu rebuilt").count();
-    let before = rebuilt();
     wait_until(
         "the menu listing the model again",
         Duration::from_secs(10),
-        || rebuilt() > before,
+        || {
+            desktop
+                .tray
+                .menu()
+                .iter()
+                .any(|l| l.starts_with(&model_line))
+        },
     );
-    desktop.xdotool(&["mousemove", &x.to_string(), &y.to_string(), "click", "1"]);
-    std::thread::sleep(Duration::from_millis(700));
-    desktop.xdotool(&["key", "Down", "Down", "Down", "Return"]);
+    desktop.tray.choose("Open Headroom…");
     wait_until("the panel with the model", Duration::from_secs(30), || {
         !desktop
             .windows_named("Headroom panel — System .* · 1 loaded")
@@ -387,25 +444,12 @@ async fn the_app_window_and_tray_show_the_pool_and_stop_a_model() {
         .next()
         .map(str::to_string)
         .expect("the panel's id");
-    let geometry = desktop.xdotool(&["getwindowgeometry", &panel]);
-    let numbers = |label: &str, separator: char| -> (i32, i32) {
-        let text = geometry
-            .lines()
-            .find_map(|l| l.trim().strip_prefix(label))
-            .and_then(|rest| rest.split_whitespace().next())
-            .unwrap_or_default();
-        let mut parts = text.split(separator).filter_map(|n| n.parse().ok());
-        (parts.next().unwrap_or(-1), parts.next().unwrap_or(-1))
-    };
-    let (px, py) = numbers("Position:", ',');
-    let (pw, ph) = numbers("Geometry:", 'x');
-    println!("panel at {px},{py}, {pw}x{ph}; tray icon at {x},{y}");
-    assert_eq!((pw, ph), (360, 420), "{geometry}");
-    // The screen is 1280 wide and the tray at its top right, 32 high: the panel's top right
-    // corner is the screen's, at most the tray's height down (under it where a window manager
-    // reserves the tray's strip).
-    assert_eq!(px + pw, 1280, "{geometry}");
-    assert!((0..=32).contains(&py), "{geometry}");
+    let ((px, py), (pw, ph)) = desktop.geometry(&panel);
+    println!("panel at {px},{py}, {pw}x{ph}");
+    assert_eq!((pw, ph), (360, 420));
+    // No panel reserves space on this screen (1280 wide): the panel's top right corner is
+    // the screen's.
+    assert_eq!((px + pw, py), (1280, 0));
     let mut green = 0;
     wait_until(
         "the panel to paint its gauges",
@@ -471,9 +515,119 @@ async fn the_app_window_and_tray_show_the_pool_and_stop_a_model() {
         desktop.windows_named("Headroom panel").is_empty()
     });
 
-    // Quit, from the tray menu's last item, ends the app cleanly.
-    desktop.xdotool(&["mousemove", &x.to_string(), &y.to_string(), "click", "1"]);
-    std::thread::sleep(Duration::from_millis(700));
-    desktop.xdotool(&["key", "Up", "Return"]);
+    // A left click on the icon (the tray's Activate, with where it was clicked) opens the
+    // panel under that point, and a second click closes it.
+    desktop.tray.ask("activate 600 10");
+    wait_until("the panel at the click", Duration::from_secs(30), || {
+        !desktop.windows_named("Headroom panel").is_empty()
+    });
+    let panel = desktop
+        .xdotool(&["search", "--onlyvisible", "--name", "Headroom panel"])
+        .lines()
+        .next()
+        .map(str::to_string)
+        .expect("the panel's id");
+    let ((px, py), _) = desktop.geometry(&panel);
+    println!("panel opened by a click at 600,10: at {px},{py}");
+    // Centred under the point: 600 less half its width.
+    assert_eq!((px, py), (600 - 180, 10));
+    desktop.tray.ask("activate 600 10");
+    wait_until(
+        "the panel closed by a second click",
+        Duration::from_secs(10),
+        || desktop.windows_named("Headroom panel").is_empty(),
+    );
+
+    // With every window closed, the window process ends and WebKit's helpers with it: only
+    // the menu-bar process is left, with no child.
+    let pid = app.pid();
+    let below = descendants(pid);
+    println!(
+        "processes under the app with a window open: {}",
+        below.len()
+    );
+    assert!(
+        below.len() >= 2,
+        "no window process with WebKit's helpers under the app: {below:?}"
+    );
+    desktop.close_windows("^Headroom");
+    wait_until(
+        "the window process and WebKit's helpers to exit",
+        Duration::from_secs(15),
+        || {
+            descendants(pid).is_empty()
+                && below
+                    .iter()
+                    .all(|p| !PathBuf::from(format!("/proc/{p}")).exists())
+        },
+    );
+    assert!(app.stderr().contains("the window process exited"));
+    // The menu bar itself never maps WebKit or a toolkit: its tray is a D-Bus service.
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("maps");
+    let gui: Vec<&str> = maps
+        .lines()
+        .filter(|l| l.contains("webkit") || l.contains("gtk") || l.contains("javascriptcore"))
+        .collect();
+    assert!(gui.is_empty(), "{gui:#?}");
+    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("status")
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .map(str::to_string)
+        .unwrap_or_default();
+    println!("every window closed: the app has no child process left; {rss}");
+
+    // A second launch hands over to the running app and exits, starting no server; the
+    // running app opens its window again.
+    let home = tempfile::tempdir().expect("tmp");
+    let started = Instant::now();
+    let mut second = Command::new(env!("CARGO_BIN_EXE_headroom"))
+        .args(["--port", "0", "--data-dir"])
+        .arg(home.path().join("data"))
+        .arg("--config")
+        .arg(home.path().join("config.toml"))
+        .envs(desktop.env())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("second launch");
+    let exited = loop {
+        if let Some(status) = second.try_wait().expect("wait") {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(15) {
+            let _ = second.kill();
+            panic!("the second launch did not hand over and exit within 15 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    println!("second launch exited in {:?}", started.elapsed());
+    assert!(exited.success(), "{exited:?}");
+    let mut printed = String::new();
+    if let Some(mut out) = second.stdout.take() {
+        use std::io::Read as _;
+        let _ = out.read_to_string(&mut printed);
+    }
+    assert!(
+        !printed.contains("Headroom listening"),
+        "the second launch started a server of its own"
+    );
+    wait_until(
+        "the window shown again after the second launch",
+        Duration::from_secs(30),
+        || !desktop.windows_named("^Headroom — System").is_empty(),
+    );
+    println!(
+        "window shown again {:?} after the second launch",
+        started.elapsed()
+    );
+
+    // Quit, from the tray menu, ends the app cleanly, its window with it.
+    desktop.tray.choose("Quit");
     assert_eq!(app.wait_exit(Duration::from_secs(20), "Quit"), Some(0));
+    wait_until(
+        "the window to go with the app",
+        Duration::from_secs(10),
+        || desktop.windows_named("^Headroom").is_empty(),
+    );
 }

@@ -1,87 +1,78 @@
-//! The desktop shell: a tray (menu-bar) icon and windows over the same server the headless mode
-//! runs. The shell holds no state of its own: the windows are the web UI the core serves, and
-//! the tray reads and drives the pool through the same handles the API uses.
+//! The window process: the app's windows, each a page of the web UI the server serves, in
+//! WebKit through Tauri. The menu bar (`headroom_app::menu_bar`, another process) starts it as
+//! `headroom --window` with the server's address in its environment and sends it what to show
+//! on its standard input; it exits when its last window closes, or when the menu bar goes.
 
-mod backend;
-mod login;
-mod panel;
-mod tray;
-mod tray_view;
+use std::io::BufRead as _;
+use std::process::ExitCode;
 
-use std::sync::Arc;
+use headroom_app::menu_bar::windows::{KEY_VARIABLE, URL_VARIABLE};
+use headroom_app::panel;
+use headroom_app::window_request::{Page, WindowRequest};
+use tauri::{Manager, WebviewUrl, WebviewWindowBuilder};
 
-use anyhow::Context as _;
-use headroom_core::config::{AppDirs, SettingsStore};
-use tauri::{Manager, RunEvent, WebviewUrl, WebviewWindowBuilder};
-
-use backend::Backend;
-
-/// The app's windows: each shows one page of the web UI.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Page {
-    Main,
-    Preferences,
-    /// The menu-bar panel (see `panel`).
-    Panel,
+/// Where the pages come from.
+struct Server {
+    /// `http://127.0.0.1:<port>/`
+    url: String,
+    key: Option<String>,
 }
 
-impl Page {
-    fn label(self) -> &'static str {
-        match self {
-            Self::Main => "main",
-            Self::Preferences => "preferences",
-            Self::Panel => "panel",
-        }
-    }
-
-    fn path(self) -> &'static str {
-        match self {
-            Self::Main => "",
-            Self::Preferences => "ui/preferences.html",
-            Self::Panel => "?panel",
-        }
-    }
-}
-
-pub fn run(store: Arc<SettingsStore>, dirs: AppDirs) -> anyhow::Result<()> {
-    tauri::Builder::default()
-        // First, so a second launch hands over to this one before it starts a server of its own.
-        .plugin(tauri_plugin_single_instance::init(|app, _args, _cwd| {
-            show(app, Page::Main);
-        }))
-        .plugin(tauri_plugin_autostart::Builder::new().build())
+pub fn run() -> ExitCode {
+    let Ok(url) = std::env::var(URL_VARIABLE) else {
+        eprintln!("headroom: --window is the window process, which the menu bar starts");
+        return ExitCode::from(2);
+    };
+    let key = std::env::var(KEY_VARIABLE).ok().filter(|k| !k.is_empty());
+    // WebKit's helper processes inherit the environment; the key stays in this one. (No other
+    // thread runs yet.)
+    std::env::remove_var(KEY_VARIABLE);
+    let built = tauri::Builder::default()
         .setup(move |app| {
-            // A menu-bar app: no Dock icon, no app menu.
+            // Like the menu bar: no Dock icon, no app menu.
             #[cfg(target_os = "macos")]
             app.set_activation_policy(tauri::ActivationPolicy::Accessory);
-            let backend = Backend::start(Arc::clone(&store), dirs)?;
-            let core = backend.core.clone();
-            app.manage(backend);
-            tray::build(app.handle(), core.clone())?;
-            login::follow_setting(app.handle(), &core);
-            show(app.handle(), Page::Main);
-            backend::quit_when_server_stops(app.handle());
+            app.manage(Server { url, key });
+            follow_requests(app.handle().clone());
             Ok(())
         })
-        .build(tauri::generate_context!())
-        .context("cannot start the desktop app")?
-        .run(|app, event| {
-            if let RunEvent::ExitRequested { api, code, .. } = event {
-                // Closing the windows leaves Headroom in the menu bar; only Quit (which asks
-                // with an exit code) ends it.
-                if code.is_none() {
-                    api.prevent_exit();
-                } else {
-                    backend::stop(app);
-                }
-            }
-        });
-    Ok(())
+        .build(tauri::generate_context!());
+    match built {
+        // With no window prevented from closing, the process ends with its last window.
+        Ok(app) => {
+            app.run(|_, _| {});
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!("cannot start the window process: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
-/// Shows a window, creating it the first time (or after it was closed). Failures are logged:
-/// they come from a menu click, with nobody to return them to.
-pub(crate) fn show(app: &tauri::AppHandle, page: Page) {
+/// Reads the menu bar's requests, one a line, until its end of the pipe closes (Quit, or the
+/// menu bar died): then nothing is left to show, and the process ends.
+fn follow_requests(app: tauri::AppHandle) {
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            let Some(request) = WindowRequest::parse(&line) else {
+                tracing::warn!(?line, "the window process got an unknown request");
+                continue;
+            };
+            let handle = app.clone();
+            let _ = app.run_on_main_thread(move || match request {
+                WindowRequest::Show(page) => show(&handle, page),
+                WindowRequest::TogglePanel(anchor) => toggle_panel(&handle, anchor),
+            });
+        }
+        app.exit(0);
+    });
+}
+
+/// Shows a window, creating it if it is not open. Failures are logged: they come from a menu
+/// click, with nobody to return them to.
+fn show(app: &tauri::AppHandle, page: Page) {
     if let Err(e) = open(app, page, None) {
         tracing::error!(?page, "cannot open the window: {e}");
     }
@@ -89,8 +80,7 @@ pub(crate) fn show(app: &tauri::AppHandle, page: Page) {
 
 /// Opens the menu-bar panel under the tray icon (`anchor`, where the click gives it), or closes
 /// it if it is open. (macOS: a click on the icon.)
-#[cfg_attr(not(target_os = "macos"), allow(dead_code))]
-pub(crate) fn toggle_panel(app: &tauri::AppHandle, anchor: Option<panel::Area>) {
+fn toggle_panel(app: &tauri::AppHandle, anchor: Option<panel::Area>) {
     if let Some(window) = app.get_webview_window(Page::Panel.label()) {
         let _ = window.close();
         return;
@@ -115,11 +105,8 @@ fn open(app: &tauri::AppHandle, page: Page, anchor: Option<panel::Area>) -> taur
         window.show()?;
         return window.set_focus();
     }
-    // A second launch can ask for a window before this one's server is up: it shows once it is.
-    let Some(backend) = app.try_state::<Backend>() else {
-        return Ok(());
-    };
-    let url = format!("{}{}", backend.url, page.path());
+    let server = app.state::<Server>();
+    let url = format!("{}{}", server.url, page.path());
     let url = url
         .parse()
         .map_err(|e| tauri::Error::Anyhow(anyhow::anyhow!("bad server address {url}: {e}")))?;
@@ -129,8 +116,8 @@ fn open(app: &tauri::AppHandle, page: Page, anchor: Option<panel::Area>) -> taur
         Page::Panel => ("Headroom panel", panel::WIDTH, panel::HEIGHT),
     };
     let mut window = WebviewWindowBuilder::new(app, page.label(), WebviewUrl::External(url));
-    if let Some(key) = backend.core.live.store().api_key() {
-        window = window.initialization_script(hand_over_key(&backend.url, &key));
+    if let Some(key) = &server.key {
+        window = window.initialization_script(hand_over_key(&server.url, key));
     }
     window = window
         .title(title)

@@ -1,6 +1,7 @@
 //! What Headroom costs while it waits: resident memory and CPU with no model loaded, sampled
 //! every second, headless and, where there is a display server to be had, as the desktop app
-//! with its window closed. Both count the process and its children (WebKit's helpers).
+//! with its window open, closed, opened again (by a second launch, as a user would) and closed
+//! again. Each counts the process and its children (the window process and WebKit's helpers).
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -67,19 +68,60 @@ pub async fn run(cx: &Context, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     }
 
     match desktop(cx).await {
-        Ok((rss_mb, cpu)) => {
-            rows.push(
-                Row::new("idle, desktop app, window closed: RSS", "MB")
-                    .headroom(Figure::of(&rss_mb))
-                    .note("with WebKit's helper processes, under Xvfb"),
-            );
-            rows.push(
-                Row::new("idle, desktop app, window closed: CPU", "%").headroom(Figure::of(&cpu)),
-            );
-        }
+        Ok(figures) => figures.rows(rows),
         Err(why) => eprintln!("idle, desktop app: not measured: {why:#}"),
     }
     Ok(())
+}
+
+/// The desktop app through one open–close–open–close cycle of its window.
+struct DesktopFigures {
+    open: Vec<f64>,
+    closed: (Vec<f64>, Vec<f64>),
+    reopen_seconds: f64,
+    reopened: Vec<f64>,
+    closed_again: Vec<f64>,
+}
+
+impl DesktopFigures {
+    fn rows(self, rows: &mut Vec<Row>) {
+        // A menu-bar app that guards memory must be light when nobody looks at it (issue 25).
+        let light = Goal::AtMost(40.0);
+        let note = "the app and its child processes, under Xvfb";
+        rows.push(
+            Row::new("idle, desktop app, window open: RSS", "MB")
+                .headroom(Figure::of(&self.open))
+                .note(format!(
+                    "{note}; the window process and WebKit's helpers included"
+                )),
+        );
+        rows.push(
+            Row::new("idle, desktop app, window closed: RSS", "MB")
+                .headroom(Figure::of(&self.closed.0))
+                .goal(light)
+                .note(note),
+        );
+        rows.push(
+            Row::new("idle, desktop app, window closed: CPU", "%")
+                .headroom(Figure::of(&self.closed.1)),
+        );
+        rows.push(
+            Row::new("desktop app, second launch to window shown", "s")
+                .headroom(Figure::of(&[self.reopen_seconds]))
+                .note("a new window process and webview, the page loaded"),
+        );
+        rows.push(
+            Row::new("idle, desktop app, window reopened: RSS", "MB")
+                .headroom(Figure::of(&self.reopened))
+                .note(note),
+        );
+        rows.push(
+            Row::new("idle, desktop app, window closed again: RSS", "MB")
+                .headroom(Figure::of(&self.closed_again))
+                .goal(light)
+                .note(note),
+        );
+    }
 }
 
 /// Samples RSS every second and CPU per window for `seconds`, after a few seconds to settle.
@@ -146,9 +188,10 @@ fn tree_sum<T: std::iter::Sum<T> + std::ops::Add<Output = T>>(
     Ok(read(pid)? + below)
 }
 
-/// Starts the desktop app under a private Xvfb and session bus, closes its window as a window
-/// manager would, and samples it.
-async fn desktop(cx: &Context) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+/// Starts the desktop app under a private Xvfb and session bus, and samples it with its window
+/// open, closed (as a window manager closes it), opened again by a second launch, and closed
+/// again.
+async fn desktop(cx: &Context) -> anyhow::Result<DesktopFigures> {
     for tool in ["Xvfb", "dbus-daemon", "xdotool", "python3"] {
         if !Command::new("sh")
             .arg("-c")
@@ -210,12 +253,65 @@ async fn desktop(cx: &Context) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
             })
             .unwrap_or_default()
     };
-    wait_until("the app's window", Duration::from_secs(30), || {
+    let shown = || async {
+        wait_until("the app's window", Duration::from_secs(30), || {
+            !windows().is_empty()
+        })
+        .await?;
+        // Let the page load and draw, as a user would have.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        anyhow::Ok(())
+    };
+    let close = || async {
+        close_windows(&windows(), &display)?;
+        wait_until("the window to close", Duration::from_secs(10), || {
+            windows().is_empty()
+        })
+        .await
+    };
+    let short = 5;
+    shown().await?;
+    let open = sample(app.pid(), short).await?.0;
+    close().await?;
+    let closed = sample(app.pid(), cx.idle_seconds).await?;
+    // A second launch: it hands over to the running app, which opens its window again.
+    let scratch = tempfile::tempdir()?;
+    let started = Instant::now();
+    let second = Command::new(&cx.headroom)
+        .args(["--port", "0", "--data-dir"])
+        .arg(scratch.path().join("data"))
+        .arg("--config")
+        .arg(scratch.path().join("config.toml"))
+        .envs(env.iter().cloned())
+        .stdout(Stdio::null())
+        .status()
+        .context("second launch")?;
+    if !second.success() {
+        bail!("the second launch failed: {second}");
+    }
+    wait_until("the window again", Duration::from_secs(30), || {
         !windows().is_empty()
     })
     .await?;
-    // Let the page load and draw before closing it, as a user would have.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let reopen_seconds = started.elapsed().as_secs_f64();
+    shown().await?;
+    let reopened = sample(app.pid(), short).await?.0;
+    close().await?;
+    let closed_again = sample(app.pid(), short).await?.0;
+    if !app.stderr().is_empty() {
+        eprintln!("the app's log:\n{}", app.stderr());
+    }
+    Ok(DesktopFigures {
+        open,
+        closed,
+        reopen_seconds,
+        reopened,
+        closed_again,
+    })
+}
+
+/// Closes the X windows `ids` as a window manager's close button does.
+fn close_windows(ids: &[String], display: &str) -> anyhow::Result<()> {
     // Debian's python3-xlib is for Debian's Python, which a pyenv or venv on PATH may hide.
     let python = if std::path::Path::new("/usr/bin/python3").exists() {
         "/usr/bin/python3"
@@ -225,21 +321,14 @@ async fn desktop(cx: &Context) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
     let closed = Command::new(python)
         .arg("-c")
         .arg(CLOSE_WINDOWS)
-        .args(windows())
-        .env("DISPLAY", &display)
+        .args(ids)
+        .env("DISPLAY", display)
         .status()
         .context("python3")?;
     if !closed.success() {
         bail!("could not close the window (python3-xlib missing?)");
     }
-    wait_until("the window to close", Duration::from_secs(10), || {
-        windows().is_empty()
-    })
-    .await?;
-    if !app.stderr().is_empty() {
-        eprintln!("the app's log:\n{}", app.stderr());
-    }
-    sample(app.pid(), cx.idle_seconds).await
+    Ok(())
 }
 
 async fn wait_until(what: &str, within: Duration, done: impl Fn() -> bool) -> anyhow::Result<()> {

@@ -1,13 +1,12 @@
-//! The core server inside the app: it runs on its own Tokio runtime thread, as in headless
-//! mode, and the shell keeps what it needs to reach and stop it.
+//! The core server inside the menu-bar process: it runs on its own Tokio runtime thread, as in
+//! headless mode, and the menu bar keeps what it needs to reach, drive and stop it.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use headroom_core::api::AppState;
 use headroom_core::config::{AppDirs, SettingsStore};
 use headroom_core::server::Server;
-use tauri::Manager;
 use tokio::sync::oneshot;
 
 pub struct Backend {
@@ -15,12 +14,13 @@ pub struct Backend {
     pub url: String,
     /// The pool, the probe and the settings, as the API's handlers see them.
     pub core: AppState,
+    /// The server's runtime: the menu bar's own tasks (the tray's feed, Stop) run on it too.
+    pub runtime: tokio::runtime::Handle,
     /// Fired once on Quit: the server finishes requests and unloads models.
-    stop: Mutex<Option<oneshot::Sender<()>>>,
-    thread: Mutex<Option<std::thread::JoinHandle<anyhow::Result<()>>>>,
-    /// Fires when the server has stopped by itself (SIGTERM, Ctrl-C): the app then quits too,
-    /// rather than sit in the menu bar over a dead server.
-    stopped: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
+    /// Fires when the server has stopped by itself (SIGTERM, Ctrl-C).
+    stopped: Option<std::sync::mpsc::Receiver<()>>,
 }
 
 impl Backend {
@@ -35,75 +35,70 @@ impl Backend {
                 let runtime = tokio::runtime::Builder::new_multi_thread()
                     .enable_all()
                     .build()?;
+                let handle = runtime.handle().clone();
                 runtime.block_on(async move {
-                    let server = match Server::start(&store, &dirs, headroom_app::engine).await {
+                    let server = match Server::start(&store, &dirs, crate::engine).await {
                         Ok(server) => server,
                         Err(e) => {
                             let _ = ready_tx.send(Err(format!("{e:#}")));
                             return Err(e);
                         }
                     };
-                    headroom_app::announce(&server, &dirs);
+                    crate::announce(&server, &dirs);
                     let _ = ready_tx.send(Ok((
                         format!("http://{}/", server.address()),
                         server.state(),
+                        handle,
                     )));
                     let stop = async move {
                         tokio::select! {
                             _ = stop_rx => {},
-                            () = headroom_app::shutdown::signal() => {},
+                            () = crate::shutdown::signal() => {},
                         }
                     };
-                    let result = server.serve(stop, headroom_app::shutdown::GRACE).await;
+                    let result = server.serve(stop, crate::shutdown::GRACE).await;
                     let _ = stopped_tx.send(());
                     result
                 })
             })?;
-        let (url, core) = ready_rx
+        let (url, core, runtime) = ready_rx
             .recv()
             .context("the server thread died while starting")?
             .map_err(|e| anyhow::anyhow!(e))?;
         Ok(Self {
             url,
             core,
-            stop: Mutex::new(Some(stop_tx)),
-            thread: Mutex::new(Some(thread)),
-            stopped: Mutex::new(Some(stopped_rx)),
+            runtime,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+            stopped: Some(stopped_rx),
         })
     }
-}
 
-pub fn quit_when_server_stops(app: &tauri::AppHandle) {
-    let Some(stopped) = app
-        .state::<Backend>()
-        .stopped
-        .lock()
-        .ok()
-        .and_then(|mut s| s.take())
-    else {
-        return;
-    };
-    let app = app.clone();
-    std::thread::spawn(move || {
-        if stopped.recv().is_ok() {
-            app.exit(0);
+    /// Calls `then` (once, on another thread) when the server stops by itself, so the menu bar
+    /// quits too rather than sit over a dead server.
+    pub fn when_stopped(&mut self, then: impl FnOnce() + Send + 'static) {
+        if let Some(stopped) = self.stopped.take() {
+            std::thread::spawn(move || {
+                if stopped.recv().is_ok() {
+                    then();
+                }
+            });
         }
-    });
-}
-
-/// Quit: the server finishes or ends its requests and unloads every model before the app exits.
-pub fn stop(app: &tauri::AppHandle) {
-    let Some(backend) = app.try_state::<Backend>() else {
-        return;
-    };
-    if let Some(stop) = backend.stop.lock().ok().and_then(|mut s| s.take()) {
-        let _ = stop.send(());
     }
-    if let Some(thread) = backend.thread.lock().ok().and_then(|mut t| t.take()) {
-        match thread.join() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!("server stopped with an error: {e:#}"),
-            Err(_) => tracing::error!("the server thread panicked"),
+
+    /// Quit: the server finishes or ends its requests and unloads every model; returns when it
+    /// has.
+    pub fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            match thread.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!("server stopped with an error: {e:#}"),
+                Err(_) => tracing::error!("the server thread panicked"),
+            }
         }
     }
 }
