@@ -20,7 +20,7 @@ apt_packages() {
   # The models come through pip; Debian's pip only if no Python with pip is there already.
   python3 -m pip --version >/dev/null 2>&1 || wanted+=(python3-pip)
   if [[ "${1:-}" == gui || "${1:-}" == test || "${1:-}" == bench ]]; then
-    wanted+=(libwebkit2gtk-4.1-dev libayatana-appindicator3-dev librsvg2-dev libxdo-dev libssl-dev)
+    wanted+=(libwebkit2gtk-4.1-dev librsvg2-dev libxdo-dev libssl-dev)
   fi
   # The tests read desktop notifications and drive the tray on a private session bus, and close
   # the app's windows as a window manager would (X11 from Python).
