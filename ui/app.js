@@ -1,5 +1,6 @@
 // The main window: memory gauges, the loaded models with a Stop button each, the timeline, the
-// models on disk with a Load button each, and the recent events in plain words.
+// models on disk with a Load button each, downloads from the Hub with their progress, and the
+// recent events in plain words.
 //
 // It follows /api/events and re-reads the state after events (at most once a second), and
 // every 5 s for the gauges and the timeline; the idle countdowns tick locally in between.
@@ -408,7 +409,62 @@ function describe(e) {
   }
 }
 
+// ---- Getting models ----
+
+/** One row per pull: name, progress bar, figures, Cancel while it runs. */
+function showPull(p) {
+  let li = $("pulls").querySelector(`li[data-model="${CSS.escape(p.model)}"]`);
+  if (!li) {
+    li = document.createElement("li");
+    li.dataset.model = p.model;
+    const name = Object.assign(document.createElement("span"), { className: "pull-name" });
+    const bar = Object.assign(document.createElement("progress"), { max: 1, value: 0 });
+    const figures = Object.assign(document.createElement("span"), { className: "pull-figures" });
+    const cancel = Object.assign(document.createElement("button"), { type: "button", textContent: "Cancel" });
+    cancel.addEventListener("click", async () => {
+      cancel.disabled = true;
+      const result = await send("DELETE", `/api/models/pulls/${encodeURIComponent(p.model)}`);
+      if (!result.ok) $("pull-error").textContent = result.body.error.message;
+    });
+    li.append(name, bar, figures, cancel);
+    $("pulls").prepend(li);
+  }
+  const [name, bar, figures, cancel] = li.children;
+  name.textContent = `${p.repo}/${p.file}`;
+  li.dataset.state = p.state;
+  bar.setAttribute("aria-label", `${p.model}: downloaded`);
+  if (p.total > 0) {
+    bar.max = p.total;
+    bar.value = p.received;
+  }
+  const done = p.total > 0 ? `${fileSize(p.received)} of ${fileSize(p.total)}` : "starting";
+  const speed = p.bytes_per_second > 0 ? ` · ${fileSize(p.bytes_per_second)}/s` : "";
+  const left = p.seconds_left != null ? ` · ${countdown(p.seconds_left * 1000)} left` : "";
+  figures.textContent =
+    p.state === "downloading"
+      ? `${done}${speed}${left}`
+      : p.state === "done"
+        ? `done: model ${p.model}`
+        : p.state === "cancelled"
+          ? "cancelled"
+          : `failed: ${p.error}`;
+  cancel.hidden = p.state !== "downloading";
+}
+
+async function startPull(event) {
+  event.preventDefault();
+  $("pull-error").textContent = "";
+  const body = { repo: $("pull-repo").value.trim(), file: $("pull-file").value.trim() };
+  const result = await send("POST", "/api/models/pull", body);
+  if (!result.ok) {
+    $("pull-error").textContent = result.body.error.message;
+    return;
+  }
+  showPull(result.body);
+}
+
 function onEvent(e) {
+  if (e.type === "pull") showPull(e);
   if (e.type === "evicted") evictedFor.set(e.model, e.for_model);
   if (e.type === "unloaded") {
     // Take the row away at once rather than a second later with the next refresh.
@@ -464,6 +520,10 @@ async function seed() {
 
 function start() {
   $("unload-all").addEventListener("click", unloadAll);
+  $("pull-form").addEventListener("submit", startPull);
+  getJSON("/api/models/pulls")
+    .then(({ pulls }) => pulls.forEach(showPull))
+    .catch(showReadError);
   setInterval(() => document.querySelectorAll("#loaded td.idle").forEach(tickCountdown), 1000);
   setInterval(refreshSoon, 5000);
   // Follow the stream only once the history is listed, so no event shows twice, as a mark and live.

@@ -24,6 +24,7 @@ const SETTINGS = {
   launch_at_login: { name: "Launch at login", controls: ["launch-at-login"] },
   pinned: { name: "Pinned models", controls: [] },
   models_dirs: { name: "Model folders", controls: ["models-dirs"] },
+  sources: { name: "Other apps' models", controls: [] },
   port: { name: "Port", controls: ["port"] },
 };
 
@@ -33,6 +34,8 @@ const machine = { ram: null, limit: null };
 let limitSetting = null;
 /** The models in the model folders, each offered as a model to pin. */
 let modelsOnDisk = [];
+/** Other apps' stores: where each is on this machine and how many models it holds. */
+let storesFound = [];
 /** An idle timeout that is not whole minutes ("90s") is kept as written until it is edited. */
 let idleAsWritten = null;
 /** The form's values right after it was filled: what differs from them on Save was changed. */
@@ -49,6 +52,7 @@ function fill(settings) {
   $("models-dirs").value = settings.models_dirs.join("\n");
   $("port").value = settings.port;
   fillPinned(settings.pinned);
+  fillSources(settings.sources);
   baseline = read().values;
 }
 
@@ -124,6 +128,27 @@ function fillPinned(pinned) {
   if (ids.length === 0) $("pinned").textContent = "No model on disk.";
 }
 
+/** A checkbox per store, with its folder and its models' count, or that it is not here. */
+function fillSources(enabled) {
+  const rows = storesFound.map((store) => {
+    const box = Object.assign(document.createElement("input"), {
+      type: "checkbox",
+      value: store.source,
+      checked: enabled.includes(store.source),
+      id: `source-${store.source}`,
+    });
+    const where = store.folder
+      ? `${store.folder}${store.models === null ? "" : ` · ${store.models} ${store.models === 1 ? "model" : "models"}`}`
+      : "not found on this machine";
+    const label = Object.assign(document.createElement("label"), { htmlFor: box.id });
+    label.append(box, ` ${store.label} `, Object.assign(document.createElement("span"), { className: "hint", textContent: where }));
+    const row = document.createElement("div");
+    row.append(label);
+    return row;
+  });
+  $("sources").replaceChildren(...rows);
+}
+
 // ---- Reading the form ----
 
 /** The settings as the form now says them, and what is wrong with any field, by setting name. */
@@ -153,6 +178,7 @@ function read() {
   values.port = Number(port);
 
   values.pinned = [...$("pinned").querySelectorAll("input:checked")].map((box) => box.value);
+  values.sources = [...$("sources").querySelectorAll("input:checked")].map((box) => box.value);
   return { values, errors };
 }
 
@@ -247,8 +273,14 @@ async function readMachine() {
 }
 
 async function start() {
-  const [settings, models] = await Promise.all([getJSON("/api/settings"), getJSON("/api/models"), readMachine()]);
+  const [settings, models, status] = await Promise.all([
+    getJSON("/api/settings"),
+    getJSON("/api/models"),
+    getJSON("/api/status"),
+    readMachine(),
+  ]);
   modelsOnDisk = models.models;
+  storesFound = status.sources;
   fill(settings.settings);
   const banner = $("notices");
   banner.replaceChildren(...settings.notices.map((text) => Object.assign(document.createElement("p"), { textContent: text })));

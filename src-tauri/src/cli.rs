@@ -28,7 +28,7 @@ pub struct Cli {
     pub bind: Option<String>,
 
     /// Config file [default: the platform's config folder]/config.toml
-    #[arg(long, env = "HEADROOM_CONFIG")]
+    #[arg(long, env = "HEADROOM_CONFIG", global = true)]
     pub config: Option<PathBuf>,
 
     /// Another folder of .gguf models; repeatable [env: HEADROOM_MODELS_DIR, colon-separated]
@@ -36,7 +36,7 @@ pub struct Cli {
     pub models_dirs: Vec<PathBuf>,
 
     /// Data folder (holds models/) [default: the platform's data folder]
-    #[arg(long, env = "HEADROOM_DATA_DIR")]
+    #[arg(long, env = "HEADROOM_DATA_DIR", global = true)]
     pub data_dir: Option<PathBuf>,
 
     /// The menu bar: what `headroom` hands over to when it can show one (internal)
@@ -46,6 +46,21 @@ pub struct Cli {
     /// The window process, which the menu bar starts (internal)
     #[arg(long, hide = true, conflicts_with_all = ["headless", "menu_bar"])]
     pub window: bool,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Download a GGUF file from a Hugging Face repo into Headroom's model folder (resumable,
+    /// checked against the Hub's sha256; HF_ENDPOINT and HF_TOKEN as huggingface_hub reads them)
+    Pull {
+        /// The repo, `org/name`
+        repo: String,
+        /// The GGUF file in it
+        file: String,
+    },
 }
 
 impl Cli {

@@ -69,6 +69,58 @@ pub fn run_headless(store: &Arc<SettingsStore>, dirs: &AppDirs) -> anyhow::Resul
     })
 }
 
+/// `headroom pull REPO FILE`: the same pull as `POST /api/models/pull`, into the model folder
+/// the flags and settings name, its progress on stderr.
+pub fn pull(cli: &Cli, repo: &str, file: &str) -> ExitCode {
+    run_with_settings(cli, |_store, dirs| {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(async {
+            let folder = dirs.models();
+            std::fs::create_dir_all(&folder)?;
+            let progress: headroom_core::vocab::Publish<headroom_core::pull::PullEvent> =
+                Arc::new(|event: headroom_core::pull::PullEvent| {
+                    let s = event.status;
+                    let mb = |b: u64| b as f64 / 1e6;
+                    let left = s
+                        .seconds_left
+                        .map_or_else(String::new, |t| format!(", {t:.0} s left"));
+                    eprint!(
+                        "\r{}: {:.1} of {:.1} MB, {:.1} MB/s{left}   ",
+                        s.model,
+                        mb(s.received),
+                        mb(s.total),
+                        s.bytes_per_second / 1e6
+                    );
+                });
+            let pulls = headroom_core::pull::Pulls::from_env(folder.clone(), progress);
+            let started = pulls.start(repo, file)?;
+            let ended = pulls
+                .wait(&started.model)
+                .await
+                .ok_or_else(|| anyhow::anyhow!("the pull vanished"))?;
+            eprintln!();
+            match ended.state {
+                headroom_core::pull::PullState::Done => {
+                    println!(
+                        "pulled {}/{} into {} as model '{}'",
+                        ended.repo,
+                        ended.file,
+                        folder.display(),
+                        ended.model
+                    );
+                    Ok(())
+                }
+                _ => Err(anyhow::anyhow!(
+                    "{}",
+                    ended.error.unwrap_or_else(|| "cancelled".into())
+                )),
+            }
+        })
+    })
+}
+
 /// The engines the binaries serve models with, one chosen per model (`engine` in the settings):
 /// llama.cpp, for GGUF files; MLX, for MLX model folders.
 pub fn engine() -> anyhow::Result<Arc<dyn Engine>> {

@@ -16,6 +16,9 @@ use headroom_app::cli::Cli;
 fn main() -> ExitCode {
     headroom_app::init_logging();
     let cli = Cli::parse();
+    if let Some(headroom_app::cli::Command::Pull { repo, file }) = &cli.command {
+        return headroom_app::pull(&cli, repo, file);
+    }
     #[cfg(feature = "gui")]
     if cli.window {
         return gui::run();

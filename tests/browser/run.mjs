@@ -11,7 +11,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { mkdtemp, mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { copyFile, mkdtemp, mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { homedir, tmpdir } from "node:os";
 import { join } from "node:path";
@@ -53,7 +53,8 @@ function freePort() {
 function serverEnv(extra) {
   const env = Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith("HEADROOM_")));
   if (process.env.HEADROOM_UI_DIR) env.HEADROOM_UI_DIR = process.env.HEADROOM_UI_DIR;
-  return { ...env, HEADROOM_THREADS: "2", ...extra };
+  // Other apps' model stores on this machine stay out unless a test builds its own.
+  return { ...env, HEADROOM_THREADS: "2", HEADROOM_SOURCES: "", ...extra };
 }
 
 /**
@@ -528,6 +529,107 @@ test("saving 5 minutes in Preferences writes the config file and moves the idle 
   assert.ok(Math.abs(afterIn - 5 * MINUTE) < 30_000, `expires in ${afterIn} ms, not about 5 min`);
   assert.equal(after.expires_at - after.last_used, 5 * MINUTE);
   t.diagnostic(`expires_at: before now+${(beforeIn / 1000).toFixed(0)} s, after now+${(afterIn / 1000).toFixed(0)} s; config has idle_timeout = "5m"`);
+});
+
+test("Preferences lists other apps' stores with their models, and leaving one out is saved", async (t) => {
+  // A home folder with llama.cpp's download cache holding the test model, and no other store.
+  const home = await mkdtemp(join(tmpdir(), "headroom-home-"));
+  const cache = join(home, ".cache", "llama.cpp");
+  await mkdir(cache, { recursive: true });
+  await copyFile(join(MODELS_DIR, `${SMOL}.gguf`), join(cache, `org_repo_${SMOL}.gguf`));
+  const own = await startServer({ env: { HOME: home, XDG_CACHE_HOME: join(home, ".cache"), HEADROOM_SOURCES: "huggingface,lm_studio,ollama,llama_cpp" } });
+  t.after(async () => {
+    await own.stop();
+    await rm(home, { recursive: true, force: true });
+  });
+  const models = (await own.api("/api/models")).body.models;
+  assert.ok(models.some((m) => m.id === `llamacpp:org_repo_${SMOL}` && m.source === "llama_cpp"), JSON.stringify(models.map((m) => m.id)));
+
+  await withPage("prefs-sources", own, "/ui/preferences.html", async (page) => {
+    await prefsReady(page);
+    const row = page.locator("#sources label", { hasText: "llama.cpp cache" });
+    await row.waitFor();
+    const text = await row.innerText();
+    assert.match(text, new RegExp(`${cache.replaceAll(".", "\\.")} · 1 model`), text);
+    assert.match(await page.locator("#sources label", { hasText: "Ollama" }).innerText(), /not found on this machine/);
+    assert.equal(await page.locator("#source-llama_cpp").isChecked(), true);
+    const puts = [];
+    page.on("request", (request) => request.method() === "PUT" && puts.push(request.postDataJSON()));
+    await page.locator("#source-llama_cpp").uncheck();
+    await page.getByRole("button", { name: "Save" }).click();
+    await page.locator("#save-status", { hasText: "Other apps' models: applies after restart" }).waitFor();
+    assert.deepEqual(puts, [{ sources: ["huggingface", "lm_studio", "ollama"] }]);
+    await page.screenshot({ path: join(ARTIFACTS, "preferences-sources.png"), fullPage: true });
+  });
+  const config = await readFile(own.config, "utf8");
+  assert.match(config, /^sources = \[\s*"huggingface",\s*"lm_studio",\s*"ollama",?\s*\]$/m);
+  t.diagnostic(`listed: llamacpp:org_repo_${SMOL}; saved: sources without llama_cpp`);
+});
+
+/**
+ * A local stand-in for the Hugging Face Hub: `/<org>/<repo>/resolve/main/<file>` redirects to
+ * `/cdn/<file>` with `X-Linked-Etag` (the sha256) and `X-Linked-Size`; the storage sends the
+ * file 1 MiB every 40 ms, so a page can watch it arrive.
+ */
+async function startHub(bytes, sha256) {
+  const http = await import("node:http");
+  const hub = http.createServer(async (request, response) => {
+    const resolve = request.url.match(/^\/[^/]+\/[^/]+\/resolve\/main\/(.+)$/);
+    if (resolve) {
+      response.writeHead(302, {
+        Location: `/cdn/${resolve[1]}`,
+        "X-Linked-Etag": `"${sha256}"`,
+        "X-Linked-Size": String(bytes.length),
+      });
+      response.end();
+      return;
+    }
+    if (!request.url.startsWith("/cdn/")) {
+      response.writeHead(404).end();
+      return;
+    }
+    const start = Number((request.headers.range ?? "").match(/^bytes=(\d+)-$/)?.[1] ?? 0);
+    response.writeHead(start > 0 ? 206 : 200, { "Content-Length": String(bytes.length - start) });
+    for (let at = start; at < bytes.length && !response.destroyed; at += 1 << 20) {
+      response.write(bytes.subarray(at, Math.min(at + (1 << 20), bytes.length)));
+      await sleep(40);
+    }
+    response.end();
+  });
+  await new Promise((resolve) => hub.listen(0, "127.0.0.1", resolve));
+  return { url: `http://127.0.0.1:${hub.address().port}`, close: () => new Promise((resolve) => hub.close(resolve)) };
+}
+
+test("a download from the Hub shows its progress moving, then the model on disk", async (t) => {
+  const bytes = await readFile(join(MODELS_DIR, `${SMOL}.gguf`));
+  const sha256 = (await readFile(join(MODELS_DIR, `${SMOL}.gguf.sha256`), "utf8")).split(/\s+/)[0];
+  const hub = await startHub(bytes, sha256);
+  const own = await startServer({ env: { HF_ENDPOINT: hub.url } });
+  t.after(async () => {
+    await own.stop();
+    await hub.close();
+  });
+  await withPage("pull", own, "/", async (page) => {
+    await mainReady(page);
+    await page.getByLabel("Hugging Face repo").fill("bartowski/SmolLM2-135M-Instruct-GGUF");
+    await page.getByLabel("GGUF file").fill("SmolLM2-pulled.gguf");
+    await page.getByRole("button", { name: "Download" }).click();
+    const bar = page.locator('#pulls li[data-model="SmolLM2-pulled"] progress');
+    await bar.waitFor();
+    const readings = [];
+    await eventually(async () => {
+      readings.push(await bar.evaluate((b) => b.value / b.max));
+      const moving = readings.filter((r) => r > 0 && r < 1);
+      assert.ok(new Set(moving).size >= 2, `progress readings ${JSON.stringify(readings)}`);
+    }, 60_000);
+    const figures = await page.locator('#pulls li[data-model="SmolLM2-pulled"] .pull-figures').innerText();
+    assert.match(figures, /MB of \d+ MB · [\d.]+ MB\/s · \d+:\d\d left/, figures);
+    await page.screenshot({ path: join(ARTIFACTS, "pull-progress.png"), fullPage: true });
+    await page.locator('#pulls li[data-model="SmolLM2-pulled"][data-state="done"]').waitFor({ timeout: 60_000 });
+    assert.match(await page.locator('#pulls li[data-model="SmolLM2-pulled"] .pull-figures').innerText(), /done: model SmolLM2-pulled/);
+    await diskRow(page, "SmolLM2-pulled").waitFor({ timeout: 10_000 });
+    t.diagnostic(`progress seen: ${readings.map((r) => r.toFixed(2)).join(", ")}; then done, and listed on disk`);
+  });
 });
 
 test("an invalid custom idle timeout shows an error beside the field and saves nothing", async (t) => {

@@ -143,6 +143,9 @@ impl Server {
             .env_remove("HEADROOM_PORT")
             .env_remove("HEADROOM_BIND")
             .env_remove("HEADROOM_API_KEY")
+            // Other apps' stores on this machine stay out of the tests' model lists
+            // (tests/e2e/sources.rs builds its own).
+            .env("HEADROOM_SOURCES", "")
             .env("HEADROOM_THREADS", "2")
             .env("HEADROOM_PARALLEL", options.parallel.to_string())
             .env("HEADROOM_CONTEXT_SIZE", options.context_size.to_string())

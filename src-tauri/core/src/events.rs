@@ -1,5 +1,5 @@
 //! The app-wide event stream: every change in the pool, every pressure tier change, every
-//! settings change and every finished generation, in the order they happened. `/api/events`,
+//! settings change, every finished generation and every pull's progress, in the order they happened. `/api/events`,
 //! the timeline, notifications and the tray all follow this one stream.
 //!
 //! Each subsystem publishes its own kind of event through a [`Publish`] the bus hands it; it
@@ -12,6 +12,7 @@ use crate::config::SettingsChanged;
 use crate::metrics::GenerationFinished;
 use crate::pool::PoolEvent;
 use crate::pressure::TierChanged;
+use crate::pull::PullEvent;
 use crate::vocab::Publish;
 
 /// One change, as `/api/events` sends it: each kind carries its own `type` field.
@@ -22,6 +23,13 @@ pub enum Event {
     Pressure(TierChanged),
     Settings(SettingsChanged),
     Generation(GenerationFinished),
+    Pull(PullEvent),
+}
+
+impl From<PullEvent> for Event {
+    fn from(event: PullEvent) -> Self {
+        Self::Pull(event)
+    }
 }
 
 impl From<PoolEvent> for Event {

@@ -34,5 +34,6 @@ pub mod notify;
 pub mod pool;
 pub mod pressure;
 pub mod protect;
+pub mod pull;
 pub mod server;
 pub mod vocab;

@@ -20,6 +20,7 @@ const RESTART_REQUIRED: &[&str] = &[
     "bind",
     "max_connections",
     "models_dirs",
+    "sources",
     "threads",
     "parallel",
     "context_size",

@@ -11,6 +11,9 @@ use headroom_app::cli::Cli;
 fn main() -> ExitCode {
     headroom_app::init_logging();
     let cli = Cli::parse();
+    if let Some(headroom_app::cli::Command::Pull { repo, file }) = &cli.command {
+        return headroom_app::pull(&cli, repo, file);
+    }
     if cli.window {
         eprintln!("headroom-server: --window is the app binary's (headroom)");
         return ExitCode::from(2);

@@ -137,6 +137,7 @@ pub async fn models(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
             Ok((estimate, fit)) => json!({
                 "id": file.id,
                 "path": file.path,
+                "source": file.source,
                 "engine": engine,
                 "size": file.size,
                 "estimate": estimate,
@@ -151,6 +152,7 @@ pub async fn models(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
             Err(e) => json!({
                 "id": file.id,
                 "path": file.path,
+                "source": file.source,
                 "engine": engine,
                 "size": file.size,
                 "estimate": null,

@@ -11,6 +11,7 @@ mod manage;
 pub mod ollama;
 pub mod openai;
 mod prometheus;
+mod pull;
 mod settings;
 mod status;
 mod ui;
@@ -53,6 +54,8 @@ pub struct AppState {
     pub connections: crate::listen::OpenConnections,
     /// True once the server is shutting down.
     pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// Models being pulled from the Hub.
+    pub pulls: crate::pull::Pulls,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -85,6 +88,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/status", get(status::status))
         .route("/api/events", get(status::events))
         .route("/api/models", get(manage::models))
+        .route("/api/models/pull", post(pull::start))
+        .route("/api/models/pulls", get(pull::list))
+        .route("/api/models/pulls/{model}", delete(pull::cancel))
+        .route("/api/models/{id}", delete(pull::delete))
         .route("/api/settings", get(settings::get).put(settings::put))
         .route("/api/memory/status", get(manage::status))
         .route("/api/memory/flush", post(manage::flush))

@@ -173,6 +173,24 @@ pub(super) fn apply(
                     .map(String::from)
                     .collect();
             }
+            // Comma-separated source names; empty for none.
+            "HEADROOM_SOURCES" => {
+                let mut sources = Vec::new();
+                for name in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                    let kind =
+                        crate::models::SourceKind::from_name(name).ok_or_else(|| SettingError {
+                            source_name: key.to_string(),
+                            setting: "sources".to_string(),
+                            value: format!("{name:?}"),
+                            allowed: "comma-separated: huggingface, lm_studio, ollama, llama_cpp"
+                                .to_string(),
+                        })?;
+                    if !sources.contains(&kind) {
+                        sources.push(kind);
+                    }
+                }
+                settings.sources = sources;
+            }
             // Colon-separated, like PATH; these come before the file's folders.
             "HEADROOM_MODELS_DIR" => {
                 let mut dirs: Vec<PathBuf> = std::env::split_paths(&value)

@@ -41,6 +41,9 @@ pub struct Settings {
     pub max_connections: u32,
     /// Extra folders to find `.gguf` files in, after the data folder's `models/`.
     pub models_dirs: Vec<PathBuf>,
+    /// Other apps' model stores to serve from, where their folders exist: "huggingface" (the
+    /// Hugging Face cache), "lm_studio", "ollama", "llama_cpp" (its download cache). Read only.
+    pub sources: Vec<crate::models::SourceKind>,
     /// CPU threads per model; `None` = all cores but one, so the desktop stays responsive.
     pub threads: Option<u32>,
     /// Requests one model decodes at once.
@@ -104,6 +107,7 @@ impl Default for Settings {
             api_key: None,
             max_connections: 512,
             models_dirs: Vec::new(),
+            sources: crate::models::SourceKind::ALL.to_vec(),
             threads: None,
             parallel: 2,
             context_size: 4096,

@@ -2,17 +2,23 @@
 //! the file name without the extension; or an MLX model folder there (a `config.json` and
 //! `.safetensors` weights), its id the folder's name. An id is only ever looked up, never joined
 //! into a path as given: no separators, no `..`, and a symlink must resolve inside a model
-//! folder.
+//! folder. Other apps' models (`sources`) have ids in their own schemes (`hf:…`, `ollama:…`),
+//! found only in a scan of their stores.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use serde::Serialize;
 
-/// The model folders, in priority order (the first folder wins when two hold the same id).
+use super::sources::{is_source_id, Found, Index, Source, SourceKind};
+
+/// The model folders, in priority order (the first folder wins when two hold the same id), and
+/// other apps' stores.
 #[derive(Debug, Clone)]
 pub struct Catalog {
     dirs: Vec<PathBuf>,
+    sources: Arc<Index>,
 }
 
 /// One model file.
@@ -21,6 +27,8 @@ pub struct ModelFile {
     pub id: String,
     pub path: PathBuf,
     pub size: u64,
+    /// The app whose store it is in; none for Headroom's own folders.
+    pub source: Option<SourceKind>,
     /// Which contents the file had when it was looked up.
     #[serde(skip)]
     pub version: FileVersion,
@@ -84,11 +92,36 @@ const MAX_ID_BYTES: usize = 250;
 
 impl Catalog {
     pub fn new(dirs: Vec<PathBuf>) -> Self {
-        Self { dirs }
+        Self::with_sources(dirs, Vec::new())
+    }
+
+    pub fn with_sources(dirs: Vec<PathBuf>, sources: Vec<Source>) -> Self {
+        Self {
+            dirs,
+            sources: Arc::new(Index::new(sources)),
+        }
     }
 
     pub fn dirs(&self) -> &[PathBuf] {
         &self.dirs
+    }
+
+    /// Other apps' stores found on this machine.
+    pub fn sources(&self) -> &[Source] {
+        self.sources.sources()
+    }
+
+    /// Each store found, with how many models it holds (from a scan at most seconds old).
+    pub fn source_counts(&self) -> Vec<(Source, usize)> {
+        let models = self.sources.models();
+        self.sources()
+            .iter()
+            .map(|source| {
+                let prefix = source.kind.prefix();
+                let count = models.iter().filter(|m| m.id.starts_with(prefix)).count();
+                (source.clone(), count)
+            })
+            .collect()
     }
 
     /// Every model in every folder, sorted by id. Unreadable folders are skipped (and logged):
@@ -116,12 +149,26 @@ impl Catalog {
                 }
             }
         }
+        found.extend(
+            self.sources
+                .models()
+                .iter()
+                .filter_map(|f| self.source_file(f)),
+        );
         found.sort_by(|a, b| a.id.cmp(&b.id));
         found
     }
 
-    /// The file behind `id`, if it is a regular file that really lives in a model folder.
+    /// The file behind `id`, if it is a regular file that really lives in a model folder, or
+    /// a model a scan of another app's store found under that id.
     pub fn find(&self, id: &str) -> Result<ModelFile, CatalogError> {
+        if is_source_id(id) {
+            return self
+                .sources
+                .find(id)
+                .and_then(|f| self.source_file(&f))
+                .ok_or_else(|| CatalogError::NotFound(id.to_string()));
+        }
         validate_id(id)?;
         for dir in &self.dirs {
             let Ok(root) = dir.canonicalize() else {
@@ -139,27 +186,28 @@ impl Catalog {
                 continue;
             }
             match std::fs::metadata(&real) {
-                Ok(meta) if meta.is_file() => {
-                    return Ok(ModelFile {
-                        id: id.to_string(),
-                        path: real,
-                        size: meta.len(),
-                        version: FileVersion::of(&meta),
-                    })
+                Ok(meta) => {
+                    if let Some(model) = model_file(id, &real, &meta, None) {
+                        return Ok(model);
+                    }
                 }
-                Ok(meta) if meta.is_dir() && is_model_folder(&real) => {
-                    let version = FileVersion::of_folder(&real, &meta);
-                    return Ok(ModelFile {
-                        id: id.to_string(),
-                        size: version.len,
-                        path: real,
-                        version,
-                    });
-                }
-                _ => continue,
+                Err(_) => continue,
             }
         }
         Err(CatalogError::NotFound(id.to_string()))
+    }
+
+    fn source_file(&self, found: &Found) -> Option<ModelFile> {
+        let kind = self
+            .sources()
+            .iter()
+            .map(|s| s.kind)
+            .find(|k| found.id.starts_with(k.prefix()))?;
+        let meta = std::fs::metadata(&found.path).ok()?;
+        let mut model = model_file(&found.id, &found.path, &meta, Some(kind))?;
+        // A split GGUF's size is all its parts'.
+        model.size = model.size.max(found.size);
+        Some(model)
     }
 
     fn is_inside_a_model_folder(&self, real: &Path) -> bool {
@@ -168,6 +216,35 @@ impl Catalog {
             .filter_map(|d| d.canonicalize().ok())
             .any(|root| real.parent() == Some(root.as_path()))
     }
+}
+
+/// A model file or MLX folder at `real` (resolved), as `id`; None for anything else.
+fn model_file(
+    id: &str,
+    real: &Path,
+    meta: &std::fs::Metadata,
+    source: Option<SourceKind>,
+) -> Option<ModelFile> {
+    if meta.is_file() {
+        return Some(ModelFile {
+            id: id.to_string(),
+            path: real.to_path_buf(),
+            size: meta.len(),
+            source,
+            version: FileVersion::of(meta),
+        });
+    }
+    if meta.is_dir() && is_model_folder(real) {
+        let version = FileVersion::of_folder(real, meta);
+        return Some(ModelFile {
+            id: id.to_string(),
+            size: version.len,
+            path: real.to_path_buf(),
+            source,
+            version,
+        });
+    }
+    None
 }
 
 /// The weights of an MLX model folder.
@@ -207,14 +284,19 @@ fn id_of(path: &Path) -> Option<String> {
 }
 
 fn validate_id(id: &str) -> Result<(), CatalogError> {
-    if !is_valid_id(id) {
+    if !is_plain_id(id) {
         return Err(CatalogError::InvalidId(id.to_string()));
     }
     Ok(())
 }
 
-/// Whether `id` could name a model: a plain file name, never a path.
+/// Whether `id` could name a model: a plain file name, never a path, or an id in another app's
+/// store's scheme (`sources::is_source_id`).
 pub fn is_valid_id(id: &str) -> bool {
+    is_source_id(id) || is_plain_id(id)
+}
+
+fn is_plain_id(id: &str) -> bool {
     !(id.is_empty()
         || id.len() > MAX_ID_BYTES
         || id.starts_with('.')

@@ -39,6 +39,7 @@ impl FakeEngine {
             id: id.to_string(),
             path,
             size: mb * MB,
+            source: None,
             version: Default::default(),
         }
     }

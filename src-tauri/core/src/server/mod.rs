@@ -49,9 +49,13 @@ impl Server {
         if let Err(e) = std::fs::create_dir_all(&own_models) {
             tracing::warn!(dir = %own_models.display(), error = %e, "cannot create the model folder");
         }
-        let mut model_dirs = vec![own_models];
+        let mut model_dirs = vec![own_models.clone()];
         model_dirs.extend(settings.models_dirs.iter().cloned());
-        let catalog = Arc::new(Catalog::new(model_dirs));
+        let sources = crate::models::Source::locate_all(&settings.sources);
+        for source in &sources {
+            tracing::info!(source = source.kind.name(), folder = %source.root.display(), "serving another app's models (read only)");
+        }
+        let catalog = Arc::new(Catalog::with_sources(model_dirs, sources));
 
         let probe: Arc<dyn MemoryProbe> = os_probe();
         let total_ram = probe
@@ -93,6 +97,7 @@ impl Server {
         };
         let metrics = Metrics::default();
         let bus = Bus::default();
+        let pulls = crate::pull::Pulls::from_env(own_models, bus.publisher());
         let (reports, pressure) = tokio::sync::mpsc::channel(crate::pressure::REPORT_QUEUE);
         let pool = Pool::start(
             Arc::clone(&engine),
@@ -169,6 +174,7 @@ impl Server {
             shared: settings.bind.is_shared(),
             connections: listener.open_connections(),
             stopping: stopping_rx,
+            pulls,
         };
         Ok(Self {
             listener,

@@ -66,7 +66,7 @@ pub async fn chat(
 ) -> Result<Response, OllamaError> {
     let request: ChatRequest = decode(body)?;
     let started = Instant::now();
-    let id = model_id(&request.model)?;
+    let id = model_id(&state, &request.model)?;
     let settings = settings(request.options.as_ref(), request.keep_alive.as_ref())?;
     if request.messages.is_empty() {
         // Ollama: no messages loads (or, with keep_alive 0, unloads) the model.
@@ -104,7 +104,7 @@ pub async fn generate(
 ) -> Result<Response, OllamaError> {
     let request: GenerateRequest = decode(body)?;
     let started = Instant::now();
-    let id = model_id(&request.model)?;
+    let id = model_id(&state, &request.model)?;
     if request.images.as_ref().is_some_and(|i| !i.is_empty()) {
         return Err(ApiError::bad_request("invalid_prompt", "images are not supported").into());
     }

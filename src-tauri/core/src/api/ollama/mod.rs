@@ -2,8 +2,11 @@
 //! `/api/show`, `/api/version`) for the clients that speak it: the `ollama` libraries, Open
 //! WebUI, editors' plugins. Translated onto the same generation and pool as the other dialects.
 //!
-//! Model names: Ollama clients send `name:tag`. A Headroom model id is a file name, so `id` and
-//! `id:latest` both name it, and the lists call it `id:latest`; any other tag is not found.
+//! Model names: Ollama clients send `name:tag`. A model in Ollama's own store (id
+//! `ollama:<name>:<tag>`, see `models::sources`) goes by its Ollama name, `llama3.2` meaning
+//! `llama3.2:latest` as in Ollama. Any other model's id is a file name or another app's id, so
+//! `id` and `id:latest` both name it, and the lists call it `id:latest`; another tag is not
+//! found.
 
 mod generate;
 mod models;
@@ -16,6 +19,9 @@ use serde_json::{json, Value};
 use crate::api::error::ApiError;
 use crate::api::generation::Settings;
 use crate::api::openai::options::GenerationOptions;
+use crate::api::AppState;
+use crate::models::sources::is_source_id;
+use crate::models::SourceKind;
 
 pub use generate::{chat, generate};
 pub use models::{embed, embeddings, ps, show, tags, unsupported, version};
@@ -35,22 +41,46 @@ impl IntoResponse for OllamaError {
     }
 }
 
-/// `name` or `name:latest` → the model id.
-fn model_id(name: &str) -> Result<String, ApiError> {
+/// The ids an Ollama name may mean, in order: the model of that name in Ollama's own store,
+/// then Headroom's id for it (`id` or `id:latest`).
+fn candidate_ids(name: &str) -> Vec<String> {
+    let own = name.strip_suffix(":latest").unwrap_or(name).to_string();
+    if is_source_id(name) {
+        return vec![own];
+    }
+    let tagged = if name.contains(':') {
+        name.to_string()
+    } else {
+        format!("{name}:latest")
+    };
+    vec![format!("{}{tagged}", SourceKind::Ollama.prefix()), own]
+}
+
+/// The model id `name` means: the first candidate the catalog has, else Headroom's reading of
+/// it, whose lookup then says what is missing.
+fn model_id(state: &AppState, name: &str) -> Result<String, ApiError> {
+    let candidates = candidate_ids(name);
+    if let Some(id) = candidates.iter().find(|id| state.catalog.find(id).is_ok()) {
+        return Ok(id.clone());
+    }
     let id = name.strip_suffix(":latest").unwrap_or(name);
-    if id.contains(':') {
+    if id.contains(':') && !is_source_id(id) {
         return Err(ApiError::not_found(
             "model_not_found",
-            format!("model '{name}' not found: Headroom's models have only the tag 'latest'"),
+            format!("model '{name}' not found: neither Ollama's store nor Headroom's folders have it (Headroom's own models have only the tag 'latest')"),
         )
         .with_status(StatusCode::NOT_FOUND));
     }
     Ok(id.to_string())
 }
 
-/// How the lists name a model.
+/// How the lists name a model: a model of Ollama's store by its Ollama name, any other as
+/// `id:latest`.
 fn model_name(id: &str) -> String {
-    format!("{id}:latest")
+    match id.strip_prefix(SourceKind::Ollama.prefix()) {
+        Some(name) => name.to_string(),
+        None => format!("{id}:latest"),
+    }
 }
 
 /// The time as Ollama writes it (RFC 3339, UTC).
@@ -144,10 +174,22 @@ mod tests {
 
     #[test]
     fn names_map_to_ids_and_back() {
-        assert_eq!(model_id("smol").ok().as_deref(), Some("smol"));
-        assert_eq!(model_id("smol:latest").ok().as_deref(), Some("smol"));
-        assert!(model_id("smol:7b").is_err());
+        assert_eq!(candidate_ids("smol"), ["ollama:smol:latest", "smol"]);
+        assert_eq!(candidate_ids("smol:latest"), ["ollama:smol:latest", "smol"]);
+        assert_eq!(
+            candidate_ids("llama3.2:3b"),
+            ["ollama:llama3.2:3b", "llama3.2:3b"]
+        );
+        assert_eq!(
+            candidate_ids("hf:org/repo/m.gguf:latest"),
+            ["hf:org/repo/m.gguf"]
+        );
         assert_eq!(model_name("smol"), "smol:latest");
+        assert_eq!(model_name("ollama:llama3.2:3b"), "llama3.2:3b");
+        assert_eq!(
+            model_name("hf:org/repo/m.gguf"),
+            "hf:org/repo/m.gguf:latest"
+        );
     }
 
     #[test]

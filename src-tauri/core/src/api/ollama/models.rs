@@ -115,7 +115,7 @@ pub async fn show(
         .ok_or_else(|| ApiError::bad_request("invalid_request", "'model' is required"))?;
     let file = state
         .catalog
-        .find(&model_id(&name)?)
+        .find(&model_id(&state, &name)?)
         .map_err(ApiError::from)?;
     Ok(Json(json!({
         "modelfile": format!("FROM {}\n", file.path.display()),
@@ -147,7 +147,7 @@ async fn embed_vectors(
         None => None,
         Some(value) => super::settings(None, Some(value))?.keep_alive,
     };
-    let file = state.catalog.find(&model_id(&request.model)?)?;
+    let file = state.catalog.find(&model_id(state, &request.model)?)?;
     let model = state.pool.acquire(file, keep_alive).await?;
     let mut embeddings = model.embed(inputs)?.wait().await?;
     for vector in &mut embeddings.vectors {

@@ -1,4 +1,5 @@
-//! `GET /v1/models`: every model file in the model folders, loaded or not.
+//! `GET /v1/models`: every model file in the model folders and other apps' stores, loaded or
+//! not; `owned_by` names the app whose store it is in.
 
 use axum::extract::State;
 use axum::Json;
@@ -24,7 +25,7 @@ pub async fn list(State(state): State<AppState>) -> Json<Value> {
                 "id": m.id,
                 "object": "model",
                 "created": created,
-                "owned_by": "headroom",
+                "owned_by": m.source.map_or("headroom", |s| s.name()),
                 "size_bytes": m.size,
             })
         })
