@@ -199,17 +199,7 @@ impl Desktop {
     /// Closes the visible windows whose name matches `pattern` as a window manager's close
     /// button does (WM_DELETE_WINDOW; xdotool 3.2016 has no `windowclose`).
     fn close_windows(&self, pattern: &str) {
-        const CLOSE: &str = r#"
-import sys
-from Xlib import X, display, protocol
-d = display.Display()
-protocols, delete = d.intern_atom("WM_PROTOCOLS"), d.intern_atom("WM_DELETE_WINDOW")
-for wid in sys.argv[1:]:
-    w = d.create_resource_object("window", int(wid))
-    w.send_event(protocol.event.ClientMessage(window=w, client_type=protocols,
-        data=(32, [delete, X.CurrentTime, 0, 0, 0])))
-d.sync()
-"#;
+        const CLOSE: &str = include_str!("x11/close_windows.py");
         let ids = self.xdotool(&["search", "--onlyvisible", "--name", pattern]);
         // Debian's python3-xlib is for Debian's Python, which a venv on PATH may hide.
         let status = Command::new("/usr/bin/python3")

@@ -17,19 +17,8 @@ use crate::stats::Figure;
 /// CPU is averaged over windows of this length; the windows' spread is the figure's.
 const WINDOW: Duration = Duration::from_secs(10);
 
-/// Sends WM_DELETE_WINDOW to the X windows named on the command line: what a window manager's
-/// close button does. (xdotool 3.2016 has no `windowclose`.)
-const CLOSE_WINDOWS: &str = r#"
-import sys
-from Xlib import X, display, protocol
-d = display.Display()
-protocols, delete = d.intern_atom("WM_PROTOCOLS"), d.intern_atom("WM_DELETE_WINDOW")
-for wid in sys.argv[1:]:
-    w = d.create_resource_object("window", int(wid))
-    w.send_event(protocol.event.ClientMessage(window=w, client_type=protocols,
-        data=(32, [delete, X.CurrentTime, 0, 0, 0])))
-d.sync()
-"#;
+/// Closes the X windows named on the command line as a window manager's close button does.
+const CLOSE_WINDOWS: &str = include_str!("../../../e2e/x11/close_windows.py");
 
 pub async fn run(cx: &Context, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     // The backend alone (built without the `gui` feature), then the app's binary run with
