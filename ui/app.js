@@ -236,7 +236,9 @@ function buildDiskRows(m) {
   const group = document.createElement("tbody");
   const main = document.createElement("tr");
   main.dataset.model = m.id;
-  cells(main, ["name", "num", "num", "fit", "action"])[4].append(rowButton(load));
+  const deleteButton = rowButton(remove);
+  deleteButton.className = "delete";
+  cells(main, ["name", "num", "num", "fit", "action"])[4].append(rowButton(load), deleteButton);
   const detail = document.createElement("tr");
   detail.className = "detail";
   const cell = document.createElement("td");
@@ -264,9 +266,12 @@ function updateDiskRows(group, m) {
   [fit.textContent, fit.dataset.fits] = fitNow(m);
   group.querySelector(".reason").textContent = m.fits ? "" : m.reason ?? "";
   showDiskDetail(group);
-  const button = action.querySelector("button");
+  const [button, deleteButton] = action.querySelectorAll("button");
   button.disabled = pending.has(m.id);
   labelButton(button, pending.has(m.id) ? "Loading…" : "Load", m.id);
+  // Only what Headroom downloaded into its own folder; another app's models are never deleted.
+  deleteButton.hidden = !m.deletable;
+  if (!deleteButton.dataset.confirm) labelButton(deleteButton, "Delete…", m.id);
 }
 
 /** Whether it can load now, in a few words, and as a key for their colour. */
@@ -300,6 +305,31 @@ async function load(id, button) {
     showDiskDetail(group);
     button.disabled = false;
     labelButton(button, "Load", id);
+  }
+  refreshSoon();
+}
+
+/** Delete asks once more on the button itself, then deletes the file. */
+async function remove(id, button) {
+  const group = button.closest("tbody");
+  const error = group.querySelector(".row-error");
+  if (!button.dataset.confirm) {
+    button.dataset.confirm = "1";
+    labelButton(button, "Delete the file?", id);
+    setTimeout(() => {
+      delete button.dataset.confirm;
+      labelButton(button, "Delete…", id);
+    }, 5000);
+    return;
+  }
+  button.disabled = true;
+  const result = await send("DELETE", `/api/models/${encodeURIComponent(id)}`);
+  button.disabled = false;
+  if (!result.ok) {
+    error.textContent = result.body.error.message;
+    showDiskDetail(group);
+  } else {
+    announce(`Deleted ${id}: ${fileSize(result.body.bytes)} of disk back`);
   }
   refreshSoon();
 }

@@ -11,7 +11,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { copyFile, mkdtemp, mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { copyFile, mkdtemp, mkdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { homedir, tmpdir } from "node:os";
 import { join } from "node:path";
@@ -600,7 +600,7 @@ async function startHub(bytes, sha256) {
   return { url: `http://127.0.0.1:${hub.address().port}`, close: () => new Promise((resolve) => hub.close(resolve)) };
 }
 
-test("a download from the Hub shows its progress moving, then the model on disk", async (t) => {
+test("a download from the Hub shows its progress moving, then the model on disk, which Delete removes", async (t) => {
   const bytes = await readFile(join(MODELS_DIR, `${SMOL}.gguf`));
   const sha256 = (await readFile(join(MODELS_DIR, `${SMOL}.gguf.sha256`), "utf8")).split(/\s+/)[0];
   const hub = await startHub(bytes, sha256);
@@ -628,7 +628,16 @@ test("a download from the Hub shows its progress moving, then the model on disk"
     await page.locator('#pulls li[data-model="SmolLM2-pulled"][data-state="done"]').waitFor({ timeout: 60_000 });
     assert.match(await page.locator('#pulls li[data-model="SmolLM2-pulled"] .pull-figures').innerText(), /done: model SmolLM2-pulled/);
     await diskRow(page, "SmolLM2-pulled").waitFor({ timeout: 10_000 });
-    t.diagnostic(`progress seen: ${readings.map((r) => r.toFixed(2)).join(", ")}; then done, and listed on disk`);
+    // Delete asks once more on the button, then the file goes; a model of a folder the person
+    // added offers no Delete.
+    const pulled = join(own.config, "..", "data", "models", "SmolLM2-pulled.gguf");
+    await stat(pulled);
+    await diskRow(page, "SmolLM2-pulled").getByRole("button", { name: "Delete… SmolLM2-pulled" }).click();
+    await diskRow(page, "SmolLM2-pulled").getByRole("button", { name: "Delete the file? SmolLM2-pulled" }).click();
+    await diskRow(page, "SmolLM2-pulled").waitFor({ state: "detached", timeout: 10_000 });
+    await assert.rejects(stat(pulled), /ENOENT/);
+    assert.equal(await diskRow(page, SMOL).locator("button.delete").isVisible(), false);
+    t.diagnostic(`progress seen: ${readings.map((r) => r.toFixed(2)).join(", ")}; then done, listed on disk, and deleted after a second click`);
   });
 });
 

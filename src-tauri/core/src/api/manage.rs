@@ -129,8 +129,12 @@ pub async fn models(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
     .await
     .unwrap_or_default();
     let pool = state.pool.status().await?;
+    let own = state.pulls.folder().canonicalize().ok();
     let mut models = Vec::with_capacity(files.len());
     for (file, saved) in files {
+        // What `DELETE /api/models/{id}` would delete: a file in Headroom's own folder.
+        let deletable =
+            file.source.is_none() && own.is_some() && file.path.parent() == own.as_deref();
         let loaded = pool.models.iter().find(|m| m.id == file.id);
         let engine = state.pool.engine_for(&file);
         let entry = match state.pool.fit(&file).await {
@@ -147,6 +151,7 @@ pub async fn models(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
                 "would_evict": fit.would_evict,
                 "reason": fit.reason,
                 "saved_conversations": saved,
+                "deletable": deletable,
             }),
             // A file that is not a usable model is listed with why, not hidden.
             Err(e) => json!({
@@ -162,6 +167,7 @@ pub async fn models(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
                 "would_evict": [],
                 "reason": e.to_string(),
                 "saved_conversations": saved,
+                "deletable": deletable,
             }),
         };
         models.push(entry);
