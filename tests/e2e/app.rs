@@ -151,6 +151,15 @@ impl Desktop {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// The id of the first visible window whose name matches `pattern` (a regex).
+    fn window_id(&self, pattern: &str) -> String {
+        self.xdotool(&["search", "--onlyvisible", "--name", pattern])
+            .lines()
+            .next()
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("no visible window named {pattern:?}"))
+    }
+
     /// The names of the visible windows whose name matches `pattern` (a regex).
     fn windows_named(&self, pattern: &str) -> Vec<String> {
         self.xdotool(&["search", "--onlyvisible", "--name", pattern])
@@ -312,12 +321,7 @@ async fn the_app_window_and_tray_show_the_pool_and_stop_a_model() {
     // The title changes before WebKit paints: wait for the gauges' pixels. The System gauge's
     // fill is the normal tier's green (ui/style.css --tier-normal, #1f9d4a) over a bar 8 px
     // high, a few hundred pixels at this machine's use; a blank window has none.
-    let id = desktop
-        .xdotool(&["search", "--onlyvisible", "--name", "Headroom — System"])
-        .lines()
-        .next()
-        .map(str::to_string)
-        .expect("the window's id");
+    let id = desktop.window_id("Headroom — System");
     let mut green = 0;
     wait_until(
         "the window to paint its gauges",
@@ -428,12 +432,7 @@ async fn the_app_window_and_tray_show_the_pool_and_stop_a_model() {
             .windows_named("Headroom panel — System .* · 1 loaded")
             .is_empty()
     });
-    let panel = desktop
-        .xdotool(&["search", "--onlyvisible", "--name", "Headroom panel"])
-        .lines()
-        .next()
-        .map(str::to_string)
-        .expect("the panel's id");
+    let panel = desktop.window_id("Headroom panel");
     let ((px, py), (pw, ph)) = desktop.geometry(&panel);
     println!("panel at {px},{py}, {pw}x{ph}");
     assert_eq!((pw, ph), (360, 420));
@@ -492,12 +491,7 @@ async fn the_app_window_and_tray_show_the_pool_and_stop_a_model() {
     );
     // The focus goes to another window, as a window manager moves it on a click elsewhere
     // (there is none here, so the test moves it): the panel closes.
-    let main = desktop
-        .xdotool(&["search", "--onlyvisible", "--name", "^Headroom — System"])
-        .lines()
-        .next()
-        .map(str::to_string)
-        .expect("the main window's id");
+    let main = desktop.window_id("^Headroom — System");
     desktop.xdotool(&["windowfocus", "--sync", &panel]);
     std::thread::sleep(Duration::from_millis(300));
     desktop.xdotool(&["mousemove", "100", "600", "windowfocus", "--sync", &main]);
@@ -511,12 +505,7 @@ async fn the_app_window_and_tray_show_the_pool_and_stop_a_model() {
     wait_until("the panel at the click", Duration::from_secs(30), || {
         !desktop.windows_named("Headroom panel").is_empty()
     });
-    let panel = desktop
-        .xdotool(&["search", "--onlyvisible", "--name", "Headroom panel"])
-        .lines()
-        .next()
-        .map(str::to_string)
-        .expect("the panel's id");
+    let panel = desktop.window_id("Headroom panel");
     let ((px, py), _) = desktop.geometry(&panel);
     println!("panel opened by a click at 600,10: at {px},{py}");
     // Centred under the point: 600 less half its width.
