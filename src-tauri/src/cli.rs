@@ -53,13 +53,14 @@ pub struct Cli {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
-    /// Download a GGUF file from a Hugging Face repo into Headroom's model folder (resumable,
-    /// checked against the Hub's sha256; HF_ENDPOINT and HF_TOKEN as huggingface_hub reads them)
+    /// Download a GGUF file, or a whole MLX repo, from Hugging Face into Headroom's model
+    /// folder (resumable, checked against the Hub's sha256; HF_ENDPOINT as huggingface_hub reads
+    /// it; the token from Preferences, HF_TOKEN or `huggingface-cli login`)
     Pull {
         /// The repo, `org/name`
         repo: String,
-        /// The GGUF file in it
-        file: String,
+        /// The GGUF file in it; left out for an MLX repo, pulled as a folder
+        file: Option<String>,
     },
 }
 

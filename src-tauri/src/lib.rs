@@ -71,8 +71,8 @@ pub fn run_headless(store: &Arc<SettingsStore>, dirs: &AppDirs) -> anyhow::Resul
 
 /// `headroom pull REPO FILE`: the same pull as `POST /api/models/pull`, into the model folder
 /// the flags and settings name, its progress on stderr.
-pub fn pull(cli: &Cli, repo: &str, file: &str) -> ExitCode {
-    run_with_settings(cli, |_store, dirs| {
+pub fn pull(cli: &Cli, repo: &str, file: Option<&str>) -> ExitCode {
+    run_with_settings(cli, |store, dirs| {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?;
@@ -94,8 +94,14 @@ pub fn pull(cli: &Cli, repo: &str, file: &str) -> ExitCode {
                         s.bytes_per_second / 1e6
                     );
                 });
-            let pulls = headroom_core::pull::Pulls::from_env(folder.clone(), progress);
-            let started = pulls.start(repo, file)?;
+            let token = store.live().hub_token;
+            let pulls = headroom_core::pull::Pulls::new(
+                folder.clone(),
+                headroom_core::pull::hub::endpoint(),
+                Arc::new(move || headroom_core::pull::hub::token(token.as_deref())),
+                progress,
+            );
+            let started = pulls.start(repo, file).await?;
             let ended = pulls
                 .wait(&started.model)
                 .await
@@ -103,10 +109,12 @@ pub fn pull(cli: &Cli, repo: &str, file: &str) -> ExitCode {
             eprintln!();
             match ended.state {
                 headroom_core::pull::PullState::Done => {
+                    let what = match &ended.file {
+                        Some(file) => format!("{}/{file}", ended.repo),
+                        None => ended.repo.clone(),
+                    };
                     println!(
-                        "pulled {}/{} into {} as model '{}'",
-                        ended.repo,
-                        ended.file,
+                        "pulled {what} into {} as model '{}'",
                         folder.display(),
                         ended.model
                     );

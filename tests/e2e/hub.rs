@@ -1,9 +1,12 @@
 //! A local stand-in for the Hugging Face Hub, with its URL layout and headers: `HEAD`/`GET
 //! /<org>/<repo>/resolve/main/<file>` answers 302 to its storage (`/cdn/<name>`) with
-//! `X-Linked-Etag` (the sha256, quoted), `X-Linked-Size` and `ETag`; the storage serves the
-//! bytes with `Content-Length` and honours `Range: bytes=N-` with 206. It can drop the
-//! connection once partway, send bytes slowly, name a wrong sha256, claim a huge size, or ask
-//! for a token. Every request's `Range` is recorded.
+//! `X-Linked-Etag` (the sha256, quoted), `X-Linked-Size` and `ETag` for an LFS file, and serves
+//! a small (git) file itself with its git id as `ETag`; the storage serves the bytes with
+//! `Content-Length` and honours `Range: bytes=N-` with 206. `GET
+//! /api/models/<org>/<repo>/tree/main` lists a repo's files as the Hub does (with `lfs.oid`,
+//! the sha256, for LFS files). It can drop the connection once partway, send bytes slowly,
+//! name a wrong sha256, claim a huge size, or ask for a token. Every storage request's `Range`
+//! is recorded, and whether it carried a token.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -27,14 +30,30 @@ pub struct Served {
     pub pace: Option<Duration>,
     /// Claim this size instead of the real one.
     pub claimed_size: Option<u64>,
-    /// Answer 401, as a gated repo does without a token.
-    pub gated: bool,
+    /// Answer 401 unless `Authorization: Bearer <this>` comes, as a gated repo does.
+    pub token: Option<String>,
+    /// A small file kept in git, not LFS: served by the Hub itself, with no sha256.
+    pub small: bool,
+}
+
+impl Served {
+    /// A file with these bytes, its sha256 computed.
+    pub fn of(bytes: Vec<u8>) -> Self {
+        use sha2::Digest;
+        let sha256 = format!("{:x}", sha2::Sha256::digest(&bytes));
+        Self {
+            bytes: Arc::new(bytes),
+            sha256,
+            ..Self::default()
+        }
+    }
 }
 
 #[derive(Clone, Default)]
 struct Hub {
     files: Arc<Mutex<HashMap<String, Served>>>,
     ranges: Arc<Mutex<Vec<String>>>,
+    storage_tokens: Arc<Mutex<usize>>,
     dropped: Arc<Mutex<bool>>,
 }
 
@@ -51,6 +70,10 @@ impl HubServer {
             .route(
                 "/{org}/{repo}/resolve/main/{*file}",
                 axum::routing::any(resolve),
+            )
+            .route(
+                "/api/models/{org}/{repo}/tree/main",
+                axum::routing::get(tree),
             )
             .route("/cdn/{name}", axum::routing::get(cdn))
             .with_state(hub.clone());
@@ -74,6 +97,11 @@ impl HubServer {
     pub fn ranges(&self) -> Vec<String> {
         self.hub.ranges.lock().expect("ranges").clone()
     }
+
+    /// Storage requests that carried an `Authorization` header (a token leaked past the Hub).
+    pub fn storage_tokens(&self) -> usize {
+        *self.hub.storage_tokens.lock().expect("tokens")
+    }
 }
 
 impl Drop for HubServer {
@@ -87,24 +115,99 @@ fn storage_name(key: &str) -> String {
     key.replace('/', "--")
 }
 
+/// Whether a request may see `served`: it needs no token, or the request brings it.
+fn allowed(served: &Served, headers: &HeaderMap) -> bool {
+    served.token.as_ref().is_none_or(|token| {
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            == Some(format!("Bearer {token}").as_str())
+    })
+}
+
+fn restricted() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        "Access to this repo is restricted",
+    )
+        .into_response()
+}
+
+/// The repo's files as the Hub lists them.
+async fn tree(
+    State(hub): State<Hub>,
+    Path((org, repo)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let prefix = format!("{org}/{repo}/");
+    let files = hub.files.lock().expect("files").clone();
+    let mut listed: Vec<(&String, &Served)> = files
+        .iter()
+        .filter(|(key, _)| key.starts_with(&prefix))
+        .collect();
+    if listed.is_empty() {
+        return (StatusCode::NOT_FOUND, "Repository not found").into_response();
+    }
+    if listed.iter().any(|(_, s)| !allowed(s, &headers)) {
+        return restricted();
+    }
+    listed.sort_by_key(|(key, _)| key.as_str());
+    let entries: Vec<serde_json::Value> = listed
+        .iter()
+        .map(|(key, served)| {
+            let size = served.bytes.len();
+            let mut entry = serde_json::json!({
+                "type": "file",
+                "oid": git_id(&served.bytes),
+                "size": size,
+                "path": &key[prefix.len()..],
+            });
+            if !served.small {
+                entry["lfs"] =
+                    serde_json::json!({"oid": served.sha256, "size": size, "pointerSize": 134});
+            }
+            entry
+        })
+        .collect();
+    axum::Json(entries).into_response()
+}
+
+/// A file's git blob id, as the Hub gives small files for their `ETag`.
+fn git_id(bytes: &[u8]) -> String {
+    use sha1::Digest;
+    let mut hasher = sha1::Sha1::new();
+    hasher.update(format!("blob {}\0", bytes.len()));
+    hasher.update(bytes);
+    format!("{:x}", hasher.finalize())
+}
+
 async fn resolve(
     State(hub): State<Hub>,
     method: Method,
     Path((org, repo, file)): Path<(String, String, String)>,
+    headers: HeaderMap,
 ) -> Response {
     let key = format!("{org}/{repo}/{file}");
     let Some(served) = hub.files.lock().expect("files").get(&key).cloned() else {
         return (StatusCode::NOT_FOUND, "Entry not found").into_response();
     };
-    if served.gated {
-        return (
-            StatusCode::UNAUTHORIZED,
-            "Access to this repo is restricted",
-        )
-            .into_response();
+    if !allowed(&served, &headers) {
+        return restricted();
     }
     let size = served.claimed_size.unwrap_or(served.bytes.len() as u64);
-    let _ = method;
+    if served.small {
+        // The Hub serves a git file itself: 200, its git id as the ETag.
+        let response = Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_LENGTH, size.to_string())
+            .header(header::ETAG, format!("\"{}\"", git_id(&served.bytes)));
+        let body = if method == Method::HEAD {
+            Body::empty()
+        } else {
+            Body::from(served.bytes.to_vec())
+        };
+        return response.body(body).expect("response");
+    }
     Response::builder()
         .status(StatusCode::FOUND)
         .header(header::LOCATION, format!("/cdn/{}", storage_name(&key)))
@@ -116,6 +219,9 @@ async fn resolve(
 }
 
 async fn cdn(State(hub): State<Hub>, Path(name): Path<String>, headers: HeaderMap) -> Response {
+    if headers.contains_key(header::AUTHORIZATION) {
+        *hub.storage_tokens.lock().expect("tokens") += 1;
+    }
     let served = {
         let files = hub.files.lock().expect("files");
         files

@@ -1,8 +1,10 @@
 //! Pulling a model from the Hub (a local stand-in with the Hub's layout, `hub.rs`): the real
 //! test model arrives through a dropped connection, resumed with `Range`, checked against its
-//! sha256, and answers a chat; a wrong sha256, a file too big for the disk and Cancel leave
-//! nothing behind; `headroom pull` does the same from the command line; Delete removes only
-//! Headroom's own models.
+//! sha256, and answers a chat; the MLX test model arrives as a repo, whole, and answers on the
+//! MLX engine; a wrong sha256, a file too big for the disk, a disk that fills up during the
+//! download, and Cancel leave nothing behind; a gated repo opens with the token set in
+//! Preferences, which never reaches the storage; `headroom pull` does the same from the
+//! command line; Delete removes only Headroom's own models.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -12,11 +14,12 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::hub::{HubServer, Served};
-use crate::support::{models_dir, Options, Server, SMOLLM2};
+use crate::support::{file_size, models_dir, Options, Server, SMOLLM2};
 
 const REPO: &str = "bartowski/SmolLM2-135M-Instruct-GGUF";
 const FILE: &str = "SmolLM2-135M-Instruct-Q4_1.gguf";
 const PULLED: &str = "SmolLM2-135M-Instruct-Q4_1";
+const MLX_FOLDER: &str = "SmolLM2-135M-Instruct-mlx";
 
 /// The test model's bytes and the sha256 its package ships beside it.
 fn smollm2() -> Served {
@@ -198,13 +201,31 @@ async fn a_bad_pull_leaves_nothing_behind_and_says_why() {
         },
     );
     hub.add(
-        "org/gated",
-        "model.gguf",
+        "org/slow-2",
+        "model-2.gguf",
         Served {
-            gated: true,
-            ..model
+            pace: Some(Duration::from_millis(50)),
+            ..model.clone()
         },
     );
+    hub.add(
+        "org/slow-3",
+        "model-3.gguf",
+        Served {
+            pace: Some(Duration::from_millis(50)),
+            ..model.clone()
+        },
+    );
+    hub.add(
+        "org/slow-4",
+        "model-4.gguf",
+        Served {
+            pace: Some(Duration::from_millis(50)),
+            ..model.clone()
+        },
+    );
+    hub.add("org/two-ggufs", "m-Q4_1.gguf", model.clone());
+    hub.add("org/two-ggufs", "m-Q8_0.gguf", model);
     let server = server_for(&hub);
     let events = server.events().await;
     let ended = |repo: &'static str| {
@@ -245,15 +266,26 @@ async fn a_bad_pull_leaves_nothing_behind_and_says_why() {
     );
     println!("too big: {error}");
 
-    // A gated repo without a token.
-    let (_, _) = pull(&server, "org/gated", "model.gguf").await;
-    let failed = ended("org/gated").await;
-    let error = failed["error"].as_str().unwrap_or_default();
-    assert!(error.contains("HF_TOKEN"), "{error}");
-
-    // Cancel, partway: the partial file goes.
+    // Cancel, partway: the partial file goes. Three pulls run at most: a fourth waits its turn.
     let (status, body) = pull(&server, "org/slow", "model.gguf").await;
     assert_eq!(status, 202, "{body}");
+    for (repo, file) in [
+        ("org/slow-2", "model-2.gguf"),
+        ("org/slow-3", "model-3.gguf"),
+    ] {
+        let (status, body) = pull(&server, repo, file).await;
+        assert_eq!(status, 202, "{body}");
+    }
+    let (status, body) = pull(&server, "org/slow-4", "model-4.gguf").await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"]["code"], "too_many_pulls", "{body}");
+    for (repo, model) in [("org/slow-2", "model-2"), ("org/slow-3", "model-3")] {
+        let (status, body) = server
+            .call(Method::DELETE, &format!("/api/models/pulls/{model}"))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(ended(repo).await["state"], "cancelled");
+    }
     events
         .wait_for("some progress", |e| {
             e["type"] == "pull" && e["repo"] == "org/slow" && e["received"].as_u64() > Some(1 << 20)
@@ -282,7 +314,10 @@ async fn a_bad_pull_leaves_nothing_behind_and_says_why() {
             json!({"repo": "org/repo", "file": "../m.gguf"}),
             "invalid_pull",
         ),
-        (json!({"repo": "org/repo"}), "invalid_request"),
+        (json!({"repo": "org/repo", "file": 7}), "invalid_request"),
+        // A repo that is not there, and one of GGUF files named without the file.
+        (json!({"repo": "org/no-such-repo"}), "invalid_pull"),
+        (json!({"repo": "org/two-ggufs"}), "invalid_pull"),
     ] {
         let (status, answer) = server.post("/api/models/pull", &body).await;
         assert_eq!(status, 400, "{body}: {answer}");
@@ -292,10 +327,305 @@ async fn a_bad_pull_leaves_nothing_behind_and_says_why() {
             "{body}: {answer}"
         );
     }
+    let (_, answer) = server
+        .post("/api/models/pull", &json!({"repo": "org/two-ggufs"}))
+        .await;
+    let message = answer["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("m-Q4_1.gguf, m-Q8_0.gguf"),
+        "the choices are named: {answer}"
+    );
+    println!("a GGUF repo without a file: {message}");
     let (status, answer) = server
         .post_bytes("/api/models/pull", b"{not json".to_vec())
         .await;
     assert_eq!(status, 400, "{answer}");
+}
+
+/// The MLX test model's folder, served as an mlx-community repo with two files a model does
+/// not need (its README and a hidden note).
+fn mlx_repo(hub: &HubServer, repo: &str) -> Vec<(String, Vec<u8>)> {
+    let folder = models_dir().join(MLX_FOLDER);
+    let mut model_files = Vec::new();
+    for entry in std::fs::read_dir(&folder).expect("the MLX test model") {
+        let path = entry.expect("entry").path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("name")
+            .to_string();
+        let bytes = std::fs::read(&path).expect("read");
+        let small = bytes.len() < 100_000;
+        if !name.starts_with('.') {
+            model_files.push((name.clone(), bytes.clone()));
+        }
+        hub.add(
+            repo,
+            &name,
+            Served {
+                small,
+                ..Served::of(bytes)
+            },
+        );
+    }
+    hub.add(
+        repo,
+        "README.md",
+        Served {
+            small: true,
+            ..Served::of(b"# SmolLM2 in MLX".to_vec())
+        },
+    );
+    model_files.sort();
+    model_files
+}
+
+#[tokio::test]
+async fn an_mlx_repo_is_pulled_whole_and_answers_on_the_mlx_engine() {
+    const MLX_REPO: &str = "mlx-community/SmolLM2-135M-Instruct";
+    const MLX_MODEL: &str = "SmolLM2-135M-Instruct";
+    let hub = HubServer::start().await;
+    let wanted = mlx_repo(&hub, MLX_REPO);
+    let server = server_for(&hub);
+    let events = server.events().await;
+
+    let (status, body) = server
+        .post("/api/models/pull", &json!({"repo": MLX_REPO}))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["model"], MLX_MODEL, "{body}");
+    assert!(body["file"].is_null(), "{body}");
+    assert_eq!(body["files"], wanted.len(), "{body}");
+    let done = tokio::time::timeout(
+        Duration::from_secs(120),
+        events.wait_for("the pull's end", |e| {
+            e["type"] == "pull" && e["model"] == MLX_MODEL && e["state"] != "downloading"
+        }),
+    )
+    .await
+    .expect("the pull ended");
+    assert_eq!(done["state"], "done", "{done}");
+    let total: usize = wanted.iter().map(|(_, b)| b.len()).sum();
+    assert_eq!(done["received"], total, "{done}");
+    assert_eq!(done["total"], total, "{done}");
+
+    // The model's files, byte for byte, and nothing else: no README, no partial folder.
+    let folder = server.data_dir().join("models").join(MLX_MODEL);
+    let mut pulled: Vec<String> = own_files(&server);
+    pulled.sort();
+    let expected: Vec<String> = wanted
+        .iter()
+        .map(|(name, _)| folder.join(name).display().to_string())
+        .collect();
+    assert_eq!(pulled, expected);
+    for (name, bytes) in &wanted {
+        assert!(
+            std::fs::read(folder.join(name)).expect("pulled") == *bytes,
+            "{name} differs"
+        );
+    }
+    println!("pulled {MLX_REPO}: {} files, {total} bytes", wanted.len());
+
+    let (_, models) = server.get("/api/models").await;
+    let entry = models["models"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["id"] == MLX_MODEL).cloned())
+        .unwrap_or_else(|| panic!("not listed: {models}"));
+    assert_eq!(entry["engine"], "MLX", "{entry}");
+    assert_eq!(entry["deletable"], true, "{entry}");
+    let (status, answer) = server
+        .post(
+            "/v1/chat/completions",
+            &json!({"model": MLX_MODEL, "max_tokens": 4, "messages": [{"role": "user", "content": "Hi"}]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    println!("answer: {}", answer["choices"][0]["message"]["content"]);
+    let (status, body) = server
+        .post("/api/models/pull", &json!({"repo": MLX_REPO}))
+        .await;
+    assert_eq!(status, 409, "{body}");
+
+    // Deleted as a folder, once stopped.
+    let (status, body) = server
+        .call(Method::DELETE, &format!("/api/memory/models/{MLX_MODEL}"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = server
+        .call(Method::DELETE, &format!("/api/models/{MLX_MODEL}"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(!folder.exists());
+}
+
+#[tokio::test]
+async fn a_gated_repo_opens_with_the_token_set_in_preferences() {
+    const TOKEN: &str = "hf_testTokenForAGatedRepo0123";
+    let hub = HubServer::start().await;
+    hub.add(
+        "org/gated",
+        "model.gguf",
+        Served {
+            token: Some(TOKEN.into()),
+            ..smollm2()
+        },
+    );
+    let server = server_for(&hub);
+    let events = server.events().await;
+    let ended = || {
+        tokio::time::timeout(
+            Duration::from_secs(120),
+            events.wait_for("the pull's end", |e| {
+                e["type"] == "pull" && e["repo"] == "org/gated" && e["state"] != "downloading"
+            }),
+        )
+    };
+
+    let (status, body) = pull(&server, "org/gated", "model.gguf").await;
+    assert_eq!(status, 202, "{body}");
+    let failed = ended().await.expect("the pull ended");
+    let error = failed["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("Preferences") && error.contains("HF_TOKEN"),
+        "{error}"
+    );
+
+    let (status, body) = server
+        .send_json(Method::PUT, "/api/settings", &json!({"hub_token": TOKEN}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["settings"]["hub_token"], "(hidden)", "{body}");
+    let (_, body) = server.get("/api/settings").await;
+    assert_eq!(body["settings"]["hub_token"], "(hidden)", "{body}");
+    assert!(!body.to_string().contains(TOKEN));
+    let config = body["path"].as_str().expect("the config file").to_string();
+    let saved = std::fs::read_to_string(&config).expect("config");
+    assert!(saved.contains(TOKEN), "kept in the config file: {saved}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&config)
+        .expect("meta")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "readable by its owner only");
+    // Sending the settings back as shown keeps the token.
+    let (status, body) = server
+        .send_json(
+            Method::PUT,
+            "/api/settings",
+            &json!({"hub_token": "(hidden)"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = server
+        .send_json(
+            Method::PUT,
+            "/api/settings",
+            &json!({"hub_token": "has spaces in it"}),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+
+    let started = std::time::Instant::now();
+    let (status, body) = pull(&server, "org/gated", "model.gguf").await;
+    assert_eq!(status, 202, "{body}");
+    // This pull's end: the second event that ends a pull of this repo.
+    let done = tokio::time::timeout(
+        Duration::from_secs(120),
+        events.wait_for("the second pull's end", |e| {
+            e["type"] == "pull" && e["repo"] == "org/gated" && e["state"] == "done"
+        }),
+    )
+    .await
+    .expect("the pull was done (the server's log says why not)");
+    assert_eq!(done["state"], "done", "{done}");
+    assert_eq!(hub.storage_tokens(), 0, "the token went to the storage");
+    println!(
+        "gated repo pulled with the Preferences token in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+#[tokio::test]
+async fn a_disk_that_fills_up_during_a_pull_ends_it_and_keeps_nothing() {
+    let hub = HubServer::start().await;
+    hub.add(
+        REPO,
+        FILE,
+        Served {
+            // 256 KiB every 10 ms: about 10 s for the model.
+            pace: Some(Duration::from_millis(10)),
+            ..smollm2()
+        },
+    );
+    // Room for the model and the 512 MiB a pull leaves free, and little more.
+    let server = Server::start_with(Options {
+        env: vec![("HF_ENDPOINT", hub.url.clone())],
+        tmpfs: Some(640 << 20),
+        ..Options::default()
+    });
+    let events = server.events().await;
+    let data = server.as_seen(&server.data_dir());
+
+    let (status, body) = pull(&server, REPO, FILE).await;
+    assert_eq!(status, 202, "{body}");
+    events
+        .wait_for("20 MB", |e| {
+            e["type"] == "pull" && e["received"].as_u64() > Some(20 << 20)
+        })
+        .await;
+    // Another program fills the disk.
+    let filler = data.join("filler");
+    let mut written = 0u64;
+    {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&filler).expect("filler");
+        let block = vec![7u8; 1 << 20];
+        while file.write_all(&block).is_ok() {
+            written += block.len() as u64;
+        }
+    }
+    println!("filled the disk with {} MB", written >> 20);
+    let failed = tokio::time::timeout(
+        Duration::from_secs(120),
+        events.wait_for("the pull's end", |e| {
+            e["type"] == "pull" && e["state"] != "downloading"
+        }),
+    )
+    .await
+    .expect("the pull ended");
+    assert_eq!(failed["state"], "failed", "{failed}");
+    let error = failed["error"].as_str().unwrap_or_default();
+    assert!(error.contains("disk filled up"), "{error}");
+    println!("full disk: {error}");
+    // Nothing staged is kept, nothing half is among the models, and the server still serves.
+    let models = data.join("models");
+    let left: Vec<_> = std::fs::read_dir(&models)
+        .expect("the model folder")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    let (status, _) = server.get("/api/status").await;
+    assert_eq!(status, 200);
+
+    // With the space back, the same pull succeeds.
+    std::fs::remove_file(&filler).expect("remove the filler");
+    let (status, body) = pull(&server, REPO, FILE).await;
+    assert_eq!(status, 202, "{body}");
+    let done = tokio::time::timeout(
+        Duration::from_secs(120),
+        events.wait_for("the second pull's end", |e| {
+            e["type"] == "pull" && e["state"] == "done"
+        }),
+    )
+    .await
+    .expect("the pull ended");
+    assert_eq!(
+        done["received"],
+        file_size(&models_dir().join(format!("{SMOLLM2}.gguf"))),
+        "{done}"
+    );
+    assert!(models.join(FILE).is_file());
 }
 
 // Two threads: the command blocks one while the stand-in Hub serves it on the other.

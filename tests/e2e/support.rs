@@ -63,6 +63,10 @@ pub struct Options {
     /// The data folder, when it must outlive the server (a restart that finds what the last
     /// run left); otherwise one in the server's temporary folder.
     pub data_dir: Option<PathBuf>,
+    /// Run the server in a mount namespace of its own, its data folder a tmpfs of this many
+    /// bytes: a small disk that can fill up. The test reaches it through
+    /// [`Server::as_seen`].
+    pub tmpfs: Option<u64>,
 }
 
 impl Default for Options {
@@ -79,6 +83,7 @@ impl Default for Options {
             desktop: false,
             api_key: None,
             data_dir: None,
+            tmpfs: None,
         }
     }
 }
@@ -111,7 +116,19 @@ impl Server {
         if let Some(config) = &options.config {
             std::fs::write(&config_path, config).expect("write config");
         }
-        let mut command = if options.cgroups.is_empty() {
+        let mut command = if let Some(bytes) = options.tmpfs {
+            assert!(options.cgroups.is_empty(), "a tmpfs or cgroups, not both");
+            std::fs::create_dir_all(&data_dir).expect("data folder");
+            // The shell mounts the tmpfs in the new namespace, then becomes the server.
+            let mut command = Command::new("unshare");
+            command
+                .args(["--mount", "--propagation", "private", "sh", "-c"])
+                .arg("mount -t tmpfs -o size=\"$TMPFS_SIZE\" tmpfs \"$TMPFS_AT\" && exec \"$0\" \"$@\"")
+                .arg(env!("CARGO_BIN_EXE_headroom"))
+                .env("TMPFS_SIZE", bytes.to_string())
+                .env("TMPFS_AT", &data_dir);
+            command
+        } else if options.cgroups.is_empty() {
             Command::new(env!("CARGO_BIN_EXE_headroom"))
         } else {
             // The shell joins the cgroups, then becomes the server (same pid).
@@ -208,6 +225,12 @@ impl Server {
     /// The server's data folder (`--data-dir`).
     pub fn data_dir(&self) -> PathBuf {
         self.data_dir.clone()
+    }
+
+    /// `path` as the server sees it, inside its mount namespace (a `tmpfs` data folder).
+    pub fn as_seen(&self, path: &Path) -> PathBuf {
+        let relative = path.strip_prefix("/").unwrap_or(path);
+        PathBuf::from(format!("/proc/{}/root", self.pid())).join(relative)
     }
 
     pub fn pid(&self) -> u32 {

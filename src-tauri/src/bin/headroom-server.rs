@@ -12,7 +12,7 @@ fn main() -> ExitCode {
     headroom_app::init_logging();
     let cli = Cli::parse();
     if let Some(headroom_app::cli::Command::Pull { repo, file }) = &cli.command {
-        return headroom_app::pull(&cli, repo, file);
+        return headroom_app::pull(&cli, repo, file.as_deref());
     }
     if cli.window {
         eprintln!("headroom-server: --window is the app binary's (headroom)");

@@ -1,5 +1,5 @@
-//! Getting and removing models: `POST /api/models/pull` starts a pull from the Hub (progress as
-//! `pull` events), `GET /api/models/pulls` lists this run's pulls, `DELETE
+//! Getting and removing models: `POST /api/models/pull` starts a pull from the Hub (a GGUF file,
+//! or an MLX repo whole; progress as `pull` events), `GET /api/models/pulls` lists this run's pulls, `DELETE
 //! /api/models/pulls/{model}` cancels one, and `DELETE /api/models/{id}` deletes a model from
 //! Headroom's own folder, never from another app's store or a folder the user added.
 
@@ -20,14 +20,26 @@ use crate::pull::PullError;
 pub struct PullRequest {
     /// `org/name` on the Hub.
     pub repo: String,
-    /// A GGUF file in it.
-    pub file: String,
+    /// A GGUF file in it; left out for an MLX repo, pulled whole.
+    #[serde(default)]
+    pub file: Option<String>,
 }
 
 impl From<PullError> for ApiError {
     fn from(e: PullError) -> Self {
         match e {
-            PullError::Name(_) => ApiError::bad_request("invalid_pull", e.to_string()),
+            PullError::Name(_) | PullError::ChooseFile { .. } | PullError::NotAModel(_) => {
+                ApiError::bad_request("invalid_pull", e.to_string())
+            }
+            // The Hub cannot be reached: a gateway's failure, not the caller's.
+            PullError::Listing {
+                error: crate::pull::TransferError::Unreachable { .. },
+                ..
+            } => ApiError::bad_request("hub_unreachable", e.to_string())
+                .with_status(StatusCode::BAD_GATEWAY),
+            PullError::Listing { .. } => ApiError::bad_request("invalid_pull", e.to_string()),
+            PullError::TooMany => ApiError::bad_request("too_many_pulls", e.to_string())
+                .with_status(StatusCode::TOO_MANY_REQUESTS),
             PullError::Running(_) | PullError::Exists(_) => {
                 ApiError::bad_request("pull_conflict", e.to_string())
                     .with_status(StatusCode::CONFLICT)
@@ -43,7 +55,10 @@ pub async fn start(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let bytes = body.map_err(|r| ApiError::bad_request("invalid_body", r.body_text()))?;
     let request: PullRequest = crate::api::body::decode(&bytes)?;
-    let status = state.pulls.start(&request.repo, &request.file)?;
+    let status = state
+        .pulls
+        .start(&request.repo, request.file.as_deref())
+        .await?;
     Ok((StatusCode::ACCEPTED, Json(json!(status))))
 }
 

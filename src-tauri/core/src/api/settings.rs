@@ -21,14 +21,20 @@ pub async fn get(State(state): State<AppState>) -> Json<Value> {
     Json(view(&state, &[], &[]))
 }
 
-/// What the API shows in place of the API key: the key itself never leaves the server, and a
-/// client that sends the settings back unchanged (this value included) keeps the key.
+/// What the API shows in place of a secret (the API key, the Hub token): the secret itself
+/// never leaves the server, and a client that sends the settings back unchanged (this value
+/// included) keeps it.
 const HIDDEN_KEY: &str = "(hidden)";
+
+/// The settings that are secrets.
+const SECRETS: [&str; 2] = ["api_key", "hub_token"];
 
 fn view(state: &AppState, changed: &[String], restart_required: &[String]) -> Value {
     let mut settings = state.live.store().live();
-    if settings.api_key.is_some() {
-        settings.api_key = Some(HIDDEN_KEY.into());
+    for secret in [&mut settings.api_key, &mut settings.hub_token] {
+        if secret.is_some() {
+            *secret = Some(HIDDEN_KEY.into());
+        }
     }
     json!({
         "settings": settings,
@@ -55,9 +61,11 @@ pub async fn put(
             fields.entry("pinned").or_insert(pinned);
         }
     }
-    if patch.get("api_key").and_then(Value::as_str) == Some(HIDDEN_KEY) {
-        if let Some(fields) = patch.as_object_mut() {
-            fields.remove("api_key");
+    if let Some(fields) = patch.as_object_mut() {
+        for secret in SECRETS {
+            if fields.get(secret).and_then(Value::as_str) == Some(HIDDEN_KEY) {
+                fields.remove(secret);
+            }
         }
     }
     let store = state.live.store();

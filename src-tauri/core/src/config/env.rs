@@ -30,6 +30,9 @@ pub(super) fn apply(
             "HEADROOM_API_KEY" => {
                 settings.api_key = Some(value.trim().to_string()).filter(|k| !k.is_empty())
             }
+            "HEADROOM_HUB_TOKEN" => {
+                settings.hub_token = Some(value.trim().to_string()).filter(|k| !k.is_empty())
+            }
             "HEADROOM_MAX_CONNECTIONS" => {
                 settings.max_connections = parse(&key, "max_connections", &value, "a whole number")?
             }

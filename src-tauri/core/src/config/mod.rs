@@ -44,6 +44,10 @@ pub struct Settings {
     /// Other apps' model stores to serve from, where their folders exist: "huggingface" (the
     /// Hugging Face cache), "lm_studio", "ollama", "llama_cpp" (its download cache). Read only.
     pub sources: Vec<crate::models::SourceKind>,
+    /// A Hugging Face token, for pulling gated and private repos; kept in this file (readable
+    /// by its owner only) and never shown by the API. Unset, `HF_TOKEN` or the token
+    /// `huggingface-cli login` saved is used.
+    pub hub_token: Option<String>,
     /// CPU threads per model; `None` = all cores but one, so the desktop stays responsive.
     pub threads: Option<u32>,
     /// Requests one model decodes at once.
@@ -108,6 +112,7 @@ impl Default for Settings {
             max_connections: 512,
             models_dirs: Vec::new(),
             sources: crate::models::SourceKind::ALL.to_vec(),
+            hub_token: None,
             threads: None,
             parallel: 2,
             context_size: 4096,
@@ -206,6 +211,15 @@ impl Settings {
         }
         if let Some(problem) = self.api_key.as_deref().and_then(api_key_problem) {
             return Err(err("api_key", "(hidden)".into(), &problem));
+        }
+        if let Some(token) = &self.hub_token {
+            if token.len() > 512 || !token.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(err(
+                    "hub_token",
+                    "(hidden)".into(),
+                    "a Hugging Face token: printable ASCII without spaces, at most 512 characters",
+                ));
+            }
         }
         if self.bind.is_shared() && self.api_key.is_none() {
             return Err(err(

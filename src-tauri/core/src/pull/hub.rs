@@ -3,10 +3,50 @@
 //! reads it (a mirror, or a local server in the tests), else `https://huggingface.co`.
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
 
-/// A GGUF file in a Hub repo.
+/// An environment variable, unless it is unset or blank.
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// The Hub's address: `HF_ENDPOINT`, else huggingface.co.
+pub fn endpoint() -> String {
+    var("HF_ENDPOINT").unwrap_or_else(|| DEFAULT_ENDPOINT.to_string())
+}
+
+/// The token for gated repos, in this order: the one set in Preferences (`hub_token`), then
+/// `HF_TOKEN` (or its old name), then the file `huggingface-cli login` writes (`HF_TOKEN_PATH`,
+/// else `token` in `HF_HOME`, else in `~/.cache/huggingface`), so a user who has logged in
+/// with Hugging Face's own tools needs to do nothing more.
+pub fn token(setting: Option<&str>) -> Option<String> {
+    let file = var("HF_TOKEN_PATH").map(PathBuf::from).or_else(|| {
+        var("HF_HOME")
+            .map(PathBuf::from)
+            .or_else(|| {
+                directories::BaseDirs::new().map(|d| d.home_dir().join(".cache/huggingface"))
+            })
+            .map(|home| home.join("token"))
+    });
+    choose_token(
+        setting,
+        var("HF_TOKEN").or_else(|| var("HUGGING_FACE_HUB_TOKEN")),
+        file.as_deref(),
+    )
+}
+
+/// [`token`]'s choice, given what each place holds.
+fn choose_token(setting: Option<&str>, env: Option<String>, file: Option<&Path>) -> Option<String> {
+    let clean = |t: &str| Some(t.trim().to_string()).filter(|t| !t.is_empty());
+    setting.and_then(clean).or(env).or_else(|| {
+        let text = std::fs::read_to_string(file?).ok()?;
+        clean(&text)
+    })
+}
+
+/// A file in a Hub repo: a GGUF file pulled on its own, or one file of an MLX repo.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HubFile {
     pub repo: String,
@@ -23,29 +63,53 @@ pub enum HubError {
     File(String),
 }
 
+/// Checks a repo name: `org/name`, each part of letters, digits, `-`, `_` and `.`, as the Hub
+/// allows them; nothing that could step out of a URL path or a folder.
+pub fn check_repo(repo: &str) -> Result<(), HubError> {
+    let part = |p: &str| {
+        !p.is_empty()
+            && p.len() <= 96
+            && !p.starts_with('.')
+            && p.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    };
+    let parts: Vec<&str> = repo.split('/').collect();
+    if parts.len() == 2 && parts.iter().all(|p| part(p)) {
+        Ok(())
+    } else {
+        Err(HubError::Repo(repo.to_string()))
+    }
+}
+
+/// Whether `path` is a relative file path that stays where it is joined: no empty, `.` or `..`
+/// segment, no backslash or control character.
+fn is_confined_path(path: &str) -> bool {
+    path.len() <= 255
+        && path.split('/').all(|s| {
+            !s.is_empty()
+                && s != "."
+                && s != ".."
+                && !s.chars().any(|c| c.is_control() || c == '\\')
+        })
+}
+
 impl HubFile {
+    /// A GGUF file, pulled on its own.
     pub fn new(repo: &str, file: &str) -> Result<Self, HubError> {
-        let part = |p: &str| {
-            !p.is_empty()
-                && p.len() <= 96
-                && !p.starts_with('.')
-                && p.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        };
-        let parts: Vec<&str> = repo.split('/').collect();
-        if parts.len() != 2 || !parts.iter().all(|p| part(p)) {
-            return Err(HubError::Repo(repo.to_string()));
+        check_repo(repo)?;
+        if !(file.ends_with(".gguf") && is_confined_path(file)) {
+            return Err(HubError::File(file.to_string()));
         }
-        let segments: Vec<&str> = file.split('/').collect();
-        let fine = file.len() <= 255
-            && file.ends_with(".gguf")
-            && segments.iter().all(|s| {
-                !s.is_empty()
-                    && *s != "."
-                    && *s != ".."
-                    && !s.chars().any(|c| c.is_control() || c == '\\')
-            });
-        if !fine {
+        Ok(Self {
+            repo: repo.to_string(),
+            file: file.to_string(),
+        })
+    }
+
+    /// Any file of a repo (one of an MLX model's files).
+    pub fn in_repo(repo: &str, file: &str) -> Result<Self, HubError> {
+        check_repo(repo)?;
+        if !is_confined_path(file) {
             return Err(HubError::File(file.to_string()));
         }
         Ok(Self {
@@ -140,6 +204,31 @@ mod tests {
                 "{file}"
             );
         }
+    }
+
+    #[test]
+    fn the_token_is_the_settings_then_the_environments_then_the_login_file() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let file = dir.path().join("token");
+        std::fs::write(&file, "hf_from_login\n").expect("write");
+        let env = || Some("hf_from_env".to_string());
+        assert_eq!(
+            choose_token(Some("hf_set"), env(), Some(&file)).as_deref(),
+            Some("hf_set")
+        );
+        assert_eq!(
+            choose_token(Some("  "), env(), Some(&file)).as_deref(),
+            Some("hf_from_env")
+        );
+        assert_eq!(
+            choose_token(None, None, Some(&file)).as_deref(),
+            Some("hf_from_login")
+        );
+        assert_eq!(
+            choose_token(None, None, Some(&dir.path().join("none"))),
+            None
+        );
+        assert_eq!(choose_token(None, None, None), None);
     }
 
     #[test]

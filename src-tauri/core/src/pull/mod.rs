@@ -1,12 +1,16 @@
-//! Getting models: a GGUF file pulled from a Hugging Face repo into Headroom's own model folder.
+//! Getting models from the Hugging Face Hub into Headroom's own model folder: a GGUF file, or
+//! an MLX repo as a folder of its model files.
 //!
-//! A pull is written to `<models>/.partial/<name>.part` (a hidden folder the catalog does not
-//! read), resumed from there after a dropped connection or a later pull of the same file,
-//! checked against the Hub's sha256, and only then renamed into the model folder: there is never
-//! a half file among the models. Disk space is checked first. Progress goes out as `pull`
-//! events, at most four a second; Cancel deletes the partial file.
+//! A pull is staged under `<models>/.partial/` (a hidden folder the catalog does not read):
+//! `<name>.gguf.part` for a file, `<name>/` for an MLX folder. It is resumed from there after
+//! a dropped connection or a later pull of the same model, each file is checked against the
+//! Hub's sha256, and only then is it renamed into the model folder: there is never a half model
+//! among the models. Disk space is checked first; a disk that fills up all the same ends the
+//! pull and gives the staged bytes back. Progress goes out as `pull` events, at most four a
+//! second; Cancel deletes what was staged. At most [`MAX_RUNNING`] pulls run at once.
 
 pub mod hub;
+pub mod repo;
 pub mod space;
 mod transfer;
 
@@ -20,7 +24,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::vocab::Publish;
 use hub::HubFile;
+use repo::Contents;
 pub use transfer::TransferError;
+
+/// Pulls that may run at once: enough to fill a home connection, few enough that a script
+/// gone wrong cannot open hundreds of downloads.
+pub const MAX_RUNNING: usize = 3;
 
 /// Where a pull is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -35,10 +44,13 @@ pub enum PullState {
 /// A pull as the API and its events show it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PullStatus {
-    /// The model id the file has once pulled.
+    /// The model id the pull has once done.
     pub model: String,
     pub repo: String,
-    pub file: String,
+    /// The GGUF file pulled; None for an MLX repo, pulled whole.
+    pub file: Option<String>,
+    /// Files fetched, with those still to fetch.
+    pub files: usize,
     pub state: PullState,
     pub received: u64,
     /// 0 until the Hub has said.
@@ -61,17 +73,49 @@ pub struct PullEvent {
 pub enum PullError {
     #[error(transparent)]
     Name(#[from] hub::HubError),
+    #[error("cannot list the files of '{repo}': {error}")]
+    Listing { repo: String, error: TransferError },
+    #[error("'{repo}' holds GGUF files, not one model: name the file to pull, one of {}", .files.join(", "))]
+    ChooseFile { repo: String, files: Vec<String> },
+    #[error(
+        "'{0}' holds neither GGUF files nor an MLX model (config.json and .safetensors weights)"
+    )]
+    NotAModel(String),
     #[error("'{0}' is already being pulled")]
     Running(String),
     #[error("model '{0}' is already in the model folder")]
     Exists(String),
+    #[error("{MAX_RUNNING} pulls are running already; wait for one to end or cancel one")]
+    TooMany,
     #[error("no pull of '{0}' is running")]
     NotRunning(String),
 }
 
+/// Where the token for gated repos comes from, asked at each pull so a token set in
+/// Preferences applies at once.
+pub type TokenSource = Arc<dyn Fn() -> Option<String> + Send + Sync>;
+
 struct Entry {
     status: PullStatus,
     cancel: CancellationToken,
+}
+
+/// One file of a pull, and where it is staged.
+struct Piece {
+    file: HubFile,
+    part: PathBuf,
+    /// What the repo's listing said of it, for a Hub that leaves a header out.
+    listed: Option<repo::TreeEntry>,
+}
+
+/// What a pull fetches, where it is staged, and where it goes when whole.
+struct Plan {
+    model: String,
+    repo: String,
+    file: Option<String>,
+    pieces: Vec<Piece>,
+    staged: PathBuf,
+    target: PathBuf,
 }
 
 /// The pulls of this run: running ones, and ended ones until the next pull of the same model.
@@ -79,18 +123,18 @@ struct Entry {
 pub struct Pulls {
     folder: PathBuf,
     endpoint: String,
-    token: Option<String>,
+    token: TokenSource,
     entries: Arc<Mutex<BTreeMap<String, Entry>>>,
     publish: Publish<PullEvent>,
 }
 
 impl Pulls {
-    /// Pulls into `folder` (Headroom's own model folder) from `endpoint` (`HF_ENDPOINT`), with
-    /// `token` (`HF_TOKEN`) for gated repos.
+    /// Pulls into `folder` (Headroom's own model folder) from `endpoint` (see
+    /// [`hub::endpoint`]), with the token `token` gives for gated repos.
     pub fn new(
         folder: PathBuf,
         endpoint: String,
-        token: Option<String>,
+        token: TokenSource,
         publish: Publish<PullEvent>,
     ) -> Self {
         Self {
@@ -102,30 +146,27 @@ impl Pulls {
         }
     }
 
-    /// The endpoint and token as huggingface_hub reads them from the environment.
-    pub fn from_env(folder: PathBuf, publish: Publish<PullEvent>) -> Self {
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-        let endpoint = var("HF_ENDPOINT").unwrap_or_else(|| hub::DEFAULT_ENDPOINT.to_string());
-        let token = var("HF_TOKEN").or_else(|| var("HUGGING_FACE_HUB_TOKEN"));
-        Self::new(folder, endpoint, token, publish)
-    }
-
     pub fn folder(&self) -> &Path {
         &self.folder
     }
 
-    /// Starts pulling `file` of `repo`; returns at once, the pull going on in a task.
-    pub fn start(&self, repo: &str, file: &str) -> Result<PullStatus, PullError> {
-        let file = HubFile::new(repo, file)?;
-        let model = file.model_id().to_string();
-        if self.folder.join(file.local_name()).exists() {
-            return Err(PullError::Exists(model));
+    /// Starts pulling `file` of `repo`, or the whole of an MLX repo when `file` is None; returns
+    /// once the pull is under way (for a repo, once its listing is read), the pull going on in a
+    /// task.
+    pub async fn start(&self, repo: &str, file: Option<&str>) -> Result<PullStatus, PullError> {
+        let plan = match file {
+            Some(file) => self.plan_file(HubFile::new(repo, file)?),
+            None => self.plan_repo(repo).await?,
+        };
+        if tokio::fs::symlink_metadata(&plan.target).await.is_ok() {
+            return Err(PullError::Exists(plan.model));
         }
         let cancel = CancellationToken::new();
         let status = PullStatus {
-            model: model.clone(),
-            repo: file.repo.clone(),
-            file: file.file.clone(),
+            model: plan.model.clone(),
+            repo: plan.repo.clone(),
+            file: plan.file.clone(),
+            files: plan.pieces.len(),
             state: PullState::Downloading,
             received: 0,
             total: 0,
@@ -135,30 +176,31 @@ impl Pulls {
         };
         {
             let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-            if entries
-                .get(&model)
-                .is_some_and(|e| e.status.state == PullState::Downloading)
-            {
-                return Err(PullError::Running(model));
+            let running = |e: &Entry| e.status.state == PullState::Downloading;
+            if entries.get(&plan.model).is_some_and(running) {
+                return Err(PullError::Running(plan.model));
+            }
+            if entries.values().filter(|e| running(e)).count() >= MAX_RUNNING {
+                return Err(PullError::TooMany);
             }
             entries.insert(
-                model.clone(),
+                plan.model.clone(),
                 Entry {
                     status: status.clone(),
                     cancel: cancel.clone(),
                 },
             );
         }
-        self.announce(&model);
+        self.announce(&plan.model);
         let pulls = self.clone();
         tokio::spawn(async move {
-            let result = pulls.run(&file, &cancel).await;
-            pulls.finish(&file, result);
+            let result = pulls.run(&plan, &cancel).await;
+            pulls.finish(&plan, result).await;
         });
         Ok(status)
     }
 
-    /// Cancels a running pull; its partial file is deleted.
+    /// Cancels a running pull; what it staged is deleted.
     pub fn cancel(&self, model: &str) -> Result<(), PullError> {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         match entries.get(model) {
@@ -191,24 +233,91 @@ impl Pulls {
         }
     }
 
-    fn part_path(&self, file: &HubFile) -> PathBuf {
-        self.folder
-            .join(".partial")
-            .join(format!("{}.part", file.local_name()))
+    fn staging(&self) -> PathBuf {
+        self.folder.join(".partial")
     }
 
-    async fn run(&self, file: &HubFile, cancel: &CancellationToken) -> Result<(), TransferError> {
-        let url = file.url(&self.endpoint);
-        let remote = tokio::select! {
-            () = cancel.cancelled() => return Err(TransferError::Cancelled),
-            remote = transfer::inspect(&url, self.token.as_deref()) => remote?,
-        };
-        let part = self.part_path(file);
-        if let Some(dir) = part.parent() {
-            tokio::fs::create_dir_all(dir).await?;
+    /// A GGUF file: staged as `.partial/<name>.part`, its id the file's name without `.gguf`.
+    fn plan_file(&self, file: HubFile) -> Plan {
+        let staged = self.staging().join(format!("{}.part", file.local_name()));
+        Plan {
+            model: file.model_id().to_string(),
+            repo: file.repo.clone(),
+            file: Some(file.file.clone()),
+            target: self.folder.join(file.local_name()),
+            pieces: vec![Piece {
+                file,
+                part: staged.clone(),
+                listed: None,
+            }],
+            staged,
         }
-        let held = tokio::fs::metadata(&part).await.map_or(0, |m| m.len());
-        let needed = remote.size.saturating_sub(held);
+    }
+
+    /// A whole repo: read its listing, and pull it if it is an MLX model.
+    async fn plan_repo(&self, name: &str) -> Result<Plan, PullError> {
+        hub::check_repo(name)?;
+        let token = (self.token)();
+        let entries = repo::list(&self.endpoint, name, token.as_deref())
+            .await
+            .map_err(|error| PullError::Listing {
+                repo: name.to_string(),
+                error,
+            })?;
+        let files = match repo::contents(name, &entries)? {
+            Contents::Mlx(files) => files,
+            Contents::Gguf(files) => {
+                return Err(PullError::ChooseFile {
+                    repo: name.to_string(),
+                    files,
+                })
+            }
+            Contents::Neither => return Err(PullError::NotAModel(name.to_string())),
+        };
+        let folder = repo::folder_name(name);
+        let staged = self.staging().join(folder);
+        Ok(Plan {
+            model: folder.to_string(),
+            repo: name.to_string(),
+            file: None,
+            target: self.folder.join(folder),
+            pieces: files
+                .into_iter()
+                .map(|(file, listed)| Piece {
+                    part: staged.join(&file.file),
+                    file,
+                    listed: Some(listed),
+                })
+                .collect(),
+            staged,
+        })
+    }
+
+    async fn run(&self, plan: &Plan, cancel: &CancellationToken) -> Result<(), TransferError> {
+        let token = (self.token)();
+        let mut remotes = Vec::with_capacity(plan.pieces.len());
+        for piece in &plan.pieces {
+            let url = piece.file.url(&self.endpoint);
+            let listed = piece.listed.as_ref();
+            let mut remote = tokio::select! {
+                () = cancel.cancelled() => return Err(TransferError::Cancelled),
+                remote = transfer::inspect(&url, token.as_deref(), listed.map(|l| l.size)) => remote?,
+            };
+            if remote.sha256.is_none() {
+                remote.sha256 = listed.and_then(repo::TreeEntry::sha256);
+            }
+            remotes.push(remote);
+        }
+        let total: u64 = remotes.iter().map(|r| r.size).sum();
+        let mut held = 0;
+        for (piece, remote) in plan.pieces.iter().zip(&remotes) {
+            let part = tokio::fs::metadata(&piece.part)
+                .await
+                .map_or(0, |m| m.len());
+            held += part.min(remote.size);
+        }
+        let needed = total.saturating_sub(held);
+        tokio::fs::create_dir_all(self.staging()).await?;
         if let Some(available) = space::available(&self.folder) {
             if space::missing(needed, available, space::RESERVE).is_some() {
                 return Err(TransferError::Space {
@@ -218,47 +327,63 @@ impl Pulls {
                 });
             }
         }
-        self.update(file.model_id(), |s| s.total = remote.size);
-        let model = file.model_id().to_string();
+        self.update(&plan.model, |s| s.total = total);
         let mut meter = Meter::new(held);
-        let result = transfer::fetch(&remote, &part, cancel, |received| {
-            if let Some((speed, announce)) = meter.step(received) {
-                self.update(&model, |s| {
-                    s.received = received;
-                    s.bytes_per_second = speed;
-                    s.seconds_left =
-                        (speed > 0.0).then(|| remote.size.saturating_sub(received) as f64 / speed);
-                });
-                if announce {
-                    self.announce(&model);
-                }
+        let mut before = 0;
+        for (piece, remote) in plan.pieces.iter().zip(&remotes) {
+            if let Some(dir) = piece.part.parent() {
+                tokio::fs::create_dir_all(dir).await?;
             }
-        })
-        .await;
-        if let Err(TransferError::Cancelled) = result {
-            let _ = tokio::fs::remove_file(&part).await;
+            let result = transfer::fetch(remote, &piece.part, cancel, |received| {
+                let received = before + received;
+                if let Some((speed, announce)) = meter.step(received) {
+                    self.update(&plan.model, |s| {
+                        s.received = received;
+                        s.bytes_per_second = speed;
+                        s.seconds_left =
+                            (speed > 0.0).then(|| total.saturating_sub(received) as f64 / speed);
+                    });
+                    if announce {
+                        self.announce(&plan.model);
+                    }
+                }
+            })
+            .await;
+            if let Err(e @ (TransferError::Cancelled | TransferError::DiskFull { .. })) = result {
+                // Cancelled, or the disk is full: the staged bytes go back to the disk.
+                remove(&plan.staged).await;
+                return Err(e);
+            }
+            result?;
+            before += remote.size;
         }
-        result?;
-        let target = self.folder.join(file.local_name());
-        if tokio::fs::metadata(&target).await.is_ok() {
-            let _ = tokio::fs::remove_file(&part).await;
+        if tokio::fs::symlink_metadata(&plan.target).await.is_ok() {
+            remove(&plan.staged).await;
             return Err(TransferError::Refused(format!(
                 "{} appeared in the model folder meanwhile; the pulled copy is not kept",
-                target.display()
+                plan.target.display()
             )));
         }
-        tokio::fs::rename(&part, &target).await?;
-        self.update(&model, |s| s.received = remote.size);
+        tokio::fs::rename(&plan.staged, &plan.target).await?;
+        self.update(&plan.model, |s| s.received = total);
         Ok(())
     }
 
-    fn finish(&self, file: &HubFile, result: Result<(), TransferError>) {
-        let model = file.model_id().to_string();
+    async fn finish(&self, plan: &Plan, result: Result<(), TransferError>) {
+        let model = &plan.model;
+        let what = match &plan.file {
+            Some(file) => format!("{}/{file}", plan.repo),
+            None => plan.repo.clone(),
+        };
         match &result {
-            Ok(()) => tracing::info!(%model, "pulled {file}"),
-            Err(e) => tracing::warn!(%model, "pull of {file} ended: {e}"),
+            Ok(()) => tracing::info!(%model, "pulled {what}"),
+            Err(e) => tracing::warn!(%model, "pull of {what} ended: {e}"),
         }
-        self.update(&model, |s| {
+        if let Err(TransferError::DiskFull { .. }) = &result {
+            // Nothing is kept on a full disk; a staging folder left empty goes too.
+            let _ = tokio::fs::remove_dir(self.staging()).await;
+        }
+        self.update(model, |s| {
             s.seconds_left = None;
             match result {
                 Ok(()) => s.state = PullState::Done,
@@ -269,7 +394,7 @@ impl Pulls {
                 }
             }
         });
-        self.announce(&model);
+        self.announce(model);
     }
 
     fn update(&self, model: &str, change: impl FnOnce(&mut PullStatus)) {
@@ -286,6 +411,18 @@ impl Pulls {
                 status,
             });
         }
+    }
+}
+
+/// Deletes what a pull staged: a file, or an MLX folder.
+async fn remove(staged: &Path) {
+    let removed = match tokio::fs::symlink_metadata(staged).await {
+        Ok(meta) if meta.is_dir() => tokio::fs::remove_dir_all(staged).await,
+        Ok(_) => tokio::fs::remove_file(staged).await,
+        Err(_) => Ok(()),
+    };
+    if let Err(e) = removed {
+        tracing::warn!("cannot delete {}: {e}", staged.display());
     }
 }
 

@@ -34,6 +34,8 @@ pub enum TransferError {
         available: u64,
         reserve: u64,
     },
+    #[error("the disk filled up during the download with {left} bytes still to write; what was downloaded is deleted to give the space back")]
+    DiskFull { left: u64 },
     #[error("cannot write the download: {0}")]
     Io(#[from] std::io::Error),
     #[error("cancelled")]
@@ -49,9 +51,14 @@ pub struct Remote {
     pub sha256: Option<String>,
 }
 
-/// Asks `url` what it is, without fetching it. A token goes only to the Hub itself, never to
+/// Asks `url` what it is, without fetching it; `listed` is its size as the repo's listing gave
+/// it, for an answer that leaves the size out. A token goes only to the Hub itself, never to
 /// the storage it redirects to.
-pub async fn inspect(url: &str, token: Option<&str>) -> Result<Remote, TransferError> {
+pub async fn inspect(
+    url: &str,
+    token: Option<&str>,
+    listed: Option<u64>,
+) -> Result<Remote, TransferError> {
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_secs(15))
@@ -84,11 +91,16 @@ pub async fn inspect(url: &str, token: Option<&str>) -> Result<Remote, TransferE
                 .ok_or_else(|| TransferError::Refused(format!("{url} redirects nowhere")))?;
             let location = reqwest::Url::parse(url)
                 .and_then(|base| base.join(&to))
-                .map_err(|e| TransferError::Refused(format!("{url} redirects to a bad address: {e}")))?
+                .map_err(|e| {
+                    TransferError::Refused(format!("{url} redirects to a bad address: {e}"))
+                })?
                 .to_string();
             let size = text(headers, "x-linked-size")
                 .and_then(|s| s.parse().ok())
-                .ok_or_else(|| TransferError::Refused(format!("{url} gives no size (X-Linked-Size)")))?;
+                .or(listed)
+                .ok_or_else(|| {
+                    TransferError::Refused(format!("{url} gives no size (X-Linked-Size)"))
+                })?;
             let etag = text(headers, "x-linked-etag").or_else(|| text(headers, ETAG.as_str()));
             Ok(Remote {
                 location,
@@ -99,6 +111,7 @@ pub async fn inspect(url: &str, token: Option<&str>) -> Result<Remote, TransferE
         StatusCode::OK => {
             let size = text(headers, CONTENT_LENGTH.as_str())
                 .and_then(|s| s.parse().ok())
+                .or(listed)
                 .ok_or_else(|| TransferError::Refused(format!("{url} gives no size")))?;
             let etag = text(headers, "x-linked-etag").or_else(|| text(headers, ETAG.as_str()));
             Ok(Remote {
@@ -107,12 +120,19 @@ pub async fn inspect(url: &str, token: Option<&str>) -> Result<Remote, TransferE
                 sha256: etag.as_deref().and_then(sha256_of_etag),
             })
         }
-        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(TransferError::Refused(format!(
-            "{url} needs access: the repo is gated or private; accept its terms on the Hub and set HF_TOKEN (status {status})"
-        ))),
-        StatusCode::NOT_FOUND => Err(TransferError::Refused(format!("{url} was not found on the Hub"))),
-        _ => Err(TransferError::Refused(format!("{url} answered {status}"))),
+        status => Err(refusal(url, status)),
     }
+}
+
+/// Why the Hub refused `url`, in words a user can act on.
+pub(super) fn refusal(url: &str, status: StatusCode) -> TransferError {
+    TransferError::Refused(match status {
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => format!(
+            "{url} needs access: the repo is gated or private; accept its terms on the Hub and set a Hugging Face token in Preferences (or HF_TOKEN) (status {status})"
+        ),
+        StatusCode::NOT_FOUND => format!("{url} was not found on the Hub"),
+        _ => format!("{url} answered {status}"),
+    })
 }
 
 /// Fetches `remote` into `part`, from the bytes `part` already holds; `progress` hears the
@@ -186,7 +206,9 @@ pub async fn fetch(
         loop {
             let chunk = tokio::select! {
                 () = cancel.cancelled() => {
-                    file.flush().await?;
+                    file.flush()
+                        .await
+                        .map_err(|e| write_error(e, remote.size - held))?;
                     return Err(TransferError::Cancelled);
                 }
                 chunk = response.chunk() => chunk,
@@ -196,7 +218,9 @@ pub async fn fetch(
                     let room = remote.size - held;
                     let bytes =
                         &bytes[..bytes.len().min(usize::try_from(room).unwrap_or(usize::MAX))];
-                    file.write_all(bytes).await?;
+                    file.write_all(bytes)
+                        .await
+                        .map_err(|e| write_error(e, remote.size - held))?;
                     hasher.update(bytes);
                     held += bytes.len() as u64;
                     failures = 0;
@@ -214,15 +238,21 @@ pub async fn fetch(
                         "the download's connection dropped: {e}"
                     );
                     if failures > RETRIES {
-                        file.flush().await?;
+                        file.flush()
+                            .await
+                            .map_err(|e| write_error(e, remote.size - held))?;
                         return Err(TransferError::Dropped(e.to_string()));
                     }
                     break;
                 }
             }
         }
-        file.flush().await?;
-        file.sync_all().await?;
+        file.flush()
+            .await
+            .map_err(|e| write_error(e, remote.size - held))?;
+        file.sync_all()
+            .await
+            .map_err(|e| write_error(e, remote.size - held))?;
         if held < remote.size && failures > 0 {
             tokio::time::sleep(Duration::from_millis(250 * u64::from(failures))).await;
         } else if held < remote.size {
@@ -254,6 +284,16 @@ pub async fn fetch(
         }
     }
     Ok(())
+}
+
+/// A failed write as the user should hear of it: a full disk by that name, with the bytes
+/// still to write (`left`).
+fn write_error(e: std::io::Error, left: u64) -> TransferError {
+    if e.kind() == std::io::ErrorKind::StorageFull {
+        TransferError::DiskFull { left }
+    } else {
+        e.into()
+    }
 }
 
 /// Feeds what `part` already holds to `hasher`; its length (0 if there is none).

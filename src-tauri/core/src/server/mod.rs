@@ -97,7 +97,13 @@ impl Server {
         };
         let metrics = Metrics::default();
         let bus = Bus::default();
-        let pulls = crate::pull::Pulls::from_env(own_models, bus.publisher());
+        let tokens = Arc::clone(store);
+        let pulls = crate::pull::Pulls::new(
+            own_models,
+            crate::pull::hub::endpoint(),
+            Arc::new(move || crate::pull::hub::token(tokens.live().hub_token.as_deref())),
+            bus.publisher(),
+        );
         let (reports, pressure) = tokio::sync::mpsc::channel(crate::pressure::REPORT_QUEUE);
         let pool = Pool::start(
             Arc::clone(&engine),
