@@ -460,7 +460,7 @@ function showPull(p) {
     $("pulls").prepend(li);
   }
   const [name, bar, figures, cancel] = li.children;
-  name.textContent = `${p.repo}/${p.file}`;
+  name.textContent = p.file ? `${p.repo}/${p.file}` : `${p.repo} (${p.files} files)`;
   li.dataset.state = p.state;
   bar.setAttribute("aria-label", `${p.model}: downloaded`);
   if (p.total > 0) {
@@ -484,7 +484,8 @@ function showPull(p) {
 async function startPull(event) {
   event.preventDefault();
   $("pull-error").textContent = "";
-  const body = { repo: $("pull-repo").value.trim(), file: $("pull-file").value.trim() };
+  const file = $("pull-file").value.trim();
+  const body = { repo: $("pull-repo").value.trim(), ...(file ? { file } : {}) };
   const result = await send("POST", "/api/models/pull", body);
   if (!result.ok) {
     $("pull-error").textContent = result.body.error.message;

@@ -25,6 +25,7 @@ const SETTINGS = {
   pinned: { name: "Pinned models", controls: [] },
   models_dirs: { name: "Model folders", controls: ["models-dirs"] },
   sources: { name: "Other apps' models", controls: [] },
+  hub_token: { name: "Hugging Face token", controls: ["hub-token"] },
   port: { name: "Port", controls: ["port"] },
 };
 
@@ -38,6 +39,10 @@ let modelsOnDisk = [];
 let storesFound = [];
 /** An idle timeout that is not whole minutes ("90s") is kept as written until it is edited. */
 let idleAsWritten = null;
+/** The token as the server shows it: "(hidden)" when one is saved, null when none is. */
+let savedToken = null;
+/** The person asked to forget the saved token. */
+let forgetToken = false;
 /** The form's values right after it was filled: what differs from them on Save was changed. */
 let baseline = null;
 
@@ -53,6 +58,7 @@ function fill(settings) {
   $("port").value = settings.port;
   fillPinned(settings.pinned);
   fillSources(settings.sources);
+  fillToken(settings.hub_token);
   baseline = read().values;
 }
 
@@ -149,6 +155,15 @@ function fillSources(enabled) {
   $("sources").replaceChildren(...rows);
 }
 
+/** The token field stays empty: a saved token is only said to be there, and can be forgotten. */
+function fillToken(shown) {
+  savedToken = shown ?? null;
+  forgetToken = false;
+  $("hub-token").value = "";
+  $("hub-token").placeholder = savedToken ? "A token is saved" : "hf_…";
+  $("hub-token-forget").hidden = !savedToken;
+}
+
 // ---- Reading the form ----
 
 /** The settings as the form now says them, and what is wrong with any field, by setting name. */
@@ -179,6 +194,11 @@ function read() {
 
   values.pinned = [...$("pinned").querySelectorAll("input:checked")].map((box) => box.value);
   values.sources = [...$("sources").querySelectorAll("input:checked")].map((box) => box.value);
+
+  // A token typed replaces the saved one; otherwise the saved one stays, unless forgotten.
+  const token = $("hub-token").value.trim();
+  if (token && !/^[\x21-\x7e]{1,512}$/.test(token)) errors.hub_token = "A token is printable characters with no spaces.";
+  values.hub_token = token || (forgetToken ? null : savedToken);
   return { values, errors };
 }
 
@@ -290,6 +310,12 @@ async function start() {
   $("limit-auto").addEventListener("change", showLimitFigure);
   $("limit-percent").addEventListener("input", showLimitFigure);
   $("prefs").addEventListener("submit", save);
+  $("hub-token-forget").addEventListener("click", () => {
+    forgetToken = true;
+    $("hub-token").value = "";
+    $("hub-token").placeholder = "Forgotten when you save";
+    $("hub-token-forget").hidden = true;
+  });
 }
 
 start().catch((error) => {

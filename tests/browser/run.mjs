@@ -566,6 +566,42 @@ test("Preferences lists other apps' stores with their models, and leaving one ou
   t.diagnostic(`listed: llamacpp:org_repo_${SMOL}; saved: sources without llama_cpp`);
 });
 
+test("a Hugging Face token typed in Preferences is saved, never shown again, and Forget removes it", async (t) => {
+  const own = await startServer();
+  t.after(() => own.stop());
+  const token = "hf_browserTestToken0123456789";
+  await withPage("prefs-token", own, "/ui/preferences.html", async (page) => {
+    await prefsReady(page);
+    const field = page.getByLabel("Hugging Face token");
+    assert.equal(await field.getAttribute("type"), "password");
+    const puts = [];
+    page.on("request", (request) => request.method() === "PUT" && puts.push(request.postDataJSON()));
+    await field.fill("has a space");
+    await page.getByRole("button", { name: "Save" }).click();
+    await page.locator("#error-hub_token", { hasText: "no spaces" }).waitFor();
+    assert.deepEqual(puts, [], "nothing is sent while the field is wrong");
+    await field.fill(token);
+    await page.getByRole("button", { name: "Save" }).click();
+    await page.locator("#save-status", { hasText: "Saved" }).waitFor();
+    assert.deepEqual(puts, [{ hub_token: token }]);
+    assert.match(await readFile(own.config, "utf8"), new RegExp(`^hub_token = "${token}"$`, "m"));
+    // Saved: the field is empty again and says so; the page never holds the token.
+    assert.equal(await field.inputValue(), "");
+    assert.equal(await field.getAttribute("placeholder"), "A token is saved");
+    assert.ok(!(await page.content()).includes(token));
+    await page.getByRole("button", { name: "Forget" }).click();
+    await page.getByRole("button", { name: "Save" }).click();
+    await page.locator("#save-status", { hasText: "Saved" }).waitFor();
+    assert.deepEqual(puts[1], { hub_token: null });
+    assert.equal(await field.getAttribute("placeholder"), "hf_…");
+  });
+  const shown = (await own.api("/api/settings")).body.settings.hub_token;
+  assert.equal(shown, null);
+  const config = await readFile(own.config, "utf8");
+  assert.ok(!config.includes(token), config);
+  t.diagnostic("saved as (hidden), the field emptied, then forgotten: the config file no longer holds it");
+});
+
 /**
  * A local stand-in for the Hugging Face Hub: `/<org>/<repo>/resolve/main/<file>` redirects to
  * `/cdn/<file>` with `X-Linked-Etag` (the sha256) and `X-Linked-Size`; the storage sends the
