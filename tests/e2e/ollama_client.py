@@ -74,10 +74,10 @@ def list_ps_and_keep_alive():
     after = [m.model for m in client.ps().models]
     assert MODEL + ":latest" not in after, after
     try:
-        client.pull("llama3")
-        raise AssertionError("pull accepted")
+        client.push("llama3")
+        raise AssertionError("push accepted")
     except ollama.ResponseError as e:
-        assert e.status_code == 501 and "does not pull" in e.error, e
+        assert e.status_code == 501 and "does not push" in e.error, e
     try:
         client.chat(model="no-such-model", messages=QUESTION)
         raise AssertionError("unknown model accepted")
@@ -97,7 +97,32 @@ def embed():
     return {"paraphrase": cos(v[0], v[1]), "unrelated": cos(v[0], v[2])}
 
 
-CHECKS = {f.__name__: f for f in [chat, generate, tools_and_format, list_ps_and_keep_alive, embed]}
+def pull():
+    """MODEL is a Hugging Face name (hf.co/org/repo:quant): pulled with progress, then listed and
+    chatted with under that name; pulled again at once; other names refused in Ollama's shape."""
+    lines = list(client.pull(MODEL, stream=True))
+    statuses = [line.status for line in lines]
+    assert statuses[0] == "pulling manifest" and statuses[-1] == "success", statuses
+    progress = [(line.completed, line.total) for line in lines if line.total]
+    assert progress and all(a[0] <= b[0] for a, b in zip(progress, progress[1:])), progress
+    names = [m.model for m in client.list().models]
+    assert MODEL in names, names
+    answer = client.chat(model=MODEL, messages=QUESTION, options=GREEDY)
+    assert answer.message.content, answer
+    again = client.pull(MODEL)
+    assert again.status == "success", again
+    refused = {}
+    for name in ["llama3.2:3b", MODEL.rsplit(":", 1)[0] + ":Q9_9"]:
+        try:
+            client.pull(name)
+        except ollama.ResponseError as e:
+            refused[name] = (e.status_code, e.error)
+        else:
+            raise AssertionError(f"{name} was pulled")
+    return {"lines": len(lines), "progress_lines": len(progress), "listed": MODEL, "answer": answer.message.content, "refused": refused}
+
+
+CHECKS = {f.__name__: f for f in [chat, generate, tools_and_format, list_ps_and_keep_alive, embed, pull]}
 
 if __name__ == "__main__":
     print(json.dumps(CHECKS[CHECK](), default=str))

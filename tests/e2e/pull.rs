@@ -14,7 +14,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::hub::{HubServer, Served};
-use crate::support::{file_size, models_dir, Options, Server, SMOLLM2};
+use crate::support::{file_size, models_dir, python_check, Options, Server, SMOLLM2};
 
 const REPO: &str = "bartowski/SmolLM2-135M-Instruct-GGUF";
 const FILE: &str = "SmolLM2-135M-Instruct-Q4_1.gguf";
@@ -45,7 +45,8 @@ fn server_for(hub: &HubServer) -> Server {
     })
 }
 
-/// Everything in the server's own model folder, hidden files included.
+/// Everything in the server's own model folder, hidden files included, but the record of
+/// where pulled models came from.
 fn own_files(server: &Server) -> Vec<String> {
     let mut found = Vec::new();
     let mut folders = vec![server.data_dir().join("models")];
@@ -53,7 +54,7 @@ fn own_files(server: &Server) -> Vec<String> {
         for entry in std::fs::read_dir(&folder).into_iter().flatten().flatten() {
             if entry.path().is_dir() {
                 folders.push(entry.path());
-            } else {
+            } else if entry.file_name() != ".pulled.json" {
                 found.push(entry.path().display().to_string());
             }
         }
@@ -659,4 +660,60 @@ async fn headroom_pull_on_the_command_line() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("is not a Hugging Face repo"), "{stderr}");
+}
+
+// Two threads: the Python client blocks one while the stand-in Hub serves on the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ollama_client_pulls_an_hf_co_name_and_chats_with_it() {
+    const NAME: &str = "hf.co/bartowski/SmolLM2-135M-Instruct-GGUF:Q4_1";
+    let hub = HubServer::start().await;
+    let model = smollm2();
+    hub.add(
+        REPO,
+        FILE,
+        Served {
+            pace: Some(Duration::from_millis(10)),
+            ..model.clone()
+        },
+    );
+    hub.add(REPO, "SmolLM2-135M-Instruct-Q8_0.gguf", model);
+    let server = server_for(&hub);
+    let measured = tokio::task::block_in_place(|| {
+        python_check(
+            &server,
+            "ollama_client.py",
+            &server.url(""),
+            NAME,
+            "pull",
+            &[],
+        )
+    });
+    assert!(measured["progress_lines"].as_u64() > Some(2), "{measured}");
+    assert_eq!(measured["refused"]["llama3.2:3b"][0], 400, "{measured}");
+    assert_eq!(
+        measured["refused"]["hf.co/bartowski/SmolLM2-135M-Instruct-GGUF:Q9_9"][0], 404,
+        "{measured}"
+    );
+    // The tag chose the Q4_1 file, and the record keeps the name it was pulled by.
+    let folder = server.data_dir().join("models");
+    assert!(folder.join(FILE).is_file());
+    assert!(!folder.join("SmolLM2-135M-Instruct-Q8_0.gguf").exists());
+    let record: Value =
+        serde_json::from_slice(&std::fs::read(folder.join(".pulled.json")).expect("the record"))
+            .expect("JSON");
+    assert_eq!(record[PULLED]["ollama_name"], NAME, "{record}");
+    assert_eq!(record[PULLED]["repo"], REPO, "{record}");
+    // Deleting the model forgets its name.
+    let (status, body) = server
+        .call(Method::DELETE, &format!("/api/memory/models/{PULLED}"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = server
+        .call(Method::DELETE, &format!("/api/models/{PULLED}"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let record: Value =
+        serde_json::from_slice(&std::fs::read(folder.join(".pulled.json")).expect("the record"))
+            .expect("JSON");
+    assert!(record.get(PULLED).is_none(), "{record}");
 }

@@ -80,7 +80,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/ps", get(ollama::ps))
         .route("/api/show", post(ollama::show))
         .route("/api/version", get(ollama::version))
-        .route("/api/pull", post(ollama::unsupported))
+        .route("/api/pull", post(ollama::pull))
         .route("/api/push", post(ollama::unsupported))
         .route("/api/create", post(ollama::unsupported))
         .route("/api/copy", post(ollama::unsupported))

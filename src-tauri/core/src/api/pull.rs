@@ -124,6 +124,7 @@ pub async fn delete(
     .await
     .map_err(|e| ApiError::server("delete_failed", e.to_string()))?;
     removed.map_err(|e| ApiError::server("delete_failed", format!("cannot delete '{id}': {e}")))?;
+    state.pulls.forget(&id);
     tracing::info!(%id, bytes = file.size, "model deleted");
     Ok(Json(
         json!({ "id": id, "deleted": true, "bytes": file.size }),

@@ -10,6 +10,7 @@
 //! second; Cancel deletes what was staged. At most [`MAX_RUNNING`] pulls run at once.
 
 pub mod hub;
+pub mod record;
 pub mod repo;
 pub mod space;
 mod transfer;
@@ -116,6 +117,8 @@ struct Plan {
     pieces: Vec<Piece>,
     staged: PathBuf,
     target: PathBuf,
+    /// The name an Ollama client pulls it by, recorded with its origin.
+    ollama_name: Option<String>,
 }
 
 /// The pulls of this run: running ones, and ended ones until the next pull of the same model.
@@ -125,6 +128,8 @@ pub struct Pulls {
     endpoint: String,
     token: TokenSource,
     entries: Arc<Mutex<BTreeMap<String, Entry>>>,
+    /// Held while `.pulled.json` is read and rewritten, so two pulls ending at once both count.
+    record: Arc<Mutex<()>>,
     publish: Publish<PullEvent>,
 }
 
@@ -142,6 +147,7 @@ impl Pulls {
             endpoint,
             token,
             entries: Arc::default(),
+            record: Arc::default(),
             publish,
         }
     }
@@ -154,10 +160,22 @@ impl Pulls {
     /// once the pull is under way (for a repo, once its listing is read), the pull going on in a
     /// task.
     pub async fn start(&self, repo: &str, file: Option<&str>) -> Result<PullStatus, PullError> {
-        let plan = match file {
+        self.start_as(repo, file, None).await
+    }
+
+    /// [`Pulls::start`], for an Ollama client that pulls by `ollama_name`: that name then goes
+    /// on naming the model.
+    pub async fn start_as(
+        &self,
+        repo: &str,
+        file: Option<&str>,
+        ollama_name: Option<&str>,
+    ) -> Result<PullStatus, PullError> {
+        let mut plan = match file {
             Some(file) => self.plan_file(HubFile::new(repo, file)?),
             None => self.plan_repo(repo).await?,
         };
+        plan.ollama_name = ollama_name.map(str::to_string);
         if tokio::fs::symlink_metadata(&plan.target).await.is_ok() {
             return Err(PullError::Exists(plan.model));
         }
@@ -251,11 +269,12 @@ impl Pulls {
                 listed: None,
             }],
             staged,
+            ollama_name: None,
         }
     }
 
-    /// A whole repo: read its listing, and pull it if it is an MLX model.
-    async fn plan_repo(&self, name: &str) -> Result<Plan, PullError> {
+    /// What `repo` holds, from its listing on the Hub.
+    pub async fn contents(&self, name: &str) -> Result<Contents, PullError> {
         hub::check_repo(name)?;
         let token = (self.token)();
         let entries = repo::list(&self.endpoint, name, token.as_deref())
@@ -264,7 +283,43 @@ impl Pulls {
                 repo: name.to_string(),
                 error,
             })?;
-        let files = match repo::contents(name, &entries)? {
+        Ok(repo::contents(name, &entries)?)
+    }
+
+    /// Forgets where model `id` came from, once it is deleted.
+    pub fn forget(&self, id: &str) {
+        let _held = self.record.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = record::set(&self.folder, id, None) {
+            tracing::warn!(%id, "cannot update the record of pulled models: {e}");
+        }
+    }
+
+    /// Lets `ollama_name` name model `id`, already in the folder, from `repo` (and `file`).
+    pub fn name(&self, id: &str, repo: &str, file: Option<&str>, ollama_name: &str) {
+        let origin = record::Origin {
+            repo: repo.to_string(),
+            file: file.map(str::to_string),
+            ollama_name: Some(ollama_name.to_string()),
+        };
+        let _held = self.record.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = record::set(&self.folder, id, Some(origin)) {
+            tracing::warn!(%id, "cannot update the record of pulled models: {e}");
+        }
+    }
+
+    /// Where each model pulled into the folder came from, by id.
+    pub fn origins(&self) -> std::collections::BTreeMap<String, record::Origin> {
+        record::read(&self.folder)
+    }
+
+    /// The model an Ollama client pulled by `name`, if one was.
+    pub fn pulled_as(&self, name: &str) -> Option<String> {
+        record::by_ollama_name(&self.folder, name)
+    }
+
+    /// A whole repo: read its listing, and pull it if it is an MLX model.
+    async fn plan_repo(&self, name: &str) -> Result<Plan, PullError> {
+        let files = match self.contents(name).await? {
             Contents::Mlx(files) => files,
             Contents::Gguf(files) => {
                 return Err(PullError::ChooseFile {
@@ -290,6 +345,7 @@ impl Pulls {
                 })
                 .collect(),
             staged,
+            ollama_name: None,
         })
     }
 
@@ -366,6 +422,16 @@ impl Pulls {
         }
         tokio::fs::rename(&plan.staged, &plan.target).await?;
         self.update(&plan.model, |s| s.received = total);
+        let origin = record::Origin {
+            repo: plan.repo.clone(),
+            file: plan.file.clone(),
+            ollama_name: plan.ollama_name.clone(),
+        };
+        let _held = self.record.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = record::set(&self.folder, &plan.model, Some(origin)) {
+            // The model is whole and served; only its Ollama name is lost.
+            tracing::warn!(model = %plan.model, "cannot record where the model came from: {e}");
+        }
         Ok(())
     }
 

@@ -172,6 +172,41 @@ pub fn contents(repo: &str, entries: &[TreeEntry]) -> Result<Contents, HubError>
     })
 }
 
+/// The GGUF file an Ollama-style tag names among `files`: the one whose name ends with the tag
+/// (`Q4_K_M` → `…-Q4_K_M.gguf` or `….Q4_K_M.gguf`, in any case); with no tag (or `latest`),
+/// Q4_K_M, as Ollama chooses, else the first. Split files (`-00001-of-00003`) are not chosen.
+pub fn choose_gguf<'a>(files: &'a [String], tag: Option<&str>) -> Option<&'a str> {
+    let whole = files.iter().filter(|f| !is_split(f)).map(String::as_str);
+    let ends_with = |file: &str, tag: &str| {
+        let stem = file
+            .rsplit('/')
+            .next()
+            .unwrap_or(file)
+            .trim_end_matches(".gguf");
+        let (stem, tag) = (stem.to_ascii_lowercase(), tag.to_ascii_lowercase());
+        stem.strip_suffix(&tag)
+            .is_some_and(|before| before.ends_with(['-', '.']))
+    };
+    match tag.filter(|t| *t != "latest") {
+        Some(tag) => whole.clone().find(|f| ends_with(f, tag)),
+        None => whole
+            .clone()
+            .find(|f| ends_with(f, "Q4_K_M"))
+            .or_else(|| whole.clone().next()),
+    }
+}
+
+/// Whether `file` is one part of a split GGUF.
+fn is_split(file: &str) -> bool {
+    let stem = file.trim_end_matches(".gguf");
+    stem.rsplit_once("-of-").is_some_and(|(before, total)| {
+        total.len() == 5
+            && total.bytes().all(|b| b.is_ascii_digit())
+            && before.len() > 6
+            && before[before.len() - 6..].starts_with('-')
+    })
+}
+
 /// The folder an MLX repo is pulled into, and so its model id: the repo's name
 /// (`mlx-community/Qwen3-0.6B-4bit` → `Qwen3-0.6B-4bit`).
 pub fn folder_name(repo: &str) -> &str {
@@ -244,6 +279,44 @@ mod tests {
         assert_eq!(
             contents("../m", &entries),
             Err(HubError::Repo("../m".into()))
+        );
+    }
+
+    #[test]
+    fn a_tag_names_a_gguf_as_ollama_reads_it() {
+        let files: Vec<String> = [
+            "SmolLM2-135M-Instruct-Q8_0.gguf",
+            "SmolLM2-135M-Instruct-Q4_K_M.gguf",
+            "SmolLM2-135M-Instruct.Q4_1.gguf",
+            "big-Q2_K-00001-of-00003.gguf",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(
+            choose_gguf(&files, Some("q4_1")),
+            Some("SmolLM2-135M-Instruct.Q4_1.gguf")
+        );
+        assert_eq!(
+            choose_gguf(&files, Some("Q8_0")),
+            Some("SmolLM2-135M-Instruct-Q8_0.gguf")
+        );
+        assert_eq!(
+            choose_gguf(&files, None),
+            Some("SmolLM2-135M-Instruct-Q4_K_M.gguf")
+        );
+        assert_eq!(
+            choose_gguf(&files, Some("latest")),
+            Some("SmolLM2-135M-Instruct-Q4_K_M.gguf")
+        );
+        assert_eq!(choose_gguf(&files, Some("K_M")), None, "a whole tag only");
+        assert_eq!(
+            choose_gguf(&files, Some("Q2_K")),
+            None,
+            "split files are not pulled"
+        );
+        assert_eq!(
+            choose_gguf(&files[..1], None),
+            Some("SmolLM2-135M-Instruct-Q8_0.gguf")
         );
     }
 

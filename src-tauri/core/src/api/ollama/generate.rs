@@ -13,7 +13,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{format_schema, model_id, now_ms, settings, timestamp, OllamaError};
+use super::{decode, format_schema, model_id, now_ms, settings, timestamp, OllamaError};
 use crate::api::error::ApiError;
 use crate::api::generation::{self, Generating, Prepared, Settings, Step, Whole};
 use crate::api::openai::tools::ToolFields;
@@ -51,13 +51,6 @@ pub struct GenerateRequest {
     pub keep_alive: Option<Value>,
     pub think: Option<bool>,
     pub images: Option<Vec<Value>>,
-}
-
-fn decode<T: serde::de::DeserializeOwned>(
-    body: Result<Bytes, BytesRejection>,
-) -> Result<T, ApiError> {
-    let bytes = body.map_err(|r| ApiError::bad_request("invalid_body", r.body_text()))?;
-    crate::api::body::decode(&bytes)
 }
 
 pub async fn chat(

@@ -10,6 +10,7 @@
 
 mod generate;
 mod models;
+mod pull;
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -25,6 +26,15 @@ use crate::models::SourceKind;
 
 pub use generate::{chat, generate};
 pub use models::{embed, embeddings, ps, show, tags, unsupported, version};
+pub use pull::pull;
+
+/// A request body read as `T`, or the error saying what is wrong with it.
+fn decode<T: serde::de::DeserializeOwned>(
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<T, ApiError> {
+    let bytes = body.map_err(|r| ApiError::bad_request("invalid_body", r.body_text()))?;
+    crate::api::body::decode(&bytes)
+}
 
 /// An error in Ollama's shape, `{"error": "…"}`, with the status the other routes give it.
 pub struct OllamaError(pub ApiError);
@@ -59,6 +69,12 @@ fn candidate_ids(name: &str) -> Vec<String> {
 /// The model id `name` means: the first candidate the catalog has, else Headroom's reading of
 /// it, whose lookup then says what is missing.
 fn model_id(state: &AppState, name: &str) -> Result<String, ApiError> {
+    // A model an Ollama client pulled from Hugging Face, by the name it pulled it with.
+    if let Some(id) = state.pulls.pulled_as(&pull::tagged(name)) {
+        if state.catalog.find(&id).is_ok() {
+            return Ok(id);
+        }
+    }
     let candidates = candidate_ids(name);
     if let Some(id) = candidates.iter().find(|id| state.catalog.find(id).is_ok()) {
         return Ok(id.clone());
@@ -81,6 +97,18 @@ fn model_name(id: &str) -> String {
         Some(name) => name.to_string(),
         None => format!("{id}:latest"),
     }
+}
+
+/// How the lists name a model: by the name an Ollama client pulled it with, if it did, else
+/// as [`model_name`] says.
+fn listed_name(
+    origins: &std::collections::BTreeMap<String, crate::pull::record::Origin>,
+    id: &str,
+) -> String {
+    origins
+        .get(id)
+        .and_then(|o| o.ollama_name.clone())
+        .unwrap_or_else(|| model_name(id))
 }
 
 /// The time as Ollama writes it (RFC 3339, UTC).

@@ -9,7 +9,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{model_id, model_name, timestamp, OllamaError};
+use super::{decode, listed_name, model_id, timestamp, OllamaError};
 use crate::api::error::ApiError;
 use crate::api::AppState;
 use crate::engine::embed::normalize;
@@ -47,14 +47,16 @@ fn modified_at(file: &ModelFile) -> String {
 
 /// Every model on disk.
 pub async fn tags(State(state): State<AppState>) -> Json<Value> {
+    let origins = state.pulls.origins();
     let models: Vec<Value> = state
         .catalog
         .list()
         .iter()
         .map(|file| {
+            let name = listed_name(&origins, &file.id);
             json!({
-                "name": model_name(&file.id),
-                "model": model_name(&file.id),
+                "name": name,
+                "model": name,
                 "modified_at": modified_at(file),
                 "size": file.size,
                 "digest": digest(file),
@@ -68,15 +70,17 @@ pub async fn tags(State(state): State<AppState>) -> Json<Value> {
 /// The loaded models, with the memory each really holds (Ollama reports its estimate).
 pub async fn ps(State(state): State<AppState>) -> Result<Json<Value>, OllamaError> {
     let pool = state.pool.status().await.map_err(ApiError::from)?;
+    let origins = state.pulls.origins();
     let models: Vec<Value> = pool
         .models
         .iter()
         .map(|m| {
             let size = m.memory.map_or(m.estimate.total, |f| f.total);
             let digest = state.catalog.find(&m.id).map(|f| digest(&f)).unwrap_or_default();
+            let name = listed_name(&origins, &m.id);
             json!({
-                "name": model_name(&m.id),
-                "model": model_name(&m.id),
+                "name": name,
+                "model": name,
                 "size": size,
                 "digest": digest,
                 "details": details(),
@@ -94,13 +98,6 @@ pub struct ShowRequest {
     /// `model`, or `name` as older clients send it.
     pub model: Option<String>,
     pub name: Option<String>,
-}
-
-fn decode<T: serde::de::DeserializeOwned>(
-    body: Result<Bytes, BytesRejection>,
-) -> Result<T, ApiError> {
-    let bytes = body.map_err(|r| ApiError::bad_request("invalid_body", r.body_text()))?;
-    crate::api::body::decode(&bytes)
 }
 
 /// What a model is, from its file (the model is not loaded for it).
@@ -210,13 +207,13 @@ pub async fn embeddings(
     ))
 }
 
-/// `/api/pull`, `/api/push`, `/api/create`, `/api/copy`, `/api/delete`: Headroom serves the
-/// GGUF files in its model folders and does not write them.
+/// `/api/push`, `/api/create`, `/api/copy`, `/api/delete`: Headroom serves the models in its
+/// folders and other apps' stores, and changes them only by its own pull and delete.
 pub async fn unsupported() -> OllamaError {
     OllamaError(
         ApiError::bad_request(
             "not_supported",
-            "Headroom does not pull, push, create, copy or delete models: put GGUF files in its model folder",
+            "Headroom does not push, create, copy or delete models through Ollama's API: pull with hf.co/<org>/<repo>:<quant>, and delete in Headroom's window or with DELETE /api/models/{id}",
         )
         .with_status(StatusCode::NOT_IMPLEMENTED),
     )
