@@ -542,11 +542,7 @@ async fn the_app_window_and_tray_show_the_pool_and_stop_a_model() {
     );
     assert!(app.stderr().contains("the window process exited"));
     // The menu bar itself never maps WebKit or a toolkit: its tray is a D-Bus service.
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("maps");
-    let gui: Vec<&str> = maps
-        .lines()
-        .filter(|l| l.contains("webkit") || l.contains("gtk") || l.contains("javascriptcore"))
-        .collect();
+    let (gui, _) = crate::support::gui_mappings(pid);
     assert!(gui.is_empty(), "{gui:#?}");
     let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .expect("status")

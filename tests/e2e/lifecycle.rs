@@ -131,15 +131,11 @@ async fn headless_runs_the_backend_without_webkit_in_the_same_process() {
         exe.display()
     );
     // No WebKit, GTK or Tauri pages sit in the idle server's memory.
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("maps");
-    let gui: Vec<&str> = maps
-        .lines()
-        .filter(|l| l.contains("webkit") || l.contains("gtk") || l.contains("javascriptcore"))
-        .collect();
+    let (gui, mappings) = crate::support::gui_mappings(pid);
     assert!(gui.is_empty(), "{gui:#?}");
     println!(
         "idle headless server: {:.1} MB resident, {} mappings",
         server.rss() as f64 / 1e6,
-        maps.lines().count()
+        mappings
     );
 }

@@ -531,6 +531,18 @@ pub fn join_cgroups(cgroups: &[PathBuf]) -> String {
         .collect()
 }
 
+/// The mappings of a GUI toolkit (WebKit, GTK, JavaScriptCore) in process `pid`'s memory, and
+/// how many mappings it has in all.
+pub fn gui_mappings(pid: u32) -> (Vec<String>, usize) {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("maps");
+    let gui = maps
+        .lines()
+        .filter(|l| l.contains("webkit") || l.contains("gtk") || l.contains("javascriptcore"))
+        .map(str::to_string)
+        .collect();
+    (gui, maps.lines().count())
+}
+
 pub fn rss_of(pid: u32) -> u64 {
     proc_status_bytes(pid, "VmRSS:")
 }

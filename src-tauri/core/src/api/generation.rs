@@ -316,7 +316,7 @@ impl Generating {
         let record = GenerationRecord {
             model: self.model_id.clone(),
             dialect: self.dialect,
-            finished_at: unix_now_ms(),
+            finished_at: crate::vocab::now_unix_ms(),
             ttft_ms: t
                 .first_token
                 .map(|first| first.duration_since(t.arrived).as_secs_f64() * 1000.0),
@@ -338,13 +338,6 @@ impl Drop for Generating {
     fn drop(&mut self) {
         self.record("cancelled");
     }
-}
-
-fn unix_now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or_default()
 }
 
 /// Seconds since the epoch, for the `created` fields.

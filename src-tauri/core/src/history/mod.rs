@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::broadcast::error::RecvError;
@@ -134,7 +134,7 @@ impl History {
                     }
                     let Some(system) = probe.system() else { continue };
                     self.push_sample(Sample {
-                        t: now_ms(),
+                        t: crate::vocab::now_unix_ms(),
                         system_used: system.used,
                         system_total: system.total,
                         pool_used: status.used,
@@ -163,7 +163,7 @@ impl History {
                 tier, used_percent, ..
             }) => {
                 let mark = Mark {
-                    t: now_ms(),
+                    t: crate::vocab::now_unix_ms(),
                     kind: "tier",
                     model: None,
                     tier: Some(*tier),
@@ -175,7 +175,7 @@ impl History {
             Event::Settings(_) | Event::Generation(_) | Event::Pull(_) => return,
         };
         let mut record = self.lock();
-        let t = now_ms();
+        let t = crate::vocab::now_unix_ms();
         let mark = |kind, model: Option<&str>, text: String| Mark {
             t,
             kind,
@@ -253,7 +253,7 @@ impl History {
         let mut record = self.lock();
         if record.watermark.active && rss > record.watermark.peak {
             record.watermark.peak = rss;
-            record.watermark.peak_at = Some(now_ms());
+            record.watermark.peak_at = Some(crate::vocab::now_unix_ms());
         }
     }
 
@@ -270,13 +270,6 @@ impl Record {
             self.marks.pop_front();
         }
     }
-}
-
-/// The name a value goes by in the API (its serde name).
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]

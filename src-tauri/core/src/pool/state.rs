@@ -29,7 +29,7 @@ use crate::metrics::Metrics;
 use crate::models::ModelFile;
 use crate::pressure::PressureReport;
 use crate::protect::Protection;
-use crate::vocab::{memory_size, IdleTimeout, Tier};
+use crate::vocab::{memory_size, unix_ms, IdleTimeout, Tier};
 
 /// How long a flush lets running requests finish before it ends them.
 pub(super) const FLUSH_GRACE: Duration = Duration::from_secs(30);
@@ -1261,12 +1261,6 @@ fn model_status(id: &str, entry: &Entry, limits: &PoolLimits) -> ModelStatus {
 fn error_percent(estimate: Footprint, measured: Footprint) -> Option<f64> {
     (measured.total > 0)
         .then(|| (estimate.total as f64 - measured.total as f64) * 100.0 / measured.total as f64)
-}
-
-fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map(millis)
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

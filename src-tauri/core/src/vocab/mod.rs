@@ -5,6 +5,7 @@
 //! pressure, pool, notifications and the UI's API can all use it without depending on each
 //! other (docs/design.md draws the graph).
 
+mod clock;
 mod dialect;
 mod duration;
 mod margins;
@@ -13,6 +14,7 @@ mod size;
 mod thresholds;
 mod tier;
 
+pub use clock::{now_unix_ms, unix_ms};
 pub use dialect::Dialect;
 pub use duration::{parse_idle_timeout, IdleTimeout};
 pub use margins::TierMargins;

@@ -18,7 +18,7 @@ pub use appkit::Tray;
 #[cfg(not(target_os = "macos"))]
 pub use sni::Tray;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use headroom_core::api::AppState;
@@ -65,7 +65,11 @@ pub async fn feed(proxy: Proxy, core: AppState) {
             }
         }
         let Some(pool) = &status else { continue };
-        let view = TrayView::new(pool, core.probe.system(), now_ms());
+        let view = TrayView::new(
+            pool,
+            core.probe.system(),
+            headroom_core::vocab::now_unix_ms(),
+        );
         if !proxy.send(Action::Redraw(view)) {
             return;
         }
@@ -90,12 +94,6 @@ fn icon_rgba(look: Look) -> anyhow::Result<(Vec<u8>, u32, u32)> {
     let frame = reader.next_frame(&mut rgba).context("tray icon")?;
     rgba.truncate(frame.buffer_size());
     Ok((rgba, frame.width, frame.height))
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{decode, format_schema, model_id, now_ms, settings, timestamp, OllamaError};
+use super::{decode, format_schema, model_id, settings, timestamp, OllamaError};
 use crate::api::error::ApiError;
 use crate::api::generation::{self, Generating, Prepared, Settings, Step, Whole};
 use crate::api::openai::tools::ToolFields;
@@ -214,7 +214,7 @@ async fn load_or_unload(
         drop(state.pool.acquire(file, settings.keep_alive).await?);
         "load"
     };
-    let mut line = json!({ "model": name, "created_at": timestamp(now_ms()), "done": true, "done_reason": reason });
+    let mut line = json!({ "model": name, "created_at": timestamp(crate::vocab::now_unix_ms()), "done": true, "done_reason": reason });
     match kind {
         Kind::Chat => line["message"] = json!({ "role": "assistant", "content": "" }),
         Kind::Generate => line["response"] = json!(""),
@@ -225,7 +225,7 @@ async fn load_or_unload(
 /// One NDJSON line (or the whole answer) in Ollama's shape.
 fn line_json(said: &Whole, name: &str, kind: Kind) -> Value {
     let (thought, content, calls) = (&said.thought, &said.content, &said.calls);
-    let mut line = json!({ "model": name, "created_at": timestamp(now_ms()) });
+    let mut line = json!({ "model": name, "created_at": timestamp(crate::vocab::now_unix_ms()) });
     match kind {
         Kind::Chat => {
             let mut message = json!({ "role": "assistant", "content": content });

@@ -126,13 +126,6 @@ fn timestamp(unix_ms: u64) -> String {
     )
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or_default()
-}
-
 /// Ollama's `options` (and `keep_alive`) checked as the OpenAI routes check the same samplers.
 /// `num_ctx` is accepted and ignored: the context per request is Headroom's `context_size`.
 fn settings(options: Option<&Value>, keep_alive: Option<&Value>) -> Result<Settings, ApiError> {
