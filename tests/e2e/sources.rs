@@ -248,3 +248,79 @@ async fn models_of_other_apps_are_listed_and_served_where_they_lie() {
     drop(server);
     assert_eq!(snapshot(home.path()), before, "a store was written to");
 }
+
+/// A model another app adds to its store is heard at once: the stores' scan is dropped, a
+/// `models_changed` event goes out, and the lists show it; removed, it goes the same way.
+#[cfg(unix)]
+#[tokio::test]
+async fn a_model_added_to_a_store_is_announced_and_listed_at_once() {
+    let home = tempfile::tempdir().expect("home");
+    let cache = home.path().join(".cache/llama.cpp");
+    std::fs::create_dir_all(&cache).expect("mkdir");
+    let server = Server::start_with(Options {
+        env: vec![
+            ("HOME", home.path().display().to_string()),
+            (
+                "XDG_CACHE_HOME",
+                home.path().join(".cache").display().to_string(),
+            ),
+            ("HEADROOM_SOURCES", "llama_cpp".into()),
+        ],
+        ..Options::default()
+    });
+    let events = server.events().await;
+    let id = format!("llamacpp:org_repo_{SMOLLM2}");
+    let listed = |models: &Value| {
+        models["models"]
+            .as_array()
+            .is_some_and(|m| m.iter().any(|m| m["id"] == id.as_str()))
+    };
+    // A scan now, so the next list would be served from it for 2 s without the watch.
+    let (_, models) = server.get("/api/models").await;
+    assert!(!listed(&models), "{models}");
+
+    // As llama.cpp downloads: a temporary name, renamed when whole.
+    let started = std::time::Instant::now();
+    let partial = cache.join(format!("org_repo_{SMOLLM2}.gguf.downloadInProgress"));
+    place(&models_dir().join(format!("{SMOLLM2}.gguf")), &partial);
+    std::fs::rename(&partial, cache.join(format!("org_repo_{SMOLLM2}.gguf"))).expect("rename");
+    let changed = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        events.wait_for("models_changed", |e| e["type"] == "models_changed"),
+    )
+    .await
+    .expect("the change was announced");
+    let heard = started.elapsed();
+    let (_, models) = server.get("/api/models").await;
+    assert!(listed(&models), "not listed after {changed}: {models}");
+    let folder = cache.canonicalize().expect("real");
+    assert_eq!(changed["folders"], json!([folder]), "{changed}");
+    println!(
+        "a model added to llama.cpp's cache: announced and listed {} ms later",
+        heard.as_millis()
+    );
+
+    let announced = || {
+        events
+            .all()
+            .iter()
+            .filter(|e| e["type"] == "models_changed")
+            .count()
+    };
+    let before = announced();
+    let started = std::time::Instant::now();
+    std::fs::remove_file(cache.join(format!("org_repo_{SMOLLM2}.gguf"))).expect("remove");
+    while announced() == before {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "the removal was not announced"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let (_, models) = server.get("/api/models").await;
+    assert!(!listed(&models), "still listed: {models}");
+    println!(
+        "removed: announced and gone from the list {} ms later",
+        started.elapsed().as_millis()
+    );
+}

@@ -1,5 +1,6 @@
 //! The app-wide event stream: every change in the pool, every pressure tier change, every
-//! settings change, every finished generation and every pull's progress, in the order they happened. `/api/events`,
+//! settings change, every finished generation, every pull's progress and every change of the
+//! models on disk, in the order they happened. `/api/events`,
 //! the timeline, notifications and the tray all follow this one stream.
 //!
 //! Each subsystem publishes its own kind of event through a [`Publish`] the bus hands it; it
@@ -10,6 +11,7 @@ use tokio::sync::broadcast;
 
 use crate::config::SettingsChanged;
 use crate::metrics::GenerationFinished;
+use crate::models::watch::ModelsChanged;
 use crate::pool::PoolEvent;
 use crate::pressure::TierChanged;
 use crate::pull::PullEvent;
@@ -24,6 +26,13 @@ pub enum Event {
     Settings(SettingsChanged),
     Generation(GenerationFinished),
     Pull(PullEvent),
+    Models(ModelsChanged),
+}
+
+impl From<ModelsChanged> for Event {
+    fn from(event: ModelsChanged) -> Self {
+        Self::Models(event)
+    }
 }
 
 impl From<PullEvent> for Event {

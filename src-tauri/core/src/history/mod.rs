@@ -172,7 +172,7 @@ impl History {
                 self.lock().add_mark(mark);
                 return;
             }
-            Event::Settings(_) | Event::Generation(_) | Event::Pull(_) => return,
+            Event::Settings(_) | Event::Generation(_) | Event::Pull(_) | Event::Models(_) => return,
         };
         let mut record = self.lock();
         let t = crate::vocab::now_unix_ms();

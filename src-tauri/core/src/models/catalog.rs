@@ -102,6 +102,17 @@ impl Catalog {
         }
     }
 
+    /// Watches the model folders and the stores, announcing changes through `publish` (see
+    /// `models::watch`); the watch lasts as long as the value returned.
+    pub fn watch(
+        &self,
+        publish: crate::vocab::Publish<super::watch::ModelsChanged>,
+    ) -> Option<super::watch::Watch> {
+        let mut folders = self.dirs.clone();
+        folders.extend(self.sources().iter().map(|s| s.root.clone()));
+        super::watch::start(&folders, Arc::clone(&self.sources), publish)
+    }
+
     pub fn dirs(&self) -> &[PathBuf] {
         &self.dirs
     }

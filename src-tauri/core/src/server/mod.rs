@@ -30,6 +30,8 @@ pub struct Server {
     /// Flipped when shutdown begins; long-lived streams (`/api/events`) end on it, so they
     /// do not hold the graceful shutdown open.
     stopping: tokio::sync::watch::Sender<bool>,
+    /// The model folders' watch, held for as long as the server runs.
+    _models_watch: Option<crate::models::watch::Watch>,
 }
 
 impl Server {
@@ -167,6 +169,7 @@ impl Server {
         let address = reachable(listener.local_addr()?);
         let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
         let history = crate::history::History::start(pool.clone(), &bus, Arc::clone(&probe));
+        let models_watch = catalog.watch(bus.publisher());
         let state = AppState {
             conversations: Some(conversations),
             pool: pool.clone(),
@@ -189,6 +192,7 @@ impl Server {
             state,
             unload_hooks,
             stopping,
+            _models_watch: models_watch,
         })
     }
 

@@ -236,6 +236,11 @@ impl Index {
         found
     }
 
+    /// Drops the last scan: the next lookup scans again.
+    pub fn forget_scan(&self) {
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
     /// The model `id` names, from a fresh scan if the last one did not have it.
     pub fn find(&self, id: &str) -> Option<Found> {
         if !is_source_id(id) || self.sources.is_empty() {
@@ -244,7 +249,7 @@ impl Index {
         if let Some(found) = self.models().iter().find(|f| f.id == id) {
             return Some(found.clone());
         }
-        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.forget_scan();
         self.models().iter().find(|f| f.id == id).cloned()
     }
 
