@@ -481,6 +481,42 @@ function showPull(p) {
   cancel.hidden = p.state !== "downloading";
 }
 
+const PULL_HINT = $("pull-hint").textContent;
+let repoAsked = "";
+
+/** What the repo typed holds, from the Hub: its GGUF files offered for the file field, or an MLX repo's size. */
+async function showRepo() {
+  const repo = $("pull-repo").value.trim();
+  if (repo === repoAsked) return;
+  repoAsked = repo;
+  const [org, name, ...rest] = repo.split("/");
+  $("pull-files").replaceChildren();
+  if (!org || !name || rest.length) {
+    $("pull-hint").textContent = PULL_HINT;
+    return;
+  }
+  $("pull-hint").textContent = `Looking at ${repo}…`;
+  const result = await send("GET", `/api/hub/${encodeURIComponent(org)}/${encodeURIComponent(name)}`);
+  if (repo !== repoAsked) return;
+  if (!result.ok) {
+    $("pull-hint").textContent = result.body.error.message;
+    return;
+  }
+  const { kind, files, total } = result.body;
+  if (kind === "gguf") {
+    $("pull-files").replaceChildren(
+      ...files.map((f) => Object.assign(document.createElement("option"), { value: f.file, label: fileSize(f.size) })),
+    );
+    if (files.length === 1 && !$("pull-file").value) $("pull-file").value = files[0].file;
+    $("pull-hint").textContent = `${files.length} GGUF ${files.length === 1 ? "file" : "files"} in ${repo}: choose one.`;
+  } else if (kind === "mlx") {
+    $("pull-file").value = "";
+    $("pull-hint").textContent = `An MLX model: ${files.length} files, ${fileSize(total)}, downloaded as one folder. Leave the file empty.`;
+  } else {
+    $("pull-hint").textContent = `${repo} holds no GGUF file and no MLX model.`;
+  }
+}
+
 async function startPull(event) {
   event.preventDefault();
   $("pull-error").textContent = "";
@@ -552,6 +588,9 @@ async function seed() {
 function start() {
   $("unload-all").addEventListener("click", unloadAll);
   $("pull-form").addEventListener("submit", startPull);
+  const askSoon = throttle(() => showRepo().catch(() => {}), 500);
+  $("pull-repo").addEventListener("input", askSoon);
+  $("pull-repo").addEventListener("change", () => showRepo().catch(() => {}));
   getJSON("/api/models/pulls")
     .then(({ pulls }) => pulls.forEach(showPull))
     .catch(showReadError);

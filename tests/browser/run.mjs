@@ -603,13 +603,22 @@ test("a Hugging Face token typed in Preferences is saved, never shown again, and
 });
 
 /**
- * A local stand-in for the Hugging Face Hub: `/<org>/<repo>/resolve/main/<file>` redirects to
- * `/cdn/<file>` with `X-Linked-Etag` (the sha256) and `X-Linked-Size`; the storage sends the
+ * A local stand-in for the Hugging Face Hub holding one repo with one GGUF file, `file`:
+ * `/api/models/<org>/<repo>/tree/main` lists it, `/<org>/<repo>/resolve/main/<file>` redirects
+ * to `/cdn/<file>` with `X-Linked-Etag` (the sha256) and `X-Linked-Size`; the storage sends the
  * file 1 MiB every 40 ms, so a page can watch it arrive.
  */
-async function startHub(bytes, sha256) {
+async function startHub(bytes, sha256, file) {
   const http = await import("node:http");
   const hub = http.createServer(async (request, response) => {
+    if (/^\/api\/models\/[^/]+\/[^/]+\/tree\/main/.test(request.url)) {
+      const listing = [
+        { type: "file", oid: "0".repeat(40), size: 12, path: "README.md" },
+        { type: "file", oid: "1".repeat(40), size: bytes.length, path: file, lfs: { oid: sha256, size: bytes.length, pointerSize: 134 } },
+      ];
+      response.writeHead(200, { "Content-Type": "application/json" }).end(JSON.stringify(listing));
+      return;
+    }
     const resolve = request.url.match(/^\/[^/]+\/[^/]+\/resolve\/main\/(.+)$/);
     if (resolve) {
       response.writeHead(302, {
@@ -639,7 +648,7 @@ async function startHub(bytes, sha256) {
 test("a download from the Hub shows its progress moving, then the model on disk, which Delete removes", async (t) => {
   const bytes = await readFile(join(MODELS_DIR, `${SMOL}.gguf`));
   const sha256 = (await readFile(join(MODELS_DIR, `${SMOL}.gguf.sha256`), "utf8")).split(/\s+/)[0];
-  const hub = await startHub(bytes, sha256);
+  const hub = await startHub(bytes, sha256, "SmolLM2-pulled.gguf");
   const own = await startServer({ env: { HF_ENDPOINT: hub.url } });
   t.after(async () => {
     await own.stop();
@@ -647,8 +656,11 @@ test("a download from the Hub shows its progress moving, then the model on disk,
   });
   await withPage("pull", own, "/", async (page) => {
     await mainReady(page);
+    // The repo typed is looked up on the Hub: its one GGUF file is offered and filled in.
     await page.getByLabel("Hugging Face repo").fill("bartowski/SmolLM2-135M-Instruct-GGUF");
-    await page.getByLabel("GGUF file").fill("SmolLM2-pulled.gguf");
+    await page.locator("#pull-hint", { hasText: "1 GGUF file in bartowski/SmolLM2-135M-Instruct-GGUF: choose one." }).waitFor();
+    assert.equal(await page.getByLabel("GGUF file").inputValue(), "SmolLM2-pulled.gguf");
+    assert.equal(await page.locator("#pull-files option").getAttribute("label"), "98 MB");
     await page.getByRole("button", { name: "Download" }).click();
     const bar = page.locator('#pulls li[data-model="SmolLM2-pulled"] progress');
     await bar.waitFor();

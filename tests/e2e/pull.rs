@@ -328,6 +328,16 @@ async fn a_bad_pull_leaves_nothing_behind_and_says_why() {
             "{body}: {answer}"
         );
     }
+    let (status, held) = server.get("/api/hub/org/two-ggufs").await;
+    assert_eq!(status, 200, "{held}");
+    assert_eq!(held["kind"], "gguf", "{held}");
+    assert_eq!(held["files"][0]["file"], "m-Q4_1.gguf", "{held}");
+    assert!(
+        held["files"][0]["size"].as_u64() > Some(90_000_000),
+        "{held}"
+    );
+    let (status, held) = server.get("/api/hub/org/no-such-repo").await;
+    assert_eq!(status, 400, "{held}");
     let (_, answer) = server
         .post("/api/models/pull", &json!({"repo": "org/two-ggufs"}))
         .await;
@@ -390,6 +400,15 @@ async fn an_mlx_repo_is_pulled_whole_and_answers_on_the_mlx_engine() {
     let server = server_for(&hub);
     let events = server.events().await;
 
+    // What the repo holds, as the window's form asks before a pull.
+    let (status, held) = server.get(&format!("/api/hub/{MLX_REPO}")).await;
+    assert_eq!(status, 200, "{held}");
+    assert_eq!(held["kind"], "mlx", "{held}");
+    assert_eq!(
+        held["files"].as_array().map(Vec::len),
+        Some(wanted.len()),
+        "{held}"
+    );
     let (status, body) = server
         .post("/api/models/pull", &json!({"repo": MLX_REPO}))
         .await;

@@ -89,6 +89,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/events", get(status::events))
         .route("/api/models", get(manage::models))
         .route("/api/models/pull", post(pull::start))
+        .route("/api/hub/{org}/{name}", get(pull::repo))
         .route("/api/models/pulls", get(pull::list))
         .route("/api/models/pulls/{model}", delete(pull::cancel))
         .route("/api/models/{id}", delete(pull::delete))

@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 
 use crate::api::error::ApiError;
 use crate::api::AppState;
+use crate::pull::repo::Contents;
 use crate::pull::PullError;
 
 #[derive(Debug, Deserialize)]
@@ -60,6 +61,30 @@ pub async fn start(
         .start(&request.repo, request.file.as_deref())
         .await?;
     Ok((StatusCode::ACCEPTED, Json(json!(status))))
+}
+
+/// `GET /api/hub/{org}/{name}`: what a Hub repo holds, so a form can offer its files: an MLX
+/// repo's files (pulled together), or its GGUF files to choose from, each with its size.
+pub async fn repo(
+    State(state): State<AppState>,
+    Path((org, name)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let repo = format!("{org}/{name}");
+    let files = |entries: Vec<&crate::pull::repo::TreeEntry>| {
+        entries
+            .iter()
+            .map(|e| json!({"file": e.path, "size": e.size}))
+            .collect::<Vec<_>>()
+    };
+    let (kind, listed) = match state.pulls.contents(&repo).await? {
+        Contents::Mlx(pieces) => ("mlx", files(pieces.iter().map(|(_, e)| e).collect())),
+        Contents::Gguf(entries) => ("gguf", files(entries.iter().collect())),
+        Contents::Neither => ("neither", Vec::new()),
+    };
+    let total: u64 = listed.iter().filter_map(|f| f["size"].as_u64()).sum();
+    Ok(Json(
+        json!({ "repo": repo, "kind": kind, "files": listed, "total": total }),
+    ))
 }
 
 pub async fn list(State(state): State<AppState>) -> Json<Value> {

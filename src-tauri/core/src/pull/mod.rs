@@ -324,7 +324,7 @@ impl Pulls {
             Contents::Gguf(files) => {
                 return Err(PullError::ChooseFile {
                     repo: name.to_string(),
-                    files,
+                    files: repo::paths(&files),
                 })
             }
             Contents::Neither => return Err(PullError::NotAModel(name.to_string())),

@@ -121,7 +121,7 @@ pub enum Contents {
     /// An MLX model: the files to fetch, in the listing's order.
     Mlx(Vec<(HubFile, TreeEntry)>),
     /// GGUF files, one of which must be named.
-    Gguf(Vec<String>),
+    Gguf(Vec<TreeEntry>),
     Neither,
 }
 
@@ -161,15 +161,20 @@ pub fn contents(repo: &str, entries: &[TreeEntry]) -> Result<Contents, HubError>
             .collect();
         return Ok(Contents::Mlx(wanted));
     }
-    let ggufs: Vec<String> = files
+    let ggufs: Vec<TreeEntry> = files
         .filter(|e| e.path.ends_with(".gguf"))
-        .map(|e| e.path.clone())
+        .cloned()
         .collect();
     Ok(if ggufs.is_empty() {
         Contents::Neither
     } else {
         Contents::Gguf(ggufs)
     })
+}
+
+/// The entries' paths.
+pub fn paths(entries: &[TreeEntry]) -> Vec<String> {
+    entries.iter().map(|e| e.path.clone()).collect()
 }
 
 /// The GGUF file an Ollama-style tag names among `files`: the one whose name ends with the tag
@@ -268,13 +273,10 @@ mod tests {
                 {"type":"file","path":"Q8_0/m-Q8_0.gguf","size":9}]"#,
         )
         .expect("listing");
-        assert_eq!(
-            contents("org/m-GGUF", &entries),
-            Ok(Contents::Gguf(vec![
-                "m-Q4_K_M.gguf".into(),
-                "Q8_0/m-Q8_0.gguf".into()
-            ]))
-        );
+        let Ok(Contents::Gguf(ggufs)) = contents("org/m-GGUF", &entries) else {
+            panic!("a GGUF repo");
+        };
+        assert_eq!(paths(&ggufs), ["m-Q4_K_M.gguf", "Q8_0/m-Q8_0.gguf"]);
         assert_eq!(contents("org/m", &entries[..1]), Ok(Contents::Neither));
         assert_eq!(
             contents("../m", &entries),

@@ -25,7 +25,7 @@ use serde_json::{json, Value};
 use super::{decode, OllamaError};
 use crate::api::error::ApiError;
 use crate::api::AppState;
-use crate::pull::repo::{choose_gguf, Contents};
+use crate::pull::repo::{choose_gguf, paths, Contents};
 use crate::pull::{PullError, PullState, PullStatus};
 
 #[derive(Debug, Deserialize)]
@@ -75,20 +75,23 @@ pub async fn pull(
     };
     let name = tagged(name);
     let file = match state.pulls.contents(repo).await.map_err(pull_error)? {
-        Contents::Gguf(files) => Some(
-            choose_gguf(&files, tag)
-                .ok_or_else(|| {
-                    ApiError::not_found(
-                        "model_not_found",
-                        format!(
-                            "{repo} has no GGUF file for the tag '{}': its files are {}",
-                            tag.unwrap_or("latest"),
-                            files.join(", ")
-                        ),
-                    )
-                })?
-                .to_string(),
-        ),
+        Contents::Gguf(entries) => {
+            let files = paths(&entries);
+            Some(
+                choose_gguf(&files, tag)
+                    .ok_or_else(|| {
+                        ApiError::not_found(
+                            "model_not_found",
+                            format!(
+                                "{repo} has no GGUF file for the tag '{}': its files are {}",
+                                tag.unwrap_or("latest"),
+                                files.join(", ")
+                            ),
+                        )
+                    })?
+                    .to_string(),
+            )
+        }
         Contents::Mlx(_) => None,
         Contents::Neither => return Err(pull_error(PullError::NotAModel(repo.to_string())).into()),
     };
