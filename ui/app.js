@@ -499,10 +499,14 @@ async function showRepo() {
   const result = await send("GET", `/api/hub/${encodeURIComponent(org)}/${encodeURIComponent(name)}`);
   if (repo !== repoAsked) return;
   if (!result.ok) {
+    // Asked again when the repo is typed or left again.
+    repoAsked = "";
     $("pull-hint").textContent = result.body.error.message;
     return;
   }
   const { kind, files, total } = result.body;
+  // A file chosen for another repo does not stay.
+  if (!files.some((f) => f.file === $("pull-file").value)) $("pull-file").value = "";
   if (kind === "gguf") {
     $("pull-files").replaceChildren(
       ...files.map((f) => Object.assign(document.createElement("option"), { value: f.file, label: fileSize(f.size) })),
@@ -588,9 +592,13 @@ async function seed() {
 function start() {
   $("unload-all").addEventListener("click", unloadAll);
   $("pull-form").addEventListener("submit", startPull);
-  const askSoon = throttle(() => showRepo().catch(() => {}), 500);
-  $("pull-repo").addEventListener("input", askSoon);
-  $("pull-repo").addEventListener("change", () => showRepo().catch(() => {}));
+  const lookUp = () =>
+    showRepo().catch((error) => {
+      repoAsked = "";
+      $("pull-hint").textContent = error.message;
+    });
+  $("pull-repo").addEventListener("input", throttle(lookUp, 500));
+  $("pull-repo").addEventListener("change", lookUp);
   getJSON("/api/models/pulls")
     .then(({ pulls }) => pulls.forEach(showPull))
     .catch(showReadError);

@@ -316,8 +316,7 @@ async fn a_bad_pull_leaves_nothing_behind_and_says_why() {
             "invalid_pull",
         ),
         (json!({"repo": "org/repo", "file": 7}), "invalid_request"),
-        // A repo that is not there, and one of GGUF files named without the file.
-        (json!({"repo": "org/no-such-repo"}), "invalid_pull"),
+        // A repo of GGUF files named without the file.
         (json!({"repo": "org/two-ggufs"}), "invalid_pull"),
     ] {
         let (status, answer) = server.post("/api/models/pull", &body).await;
@@ -336,8 +335,14 @@ async fn a_bad_pull_leaves_nothing_behind_and_says_why() {
         held["files"][0]["size"].as_u64() > Some(90_000_000),
         "{held}"
     );
+    // A repo the Hub does not have is 404, as the Hub says, on both routes.
     let (status, held) = server.get("/api/hub/org/no-such-repo").await;
-    assert_eq!(status, 400, "{held}");
+    assert_eq!(status, 404, "{held}");
+    assert_eq!(held["error"]["code"], "repo_not_available", "{held}");
+    let (status, answer) = server
+        .post("/api/models/pull", &json!({"repo": "org/no-such-repo"}))
+        .await;
+    assert_eq!(status, 404, "{answer}");
     let (_, answer) = server
         .post("/api/models/pull", &json!({"repo": "org/two-ggufs"}))
         .await;
@@ -355,7 +360,7 @@ async fn a_bad_pull_leaves_nothing_behind_and_says_why() {
 
 /// The MLX test model's folder, served as an mlx-community repo with two files a model does
 /// not need (its README and a hidden note).
-fn mlx_repo(hub: &HubServer, repo: &str) -> Vec<(String, Vec<u8>)> {
+fn mlx_repo(hub: &HubServer, repo: &str, token: Option<&str>) -> Vec<(String, Vec<u8>)> {
     let folder = models_dir().join(MLX_FOLDER);
     let mut model_files = Vec::new();
     for entry in std::fs::read_dir(&folder).expect("the MLX test model") {
@@ -375,6 +380,7 @@ fn mlx_repo(hub: &HubServer, repo: &str) -> Vec<(String, Vec<u8>)> {
             &name,
             Served {
                 small,
+                token: token.map(str::to_string),
                 ..Served::of(bytes)
             },
         );
@@ -384,6 +390,7 @@ fn mlx_repo(hub: &HubServer, repo: &str) -> Vec<(String, Vec<u8>)> {
         "README.md",
         Served {
             small: true,
+            token: token.map(str::to_string),
             ..Served::of(b"# SmolLM2 in MLX".to_vec())
         },
     );
@@ -396,7 +403,7 @@ async fn an_mlx_repo_is_pulled_whole_and_answers_on_the_mlx_engine() {
     const MLX_REPO: &str = "mlx-community/SmolLM2-135M-Instruct";
     const MLX_MODEL: &str = "SmolLM2-135M-Instruct";
     let hub = HubServer::start().await;
-    let wanted = mlx_repo(&hub, MLX_REPO);
+    let wanted = mlx_repo(&hub, MLX_REPO, None);
     let server = server_for(&hub);
     let events = server.events().await;
 
@@ -558,6 +565,22 @@ async fn a_gated_repo_opens_with_the_token_set_in_preferences() {
     .await
     .expect("the pull was done (the server's log says why not)");
     assert_eq!(done["state"], "done", "{done}");
+    // A gated MLX repo: its listing and its small files come from the Hub itself, with the
+    // token; its weights from the storage, without.
+    mlx_repo(&hub, "org/gated-mlx", Some(TOKEN));
+    let (status, body) = server
+        .post("/api/models/pull", &json!({"repo": "org/gated-mlx"}))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let done = tokio::time::timeout(
+        Duration::from_secs(120),
+        events.wait_for("the MLX pull's end", |e| {
+            e["type"] == "pull" && e["repo"] == "org/gated-mlx" && e["state"] != "downloading"
+        }),
+    )
+    .await
+    .expect("the pull ended");
+    assert_eq!(done["state"], "done", "{done}");
     assert_eq!(hub.storage_tokens(), 0, "the token went to the storage");
     println!(
         "gated repo pulled with the Preferences token in {:.1} s",
@@ -619,11 +642,17 @@ async fn a_disk_that_fills_up_during_a_pull_ends_it_and_keeps_nothing() {
     println!("full disk: {error}");
     // Nothing staged is kept, nothing half is among the models, and the server still serves.
     let models = data.join("models");
-    let left: Vec<_> = std::fs::read_dir(&models)
-        .expect("the model folder")
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
+    let mut left = Vec::new();
+    let mut folders = vec![models.clone()];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).expect("a folder").flatten() {
+            if entry.path().is_dir() {
+                folders.push(entry.path());
+            } else {
+                left.push(entry.path());
+            }
+        }
+    }
     assert!(left.is_empty(), "left behind: {left:?}");
     let (status, _) = server.get("/api/status").await;
     assert_eq!(status, 200);

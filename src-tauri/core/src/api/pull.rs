@@ -38,7 +38,21 @@ impl From<PullError> for ApiError {
                 ..
             } => ApiError::bad_request("hub_unreachable", e.to_string())
                 .with_status(StatusCode::BAD_GATEWAY),
-            PullError::Listing { .. } => ApiError::bad_request("invalid_pull", e.to_string()),
+            // The Hub's own answer: not there, or not without a token; anything else is the
+            // Hub failing, a gateway's error.
+            PullError::Listing {
+                error: crate::pull::TransferError::Hub { status, .. },
+                ..
+            } => {
+                let status = match status {
+                    404 => StatusCode::NOT_FOUND,
+                    401 | 403 => StatusCode::FORBIDDEN,
+                    _ => StatusCode::BAD_GATEWAY,
+                };
+                ApiError::bad_request("repo_not_available", e.to_string()).with_status(status)
+            }
+            PullError::Listing { .. } => ApiError::bad_request("hub_error", e.to_string())
+                .with_status(StatusCode::BAD_GATEWAY),
             PullError::TooMany => ApiError::bad_request("too_many_pulls", e.to_string())
                 .with_status(StatusCode::TOO_MANY_REQUESTS),
             PullError::Running(_) | PullError::Exists(_) => {

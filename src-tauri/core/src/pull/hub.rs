@@ -17,6 +17,21 @@ pub fn endpoint() -> String {
     var("HF_ENDPOINT").unwrap_or_else(|| DEFAULT_ENDPOINT.to_string())
 }
 
+/// Whether `url` is on the Hub itself (`endpoint`'s scheme, host and port), where the token
+/// may go; the storage the Hub redirects to is not.
+pub fn on_hub(url: &str, endpoint: &str) -> bool {
+    let origin = |u: &str| {
+        reqwest::Url::parse(u).ok().map(|u| {
+            (
+                u.scheme().to_string(),
+                u.host_str().map(str::to_string),
+                u.port_or_known_default(),
+            )
+        })
+    };
+    origin(url).is_some_and(|o| Some(o) == origin(endpoint))
+}
+
 /// The token for gated repos, in this order: the one set in Preferences (`hub_token`), then
 /// `HF_TOKEN` (or its old name), then the file `huggingface-cli login` writes (`HF_TOKEN_PATH`,
 /// else `token` in `HF_HOME`, else in `~/.cache/huggingface`), so a user who has logged in
@@ -97,7 +112,8 @@ impl HubFile {
     /// A GGUF file, pulled on its own.
     pub fn new(repo: &str, file: &str) -> Result<Self, HubError> {
         check_repo(repo)?;
-        if !(file.ends_with(".gguf") && is_confined_path(file)) {
+        let name = file.rsplit('/').next().unwrap_or(file);
+        if !(file.ends_with(".gguf") && is_confined_path(file)) || name.starts_with('.') {
             return Err(HubError::File(file.to_string()));
         }
         Ok(Self {
@@ -137,7 +153,8 @@ impl HubFile {
 
     /// The model id the pulled file will have.
     pub fn model_id(&self) -> &str {
-        self.local_name().trim_end_matches(".gguf")
+        let name = self.local_name();
+        name.strip_suffix(".gguf").unwrap_or(name)
     }
 }
 
@@ -189,7 +206,24 @@ mod tests {
                 "{repo}"
             );
         }
+        assert_eq!(
+            HubFile::new("org/repo", "x.gguf.gguf")
+                .expect("valid")
+                .model_id(),
+            "x.gguf"
+        );
+        assert!(on_hub(
+            "https://huggingface.co/o/r/resolve/main/c.json",
+            "https://huggingface.co"
+        ));
+        assert!(!on_hub(
+            "https://cas-bridge.xethub.hf.co/x",
+            "https://huggingface.co"
+        ));
+        assert!(!on_hub("http://huggingface.co/x", "https://huggingface.co"));
         for file in [
+            ".gguf",
+            "a/.hidden.gguf",
             "m.bin",
             "../m.gguf",
             "a/../m.gguf",

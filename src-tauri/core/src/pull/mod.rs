@@ -330,7 +330,8 @@ impl Pulls {
             Contents::Neither => return Err(PullError::NotAModel(name.to_string())),
         };
         let folder = repo::folder_name(name);
-        let staged = self.staging().join(folder);
+        // Staged under the whole repo's name: two orgs' repos of one name do not mix.
+        let staged = self.staging().join(name.replace('/', "--"));
         Ok(Plan {
             model: folder.to_string(),
             repo: name.to_string(),
@@ -356,7 +357,10 @@ impl Pulls {
             let url = piece.file.url(&self.endpoint);
             let listed = piece.listed.as_ref();
             let mut remote = tokio::select! {
-                () = cancel.cancelled() => return Err(TransferError::Cancelled),
+                () = cancel.cancelled() => {
+                    remove(&plan.staged).await;
+                    return Err(TransferError::Cancelled);
+                }
                 remote = transfer::inspect(&url, token.as_deref(), listed.map(|l| l.size)) => remote?,
             };
             if remote.sha256.is_none() {
@@ -390,7 +394,17 @@ impl Pulls {
             if let Some(dir) = piece.part.parent() {
                 tokio::fs::create_dir_all(dir).await?;
             }
-            let result = transfer::fetch(remote, &piece.part, cancel, |received| {
+            if remote.sha256.is_none() {
+                // A small file with nothing to check it by but its length: fetched afresh, so
+                // a file left by an older revision is not taken for it.
+                let _ = tokio::fs::remove_file(&piece.part).await;
+            }
+            // The token goes along only where the Hub serves the file itself (a small file),
+            // never where it redirected to (its storage).
+            let token = token
+                .as_deref()
+                .filter(|_| remote.location == piece.file.url(&self.endpoint));
+            let result = transfer::fetch(remote, &piece.part, token, cancel, |received| {
                 let received = before + received;
                 if let Some((speed, announce)) = meter.step(received) {
                     self.update(&plan.model, |s| {
@@ -444,10 +458,6 @@ impl Pulls {
         match &result {
             Ok(()) => tracing::info!(%model, "pulled {what}"),
             Err(e) => tracing::warn!(%model, "pull of {what} ended: {e}"),
-        }
-        if let Err(TransferError::DiskFull { .. }) = &result {
-            // Nothing is kept on a full disk; a staging folder left empty goes too.
-            let _ = tokio::fs::remove_dir(self.staging()).await;
         }
         self.update(model, |s| {
             s.seconds_left = None;

@@ -68,8 +68,13 @@ pub async fn list(
         .build()
         .map_err(|e| unreachable(&first, e))?;
     let mut entries = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     let mut next = Some(first);
     while let Some(url) = next.take() {
+        // Pages come from the Hub itself, each once: a link elsewhere or back is not followed.
+        if !super::hub::on_hub(&url, endpoint) || !seen.insert(url.clone()) {
+            break;
+        }
         let mut request = client.get(&url);
         if let Some(token) = token {
             request = request.header(AUTHORIZATION, format!("Bearer {token}"));
@@ -89,6 +94,9 @@ pub async fn list(
                 "{url} is not a file listing the Hub would give: {e}"
             ))
         })?;
+        if page.is_empty() {
+            break;
+        }
         entries.extend(page);
         if entries.len() > MAX_ENTRIES {
             return Err(TransferError::Refused(format!(
@@ -205,10 +213,11 @@ pub fn choose_gguf<'a>(files: &'a [String], tag: Option<&str>) -> Option<&'a str
 fn is_split(file: &str) -> bool {
     let stem = file.trim_end_matches(".gguf");
     stem.rsplit_once("-of-").is_some_and(|(before, total)| {
-        total.len() == 5
-            && total.bytes().all(|b| b.is_ascii_digit())
-            && before.len() > 6
-            && before[before.len() - 6..].starts_with('-')
+        let digits = |s: &str| s.len() == 5 && s.bytes().all(|b| b.is_ascii_digit());
+        digits(total)
+            && before
+                .rsplit_once('-')
+                .is_some_and(|(_, part)| digits(part))
     })
 }
 
@@ -315,6 +324,10 @@ mod tests {
             choose_gguf(&files, Some("Q2_K")),
             None,
             "split files are not pulled"
+        );
+        assert!(
+            !is_split("a€12345-of-00003.gguf"),
+            "no part number, and no panic"
         );
         assert_eq!(
             choose_gguf(&files[..1], None),

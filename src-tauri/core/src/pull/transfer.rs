@@ -20,6 +20,9 @@ const RETRIES: u32 = 5;
 pub enum TransferError {
     #[error("{0}")]
     Refused(String),
+    /// The Hub answered with an error status.
+    #[error("{message}")]
+    Hub { status: u16, message: String },
     #[error("cannot reach {url}: {error}")]
     Unreachable { url: String, error: String },
     #[error("the connection dropped {RETRIES} times in a row; the part fetched is kept, and the next pull resumes it: {0}")]
@@ -126,20 +129,27 @@ pub async fn inspect(
 
 /// Why the Hub refused `url`, in words a user can act on.
 pub(super) fn refusal(url: &str, status: StatusCode) -> TransferError {
-    TransferError::Refused(match status {
+    let message = match status {
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => format!(
             "{url} needs access: the repo is gated or private; accept its terms on the Hub and set a Hugging Face token in Preferences (or HF_TOKEN) (status {status})"
         ),
         StatusCode::NOT_FOUND => format!("{url} was not found on the Hub"),
         _ => format!("{url} answered {status}"),
-    })
+    };
+    TransferError::Hub {
+        status: status.as_u16(),
+        message,
+    }
 }
 
 /// Fetches `remote` into `part`, from the bytes `part` already holds; `progress` hears the
-/// bytes held after each write. On success `part` holds the whole, checked file.
+/// bytes held after each write. On success `part` holds the whole, checked file. `token` is
+/// sent as is: the caller passes it only when the Hub serves the file itself (a small file),
+/// never for the storage it redirects to; reqwest drops it on a redirect to another host.
 pub async fn fetch(
     remote: &Remote,
     part: &Path,
+    token: Option<&str>,
     cancel: &CancellationToken,
     mut progress: impl FnMut(u64),
 ) -> Result<(), TransferError> {
@@ -164,6 +174,9 @@ pub async fn fetch(
     let mut failures = 0;
     while held < remote.size {
         let mut request = client.get(&remote.location);
+        if let Some(token) = token {
+            request = request.header(AUTHORIZATION, format!("Bearer {token}"));
+        }
         if held > 0 {
             request = request.header(RANGE, format!("bytes={held}-"));
         }

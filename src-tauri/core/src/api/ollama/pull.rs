@@ -16,7 +16,7 @@ use std::time::Duration;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
@@ -74,7 +74,7 @@ pub async fn pull(
         .into());
     };
     let name = tagged(name);
-    let file = match state.pulls.contents(repo).await.map_err(pull_error)? {
+    let file = match state.pulls.contents(repo).await.map_err(ApiError::from)? {
         Contents::Gguf(entries) => {
             let files = paths(&entries);
             Some(
@@ -93,7 +93,9 @@ pub async fn pull(
             )
         }
         Contents::Mlx(_) => None,
-        Contents::Neither => return Err(pull_error(PullError::NotAModel(repo.to_string())).into()),
+        Contents::Neither => {
+            return Err(ApiError::from(PullError::NotAModel(repo.to_string())).into())
+        }
     };
     let started = match state
         .pulls
@@ -101,12 +103,21 @@ pub async fn pull(
         .await
     {
         Ok(started) => started,
-        // Already here: this name names it from now on.
+        // Already pulled from this repo: this name names it from now on. A model of the same
+        // name from anywhere else is not taken for it.
         Err(PullError::Exists(model)) => {
+            let same = state
+                .pulls
+                .origins()
+                .get(&model)
+                .is_some_and(|o| o.repo == repo && o.file == file);
+            if !same {
+                return Err(ApiError::from(PullError::Exists(model)).into());
+            }
             state.pulls.name(&model, repo, file.as_deref(), &name);
             return Ok(done_at_once(stream));
         }
-        Err(e) => return Err(pull_error(e).into()),
+        Err(e) => return Err(ApiError::from(e).into()),
     };
     if !stream {
         let ended = state.pulls.wait(&started.model).await;
@@ -198,15 +209,6 @@ fn ndjson(body: Body) -> Response {
         header::HeaderValue::from_static("application/x-ndjson"),
     );
     response
-}
-
-/// A refused pull in the status the other pull route gives it.
-fn pull_error(e: PullError) -> ApiError {
-    let mut error = ApiError::from(e);
-    if error.status == StatusCode::BAD_REQUEST && error.message.contains("was not found") {
-        error.status = StatusCode::NOT_FOUND;
-    }
-    error
 }
 
 #[cfg(test)]
