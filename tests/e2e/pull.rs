@@ -14,7 +14,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::hub::{HubServer, Served};
-use crate::support::{file_size, models_dir, python_check, Options, Server, SMOLLM2};
+use crate::support::{file_size, models_dir, python_check, EventLog, Options, Server, SMOLLM2};
 
 const REPO: &str = "bartowski/SmolLM2-135M-Instruct-GGUF";
 const FILE: &str = "SmolLM2-135M-Instruct-Q4_1.gguf";
@@ -62,6 +62,36 @@ fn own_files(server: &Server) -> Vec<String> {
     found
 }
 
+/// The first `pull` event of `repo` in a state `state` accepts, within two minutes.
+async fn pull_event(events: &EventLog, repo: &str, state: impl Fn(&str) -> bool) -> Value {
+    tokio::time::timeout(
+        Duration::from_secs(120),
+        events.wait_for("a pull's event", |e| {
+            e["type"] == "pull" && e["repo"] == repo && e["state"].as_str().is_some_and(&state)
+        }),
+    )
+    .await
+    .expect("the pull ended")
+}
+
+/// The first end of a pull of `repo`: done, failed or cancelled.
+async fn pull_end(events: &EventLog, repo: &str) -> Value {
+    pull_event(events, repo, |state| state != "downloading").await
+}
+
+/// Stops model `id` and deletes it from the model folder; the delete's answer.
+async fn stop_and_delete(server: &Server, id: &str) -> Value {
+    let (status, body) = server
+        .call(Method::DELETE, &format!("/api/memory/models/{id}"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = server
+        .call(Method::DELETE, &format!("/api/models/{id}"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
 async fn pull(server: &Server, repo: &str, file: &str) -> (u16, Value) {
     server
         .post("/api/models/pull", &json!({"repo": repo, "file": file}))
@@ -87,14 +117,7 @@ async fn a_pull_resumes_a_dropped_connection_checks_the_file_and_serves_it() {
     let (status, body) = pull(&server, REPO, FILE).await;
     assert_eq!(status, 409, "{body}");
 
-    let done = tokio::time::timeout(
-        Duration::from_secs(120),
-        events.wait_for("the pull's end", |e| {
-            e["type"] == "pull" && e["model"] == PULLED && e["state"] != "downloading"
-        }),
-    )
-    .await
-    .expect("the pull ended");
+    let done = pull_end(&events, REPO).await;
     assert_eq!(done["state"], "done", "{done}");
     assert_eq!(done["received"], size, "{done}");
     let progress: Vec<u64> = events
@@ -152,14 +175,7 @@ async fn a_pull_resumes_a_dropped_connection_checks_the_file_and_serves_it() {
         .call(Method::DELETE, &format!("/api/models/{PULLED}"))
         .await;
     assert_eq!(status, 409, "{body}");
-    let (status, body) = server
-        .call(Method::DELETE, &format!("/api/memory/models/{PULLED}"))
-        .await;
-    assert_eq!(status, 200, "{body}");
-    let (status, body) = server
-        .call(Method::DELETE, &format!("/api/models/{PULLED}"))
-        .await;
-    assert_eq!(status, 200, "{body}");
+    let body = stop_and_delete(&server, PULLED).await;
     assert_eq!(body["bytes"], size, "{body}");
     assert!(!target.exists());
     let (status, body) = server
@@ -229,25 +245,11 @@ async fn a_bad_pull_leaves_nothing_behind_and_says_why() {
     hub.add("org/two-ggufs", "m-Q8_0.gguf", model);
     let server = server_for(&hub);
     let events = server.events().await;
-    let ended = |repo: &'static str| {
-        let events = &events;
-        async move {
-            let _ = repo;
-            tokio::time::timeout(
-                Duration::from_secs(120),
-                events.wait_for("the pull's end", |e| {
-                    e["type"] == "pull" && e["repo"] == repo && e["state"] != "downloading"
-                }),
-            )
-            .await
-            .expect("the pull ended")
-        }
-    };
 
     // A wrong sha256: the whole file arrives, is checked, and is not kept.
     let (status, body) = pull(&server, "org/wrong-sum", "model.gguf").await;
     assert_eq!(status, 202, "{body}");
-    let failed = ended("org/wrong-sum").await;
+    let failed = pull_end(&events, "org/wrong-sum").await;
     assert_eq!(failed["state"], "failed", "{failed}");
     let error = failed["error"].as_str().unwrap_or_default();
     assert!(
@@ -259,7 +261,7 @@ async fn a_bad_pull_leaves_nothing_behind_and_says_why() {
     // Bigger than the disk: refused before a byte is written, naming the bytes missing.
     let (status, body) = pull(&server, "org/huge", "model.gguf").await;
     assert_eq!(status, 202, "{body}");
-    let failed = ended("org/huge").await;
+    let failed = pull_end(&events, "org/huge").await;
     let error = failed["error"].as_str().unwrap_or_default();
     assert!(
         error.contains("not enough disk space") && error.contains("more bytes"),
@@ -267,7 +269,7 @@ async fn a_bad_pull_leaves_nothing_behind_and_says_why() {
     );
     println!("too big: {error}");
 
-    // Cancel, partway: the partial file goes. Three pulls run at most: a fourth waits its turn.
+    // Cancel, partway: the partial file goes. Three pulls run at most: a fourth is refused.
     let (status, body) = pull(&server, "org/slow", "model.gguf").await;
     assert_eq!(status, 202, "{body}");
     for (repo, file) in [
@@ -285,7 +287,7 @@ async fn a_bad_pull_leaves_nothing_behind_and_says_why() {
             .call(Method::DELETE, &format!("/api/models/pulls/{model}"))
             .await;
         assert_eq!(status, 200, "{body}");
-        assert_eq!(ended(repo).await["state"], "cancelled");
+        assert_eq!(pull_end(&events, repo).await["state"], "cancelled");
     }
     events
         .wait_for("some progress", |e| {
@@ -294,7 +296,7 @@ async fn a_bad_pull_leaves_nothing_behind_and_says_why() {
         .await;
     let (status, body) = server.call(Method::DELETE, "/api/models/pulls/model").await;
     assert_eq!(status, 200, "{body}");
-    let cancelled = ended("org/slow").await;
+    let cancelled = pull_end(&events, "org/slow").await;
     assert_eq!(cancelled["state"], "cancelled", "{cancelled}");
     let (status, body) = server.call(Method::DELETE, "/api/models/pulls/model").await;
     assert_eq!(status, 404, "{body}");
@@ -423,14 +425,7 @@ async fn an_mlx_repo_is_pulled_whole_and_answers_on_the_mlx_engine() {
     assert_eq!(body["model"], MLX_MODEL, "{body}");
     assert!(body["file"].is_null(), "{body}");
     assert_eq!(body["files"], wanted.len(), "{body}");
-    let done = tokio::time::timeout(
-        Duration::from_secs(120),
-        events.wait_for("the pull's end", |e| {
-            e["type"] == "pull" && e["model"] == MLX_MODEL && e["state"] != "downloading"
-        }),
-    )
-    .await
-    .expect("the pull ended");
+    let done = pull_end(&events, MLX_REPO).await;
     assert_eq!(done["state"], "done", "{done}");
     let total: usize = wanted.iter().map(|(_, b)| b.len()).sum();
     assert_eq!(done["received"], total, "{done}");
@@ -474,14 +469,7 @@ async fn an_mlx_repo_is_pulled_whole_and_answers_on_the_mlx_engine() {
     assert_eq!(status, 409, "{body}");
 
     // Deleted as a folder, once stopped.
-    let (status, body) = server
-        .call(Method::DELETE, &format!("/api/memory/models/{MLX_MODEL}"))
-        .await;
-    assert_eq!(status, 200, "{body}");
-    let (status, body) = server
-        .call(Method::DELETE, &format!("/api/models/{MLX_MODEL}"))
-        .await;
-    assert_eq!(status, 200, "{body}");
+    stop_and_delete(&server, MLX_MODEL).await;
     assert!(!folder.exists());
 }
 
@@ -499,18 +487,10 @@ async fn a_gated_repo_opens_with_the_token_set_in_preferences() {
     );
     let server = server_for(&hub);
     let events = server.events().await;
-    let ended = || {
-        tokio::time::timeout(
-            Duration::from_secs(120),
-            events.wait_for("the pull's end", |e| {
-                e["type"] == "pull" && e["repo"] == "org/gated" && e["state"] != "downloading"
-            }),
-        )
-    };
 
     let (status, body) = pull(&server, "org/gated", "model.gguf").await;
     assert_eq!(status, 202, "{body}");
-    let failed = ended().await.expect("the pull ended");
+    let failed = pull_end(&events, "org/gated").await;
     let error = failed["error"].as_str().unwrap_or_default();
     assert!(
         error.contains("Preferences") && error.contains("HF_TOKEN"),
@@ -556,14 +536,7 @@ async fn a_gated_repo_opens_with_the_token_set_in_preferences() {
     let (status, body) = pull(&server, "org/gated", "model.gguf").await;
     assert_eq!(status, 202, "{body}");
     // This pull's end: the second event that ends a pull of this repo.
-    let done = tokio::time::timeout(
-        Duration::from_secs(120),
-        events.wait_for("the second pull's end", |e| {
-            e["type"] == "pull" && e["repo"] == "org/gated" && e["state"] == "done"
-        }),
-    )
-    .await
-    .expect("the pull was done (the server's log says why not)");
+    let done = pull_event(&events, "org/gated", |state| state == "done").await;
     assert_eq!(done["state"], "done", "{done}");
     // A gated MLX repo: its listing and its small files come from the Hub itself, with the
     // token; its weights from the storage, without.
@@ -572,14 +545,7 @@ async fn a_gated_repo_opens_with_the_token_set_in_preferences() {
         .post("/api/models/pull", &json!({"repo": "org/gated-mlx"}))
         .await;
     assert_eq!(status, 202, "{body}");
-    let done = tokio::time::timeout(
-        Duration::from_secs(120),
-        events.wait_for("the MLX pull's end", |e| {
-            e["type"] == "pull" && e["repo"] == "org/gated-mlx" && e["state"] != "downloading"
-        }),
-    )
-    .await
-    .expect("the pull ended");
+    let done = pull_end(&events, "org/gated-mlx").await;
     assert_eq!(done["state"], "done", "{done}");
     assert_eq!(hub.storage_tokens(), 0, "the token went to the storage");
     println!(
@@ -628,14 +594,7 @@ async fn a_disk_that_fills_up_during_a_pull_ends_it_and_keeps_nothing() {
         }
     }
     println!("filled the disk with {} MB", written >> 20);
-    let failed = tokio::time::timeout(
-        Duration::from_secs(120),
-        events.wait_for("the pull's end", |e| {
-            e["type"] == "pull" && e["state"] != "downloading"
-        }),
-    )
-    .await
-    .expect("the pull ended");
+    let failed = pull_end(&events, REPO).await;
     assert_eq!(failed["state"], "failed", "{failed}");
     let error = failed["error"].as_str().unwrap_or_default();
     assert!(error.contains("disk filled up"), "{error}");
@@ -661,14 +620,7 @@ async fn a_disk_that_fills_up_during_a_pull_ends_it_and_keeps_nothing() {
     std::fs::remove_file(&filler).expect("remove the filler");
     let (status, body) = pull(&server, REPO, FILE).await;
     assert_eq!(status, 202, "{body}");
-    let done = tokio::time::timeout(
-        Duration::from_secs(120),
-        events.wait_for("the second pull's end", |e| {
-            e["type"] == "pull" && e["state"] == "done"
-        }),
-    )
-    .await
-    .expect("the pull ended");
+    let done = pull_event(&events, REPO, |state| state == "done").await;
     assert_eq!(
         done["received"],
         file_size(&models_dir().join(format!("{SMOLLM2}.gguf"))),
@@ -752,14 +704,7 @@ async fn the_ollama_client_pulls_an_hf_co_name_and_chats_with_it() {
     assert_eq!(record[PULLED]["ollama_name"], NAME, "{record}");
     assert_eq!(record[PULLED]["repo"], REPO, "{record}");
     // Deleting the model forgets its name.
-    let (status, body) = server
-        .call(Method::DELETE, &format!("/api/memory/models/{PULLED}"))
-        .await;
-    assert_eq!(status, 200, "{body}");
-    let (status, body) = server
-        .call(Method::DELETE, &format!("/api/models/{PULLED}"))
-        .await;
-    assert_eq!(status, 200, "{body}");
+    stop_and_delete(&server, PULLED).await;
     let record: Value =
         serde_json::from_slice(&std::fs::read(folder.join(".pulled.json")).expect("the record"))
             .expect("JSON");
